@@ -1,0 +1,41 @@
+# synthseg-tf: two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+UV_VERSION := 0.13.9
+# Which python3.10 builds the venv: override with `make PYTHON310=/path/to/python3.10 setup`.
+PYTHON310 ?=
+DEMO_OUT ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test bench clean-venv lock
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock setup.py
+	@py="$(PYTHON310)"; \
+	if [ -z "$$py" ] && python3.10 -c '' 2>/dev/null; then py=python3.10; fi; \
+	if [ -z "$$py" ]; then py=$$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.10*/bin/python3.10 2>/dev/null | tail -n 1); fi; \
+	if [ -z "$$py" ] || ! "$$py" -c 'import sys; assert sys.version_info[:2] == (3, 10)' 2>/dev/null; then \
+	  echo "error: python3.10 is required (TFX 1.15 needs Python <3.11). Install it (e.g. 'pyenv install 3.10') or run 'make PYTHON310=/path/to/python3.10 setup'." >&2; exit 2; fi; \
+	if [ ! -x "$(PY)" ]; then echo "creating $(VENV) with $$py"; "$$py" -m venv "$(VENV)"; fi
+	$(PY) -m pip install -q --disable-pip-version-check "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv pip sync -q --python $(PY) requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) --no-deps -e .
+	@touch $@
+
+# Re-resolve the lock from requirements.in (needs the registry; about a minute).
+lock: $(VENV)/.installed
+	$(VENV)/bin/uv pip compile -q --python-version 3.10 --python-platform x86_64-unknown-linux-gnu requirements.in -o requirements.lock
+
+demo: setup
+	$(VENV)/bin/synthseg demo --out $(DEMO_OUT)
+
+test: setup
+	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS) tests
+
+bench: setup
+	$(PY) benchmarks/run_all.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,38 @@
+"""Process-wide settings the package owns, applied before TensorFlow or segmentation-models load.
+
+Users should not have to export ``SM_FRAMEWORK`` or silence TensorFlow's C++ log spam
+themselves. Values the user already set are respected.
+"""
+import logging
+import os
+import warnings
+
+os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Third-party import-time noise that says nothing actionable to our users.
+warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
+warnings.filterwarnings("ignore", message=r".*TensorFlow Addons.*")
+warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow_addons.*")
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow_gan|tensorflow_probability|keras|tensorflow).*")
+logging.getLogger("tensorflow").setLevel(logging.ERROR)
+
+
+def quiet_tensorflow():
+    """Lower TensorFlow's Python logger to errors (call after importing tensorflow)."""
+    try:
+        import tensorflow as tf
+
+        tf.get_logger().setLevel(logging.ERROR)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def import_segmentation_models():
+    """Import ``segmentation_models`` on tf.keras without its banner on stdout."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import segmentation_models as sm
+    return sm
