@@ -1,0 +1,152 @@
+"""The ``synthseg`` command line: one entry point, subcommands, ``--help`` on each.
+
+Heavy imports (TensorFlow, Beam) happen inside the command that needs them, so ``--help``
+and ``data validate`` answer quickly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import List, Optional
+
+from synthseg_tf import __version__
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_DATA = 0, 1, 2
+
+
+class CliError(Exception):
+    """An error to show the user as one line, without a traceback."""
+
+    def __init__(self, msg: str, code: int = EXIT_ERROR):
+        super().__init__(msg)
+        self.code = code
+
+
+# --------------------------------------------------------------------------- data
+def cmd_data_validate(args) -> int:
+    from synthseg_tf.data import load, validate
+
+    ds = load(args.spec)
+    rep = validate(ds)
+    if args.json:
+        print(json.dumps(rep.to_dict(), indent=1))
+    else:
+        print(rep.format())
+    for path, problem in rep.bad:
+        print(f"{path}: {problem}", file=sys.stderr)
+    if rep.bad:
+        print(f"{len(rep.bad)} problem(s) found in {ds.spec}", file=sys.stderr)
+        return EXIT_BAD_DATA
+    return EXIT_OK
+
+
+def cmd_data_make_demo(args) -> int:
+    from synthseg_tf.data import demo
+    from synthseg_tf.data.layouts import _parse_size
+
+    made = []
+    if args.what in ("scenes", "both"):
+        out = os.path.join(args.out, "scenes") if args.what == "both" else args.out
+        demo.write_demo_scenes(out, n=args.n, size=_parse_size(args.size), seed=args.seed, overwrite=args.overwrite)
+        made.append(f"scenes (pairs layout): pairs:{out}/images:{out}/masks")
+    if args.what in ("classes", "both"):
+        out = os.path.join(args.out, "classes") if args.what == "both" else args.out
+        demo.write_demo_classes(out, seed=args.seed, overwrite=args.overwrite)
+        made.append(f"classes (classfolders layout): classfolders:{out}")
+    for m in made:
+        print("wrote", m)
+    return EXIT_OK
+
+
+def _checked_dataset(spec: str, skip_bad: bool):
+    """Load and validate ``spec``; bad files abort unless ``skip_bad`` (then they are reported)."""
+    from synthseg_tf.data import load, validate
+
+    ds = load(spec)
+    rep = validate(ds)
+    if rep.bad:
+        for path, problem in rep.bad:
+            print(f"{path}: {problem}", file=sys.stderr)
+        if not skip_bad:
+            raise CliError(f"{len(rep.bad)} bad file(s) in {spec}; fix them or pass --skip-bad", EXIT_BAD_DATA)
+        print(f"skipping {len(rep.bad)} bad file(s)", file=sys.stderr)
+        ds = rep.good_dataset()
+    return ds, rep
+
+
+def cmd_data_to_tfrecord(args) -> int:
+    from synthseg_tf.data.tfrecord import write_tfrecords
+
+    ds, rep = _checked_dataset(args.spec, args.skip_bad)
+    meta = write_tfrecords(ds, args.out, shards=args.shards, skip_bad=args.skip_bad, overwrite=args.overwrite)
+    meta["skipped"] = meta["skipped"] + [{"path": p, "problem": m} for p, m in rep.bad]
+    print(f"wrote {meta['count']} examples in {len(meta['shards'])} shard(s) to {args.out}"
+          + (f" ({len(meta['skipped'])} skipped)" if meta["skipped"] else ""))
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="synthseg", description="Synthetic training data for segmentation and "
+                                "classification: datasets, pix2pix GAN, generation, evaluation.")
+    p.add_argument("--version", action="version", version=f"synthseg-tf {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    spec_help = ("dataset spec: pairs:IMAGES:MASKS | camvid:DIR | cityscapes:DIR[?classes=30] | isic2016:DIR | "
+                 "classfolders:DIR | demo-scenes | demo-classes (options after '?', e.g. ?split=train)")
+
+    data = sub.add_parser("data", help="read, check and convert datasets")
+    dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
+    dsub.required = True
+
+    v = dsub.add_parser("validate", help="read every sample; report bad files (exit 2) and class frequencies")
+    v.add_argument("spec", help=spec_help)
+    v.add_argument("--json", action="store_true", help="print the report as JSON")
+    v.set_defaults(func=cmd_data_validate)
+
+    m = dsub.add_parser("make-demo", help="write the built-in procedural datasets to disk")
+    m.add_argument("out", help="output folder (must not exist)")
+    m.add_argument("--what", choices=("scenes", "classes", "both"), default="both")
+    m.add_argument("--n", type=int, default=300, help="number of street scenes")
+    m.add_argument("--size", default="128", help="scene size N or HxW (default 128)")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--overwrite", action="store_true")
+    m.set_defaults(func=cmd_data_make_demo)
+
+    t = dsub.add_parser("to-tfrecord", help="write a dataset as sharded TFRecords (tf.Example schema)")
+    t.add_argument("spec", help=spec_help)
+    t.add_argument("out", help="output folder (must not exist unless --overwrite)")
+    t.add_argument("--shards", type=int, default=4)
+    t.add_argument("--skip-bad", action="store_true", help="skip bad files instead of failing (they are listed)")
+    t.add_argument("--overwrite", action="store_true")
+    t.set_defaults(func=cmd_data_to_tfrecord)
+
+    from synthseg_tf import commands
+
+    commands.register(sub, spec_help)
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from synthseg_tf.data import DataError, SpecError
+
+    try:
+        return int(args.func(args) or 0)
+    except CliError as e:
+        print(f"synthseg: error: {e}", file=sys.stderr)
+        return e.code
+    except (SpecError, DataError, FileExistsError, FileNotFoundError) as e:
+        print(f"synthseg: error: {e}", file=sys.stderr)
+        return EXIT_BAD_DATA if isinstance(e, DataError) else EXIT_ERROR
+    except KeyboardInterrupt:  # pragma: no cover
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
