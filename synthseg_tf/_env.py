@@ -8,7 +8,7 @@ import os
 import warnings
 
 os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # hides the harmless CUDA-plugin registration errors on CPU
 
 # Third-party import-time noise that says nothing actionable to our users.
 warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
