@@ -1,0 +1,330 @@
+"""Image classifier CNN: build, compile, stratified splits, export and load.
+
+The network (the design's CNN) takes float32 RGB images in [0, 1], ``[B, H, W, 3]``:
+
+    [Conv2D 3x3 + (BatchNorm) + ReLU] x 2 -> MaxPool 2x2      one block per entry of ``filters``
+    Flatten (or GlobalAveragePooling2D) -> Dropout
+    Dense + ReLU ... (the last one is named ``"penultimate"``) -> Dropout
+    Dense(num_classes, softmax)  named ``"predictions"``
+
+The ``"penultimate"`` activations are the feature space used for FID/KID
+(:func:`feature_extractor`). Labels are one-hot for training (categorical cross-entropy);
+:func:`to_classifier_inputs` converts pipeline batches ``{"image", "label"}``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from synthseg_tf import _env  # noqa: F401  (quiet TF before it loads)
+from synthseg_tf.data.classes import ClassTable
+
+import tensorflow as tf  # noqa: E402
+
+PENULTIMATE = "penultimate"
+CONFIG_FILE = "config.json"
+EXPORT_FORMAT = "synthseg_tf.classifier"
+
+
+# ============================================================================ model
+def build_classifier(
+    num_classes: int,
+    input_shape: Tuple[int, int, int] = (128, 128, 3),
+    filters: Sequence[int] = (32, 64, 128, 256),
+    dense_units: Sequence[int] = (256,),
+    dropout: float = 0.5,
+    batch_norm: bool = False,
+    pooling: str = "flatten",
+) -> tf.keras.Model:
+    """The CNN described above; outputs softmax probabilities ``[B, num_classes]``.
+
+    ``pooling`` is ``"flatten"`` (needs a fixed ``input_shape``) or ``"gap"``
+    (GlobalAveragePooling2D). ``batch_norm`` adds BatchNormalization after each conv.
+    ``dense_units`` must be non-empty: its last layer is the ``"penultimate"`` feature layer.
+    """
+    if int(num_classes) < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if not filters:
+        raise ValueError("filters must list at least one conv block")
+    if not dense_units:
+        raise ValueError("dense_units must list at least one layer (the last one is 'penultimate')")
+    if not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if pooling not in ("flatten", "gap"):
+        raise ValueError(f"pooling must be 'flatten' or 'gap', got {pooling!r}")
+    if len(input_shape) != 3 or input_shape[-1] != 3:
+        raise ValueError(f"input_shape must be (H, W, 3), got {input_shape}")
+    if pooling == "flatten" and None in tuple(input_shape[:2]):
+        raise ValueError("pooling='flatten' needs a fixed input size; use pooling='gap' for any size")
+    min_side = 2 ** len(filters)
+    for s in input_shape[:2]:
+        if s is not None and int(s) < min_side:
+            raise ValueError(f"input {input_shape} too small for {len(filters)} pooling blocks (need >= {min_side})")
+
+    L = tf.keras.layers
+    inputs = tf.keras.Input(shape=tuple(input_shape), name="images")
+    x = inputs
+    for b, f in enumerate(filters, start=1):
+        for c in (1, 2):
+            x = L.Conv2D(int(f), 3, padding="same", use_bias=not batch_norm, name=f"block{b}_conv{c}")(x)
+            if batch_norm:
+                x = L.BatchNormalization(name=f"block{b}_bn{c}")(x)
+            x = L.ReLU(name=f"block{b}_relu{c}")(x)
+        x = L.MaxPooling2D(2, name=f"block{b}_pool")(x)
+    x = L.Flatten(name="flatten")(x) if pooling == "flatten" else L.GlobalAveragePooling2D(name="gap")(x)
+    x = L.Dropout(dropout, name="dropout_features")(x)
+    for i, units in enumerate(dense_units):
+        last = i == len(dense_units) - 1
+        x = L.Dense(int(units), activation="relu", name=PENULTIMATE if last else f"dense{i + 1}")(x)
+    x = L.Dropout(dropout, name="dropout_penultimate")(x)
+    outputs = L.Dense(int(num_classes), activation="softmax", name="predictions")(x)
+    return tf.keras.Model(inputs, outputs, name="classifier")
+
+
+def feature_extractor(model: tf.keras.Model) -> tf.keras.Model:
+    """A model mapping the classifier's input to its ``"penultimate"`` activations (FID/KID)."""
+    return tf.keras.Model(model.input, model.get_layer(PENULTIMATE).output, name="classifier_features")
+
+
+def compile_classifier(model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
+    """Adam + categorical cross-entropy (one-hot labels) + accuracy. Returns ``model``."""
+    model.compile(
+        optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
+        loss=tf.keras.losses.CategoricalCrossentropy(),
+        metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+def early_stopping(patience: int = 5) -> tf.keras.callbacks.EarlyStopping:
+    """Stop when ``val_loss`` has not improved for ``patience`` epochs; keep the best weights."""
+    return tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
+
+
+def to_classifier_inputs(batch: Mapping[str, tf.Tensor], num_classes: int) -> Tuple[tf.Tensor, tf.Tensor]:
+    """Pipeline batch ``{"image", "label"}`` -> ``(images float32 [0,1], one-hot labels float32 [B,C])``.
+
+    Use as ``dataset.map(lambda b: to_classifier_inputs(b, num_classes))``.
+    """
+    if "image" not in batch or "label" not in batch:
+        raise KeyError(f"a classification batch needs 'image' and 'label' entries, got {sorted(batch)}")
+    labels = tf.cast(batch["label"], tf.int32)
+    return tf.cast(batch["image"], tf.float32), tf.one_hot(labels, int(num_classes), dtype=tf.float32)
+
+
+# ============================================================================ splits
+def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
+    """Split ``n`` samples of one class into per-split counts (see :func:`stratified_split`)."""
+    k = len(fractions)
+    active = np.flatnonzero(fractions > 0)
+    counts = np.zeros(k, dtype=np.int64)
+    if n <= len(active):
+        counts[active[:n]] = 1  # too few to go around: one each, in split order (train first)
+        return counts
+    raw = n * fractions
+    counts = np.floor(raw).astype(np.int64)
+    # largest remainders get the leftovers (ties: earlier split first)
+    order = sorted(active, key=lambda i: (-(raw[i] - counts[i]), i))
+    for i in order[: n - counts.sum()]:
+        counts[i] += 1
+    # every active split gets at least one, taken from the currently largest split
+    for i in active:
+        if counts[i] == 0:
+            counts[int(np.argmax(counts))] -= 1
+            counts[i] = 1
+    return counts
+
+
+def stratified_split(
+    labels: Sequence[int],
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    seed: int = 0,
+) -> Tuple[np.ndarray, ...]:
+    """Deterministic per-class split of sample indices, e.g. ``train, val, test = stratified_split(y)``.
+
+    For each class (independently shuffled with ``seed``), its ``n`` samples are divided by
+    ``fractions`` with largest-remainder rounding, and then every split with a positive
+    fraction gets at least one sample (taken from the largest). Classes with fewer samples
+    than there are such splits give one sample to each split in order: a class with 1 sample
+    is train-only, with 2 samples train + val (for the default 3 fractions). So every class is
+    in the first split and in all splits whenever it has enough samples.
+
+    Returns one sorted int64 index array per fraction. ``fractions`` must be non-negative,
+    with a positive first entry, and sum to 1.
+    """
+    y = np.asarray(labels).reshape(-1)
+    fr = np.asarray(fractions, dtype=np.float64).reshape(-1)
+    if fr.size < 1 or np.any(fr < 0) or not np.isclose(fr.sum(), 1.0, atol=1e-6):
+        raise ValueError(f"fractions must be non-negative and sum to 1, got {tuple(fractions)}")
+    if fr[0] <= 0:
+        raise ValueError("the first (training) fraction must be positive")
+    rng = np.random.default_rng(seed)
+    parts: List[List[np.ndarray]] = [[] for _ in fr]
+    for cls in np.unique(y):
+        idx = np.flatnonzero(y == cls)
+        idx = idx[rng.permutation(idx.size)]
+        start = 0
+        for s, c in enumerate(_allocate(idx.size, fr)):
+            parts[s].append(idx[start : start + c])
+            start += c
+    return tuple(np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64) for p in parts)
+
+
+# ============================================================================ export / load
+def _prepare_export_dir(export_dir: str, overwrite: bool) -> str:
+    """Refuse a non-empty existing ``export_dir`` unless ``overwrite``; an empty one is replaced."""
+    export_dir = os.path.abspath(os.fspath(export_dir))
+    if os.path.isdir(export_dir) and not os.listdir(export_dir):
+        os.rmdir(export_dir)
+    elif os.path.exists(export_dir) and not overwrite:
+        raise FileExistsError(f"{export_dir} already exists and is not empty; pass overwrite=True to replace it")
+    return export_dir
+
+
+class _ClassifierModule(tf.Module):
+    """What the SavedModel holds: the model's variables and the serving functions."""
+
+    def __init__(self, model: tf.keras.Model, image_size: Tuple[int, int]):
+        super().__init__(name="classifier")
+        self.model_variables = list(model.variables)  # track variables, not the Keras model
+        size = tf.constant(image_size, tf.int32)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+        def classify(images):
+            """float32 [B,H,W,3] in [0,1] -> probabilities float32 [B,C], class_ids int32 [B]."""
+            x = tf.image.resize(images, size, method="bilinear")
+            probs = tf.cast(model(x, training=False), tf.float32)
+            return {"probabilities": probs, "class_ids": tf.cast(tf.argmax(probs, -1), tf.int32)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
+        def serve(images):
+            return classify(tf.cast(images, tf.float32) / 255.0)
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
+        def serve_bytes(image_bytes):
+            def decode(b):
+                img = tf.io.decode_image(b, channels=3, dtype=tf.uint8, expand_animations=False)
+                return tf.image.resize(tf.cast(img, tf.float32) / 255.0, size, method="bilinear")
+
+            images = tf.map_fn(
+                decode, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32)
+            )
+            return classify(images)
+
+        self.classify = classify
+        self.serve = serve
+        self.serve_bytes = serve_bytes
+
+
+def export_classifier(
+    model: tf.keras.Model,
+    export_dir: str,
+    class_names: Sequence[str],
+    image_size: Union[int, Tuple[int, int]],
+    overwrite: bool = False,
+    extra_config: Optional[Mapping] = None,
+) -> str:
+    """Export the classifier as a SavedModel (+ ``classes.json`` and ``config.json``).
+
+    Signatures:
+      - ``serving_default``: ``images`` uint8 ``[B,H,W,3]`` (any size, resized bilinear to
+        ``image_size``) -> ``probabilities`` float32 ``[B,C]``, ``class_ids`` int32 ``[B]``;
+      - ``serving_bytes``: ``image_bytes`` string ``[B]`` of PNG/JPEG files (sizes may differ)
+        -> the same outputs.
+    The module also has a ``classify`` function taking float32 [0,1] images.
+
+    Written atomically (built next to ``export_dir``, then renamed); an existing non-empty
+    ``export_dir`` is refused unless ``overwrite=True``. Returns the absolute path.
+    """
+    from synthseg_tf.utils import atomic_directory, atomic_write_text
+
+    if isinstance(image_size, int):
+        image_size = (image_size, image_size)
+    h, w = (int(s) for s in image_size)
+    in_hw = tuple(model.input_shape[1:3])
+    if None not in in_hw and in_hw != (h, w):
+        raise ValueError(f"image_size {(h, w)} does not match the model's fixed input size {in_hw}")
+    table = ClassTable(list(class_names))
+    c = int(model.output_shape[-1])
+    if table.num_classes != c:
+        raise ValueError(f"{table.num_classes} class names for a model with {c} outputs")
+    export_dir = _prepare_export_dir(export_dir, overwrite)
+    module = _ClassifierModule(model, (h, w))
+    config = {
+        "format": EXPORT_FORMAT,
+        "version": 1,
+        "task": "classification",
+        "model_name": model.name,
+        "image_size": [h, w],
+        "num_classes": c,
+        "class_names": table.names,
+        "inputs": "serving_default: images uint8 [B,H,W,3]; serving_bytes: image_bytes string [B] (PNG/JPEG)",
+        "outputs": {"probabilities": "float32 [B,C]", "class_ids": "int32 [B]"},
+        "resize": "bilinear to image_size",
+        **dict(extra_config or {}),
+    }
+    with atomic_directory(export_dir, overwrite=True) as tmp:
+        tf.saved_model.save(
+            module,
+            tmp,
+            signatures={
+                "serving_default": module.serve.get_concrete_function(),
+                "serving_bytes": module.serve_bytes.get_concrete_function(),
+            },
+        )
+        table.save(os.path.join(tmp, "classes.json"))
+        atomic_write_text(os.path.join(tmp, CONFIG_FILE), json.dumps(config, indent=1))
+    return export_dir
+
+
+class Classifier:
+    """A loaded classifier export: ``classifier(images) -> class ids``.
+
+    ``images``: ``[B,H,W,3]`` (or one ``[H,W,3]``) numpy array or tensor, float in [0, 1] or
+    uint8, any size (a single image is treated as a batch of one). ``__call__`` returns int32
+    class ids ``[B]``; :meth:`predict_proba` returns probabilities ``[B,C]``.
+    """
+
+    def __init__(self, export_dir: str):
+        export_dir = os.fspath(export_dir)
+        if not os.path.isdir(export_dir):
+            raise FileNotFoundError(f"classifier export not found: {export_dir}")
+        try:
+            with open(os.path.join(export_dir, CONFIG_FILE), encoding="utf-8") as f:
+                self.config = json.load(f)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{export_dir}: not a classifier export (unreadable {CONFIG_FILE}: {e})") from e
+        if self.config.get("format") != EXPORT_FORMAT:
+            raise ValueError(f"{export_dir}: {CONFIG_FILE} says format {self.config.get('format')!r}, not {EXPORT_FORMAT!r}")
+        self.export_dir = export_dir
+        self.class_table = ClassTable.load(export_dir)
+        self.image_size = tuple(self.config["image_size"])
+        self._module = tf.saved_model.load(export_dir)
+
+    @property
+    def class_names(self) -> List[str]:
+        return self.class_table.names
+
+    def predict(self, images) -> Dict[str, np.ndarray]:
+        """``{"probabilities": float32 [B,C], "class_ids": int32 [B]}`` for a batch."""
+        x = tf.convert_to_tensor(images)
+        if x.shape.rank == 3:
+            x = x[None]
+        if x.shape.rank != 4 or x.shape[-1] != 3:
+            raise ValueError(f"expected images [B,H,W,3], got shape {x.shape}")
+        out = self._module.serve(x) if x.dtype == tf.uint8 else self._module.classify(tf.cast(x, tf.float32))
+        return {k: v.numpy() for k, v in out.items()}
+
+    def predict_proba(self, images) -> np.ndarray:
+        return self.predict(images)["probabilities"]
+
+    def __call__(self, images) -> np.ndarray:
+        return self.predict(images)["class_ids"]
+
+
+def load_classifier(export_dir: str) -> Classifier:
+    """Load :func:`export_classifier` output as a callable ``images -> class ids``."""
+    return Classifier(export_dir)
