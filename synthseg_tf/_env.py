@@ -36,3 +36,13 @@ def import_segmentation_models():
     with contextlib.redirect_stdout(io.StringIO()):
         import segmentation_models as sm
     return sm
+
+
+class _DropKnownNoise(logging.Filter):
+    """tensorflow_addons warns on the root logger each time an InstanceNormalization loads."""
+
+    def filter(self, record):
+        return "The given value for groups will be overwritten" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_DropKnownNoise())

@@ -62,6 +62,19 @@ def parse_spec(spec: str) -> Tuple[str, List[str], Dict[str, str]]:
     return kind, args, opts
 
 
+def absolute_spec(spec: str) -> str:
+    """The same spec with its folder and file paths made absolute (for records other runs read)."""
+    kind, args, opts = parse_spec(spec)
+    if kind.startswith("demo-"):
+        return spec
+    args = [os.path.abspath(os.path.expanduser(a)) for a in args]
+    for key in ("classes", "palette"):
+        if key in opts and not opts[key].isdigit():
+            opts[key] = os.path.abspath(os.path.expanduser(opts[key]))
+    query = "&".join(f"{k}={v}" for k, v in opts.items())
+    return f"{kind}:{':'.join(args)}" + (f"?{query}" if query else "")
+
+
 def load(spec: str) -> Dataset:
     """Read a dataset spec (see the module docstring) into a :class:`Dataset` (lists files only)."""
     if isinstance(spec, Dataset):

@@ -161,11 +161,12 @@ def raw_source(source: Source) -> Tuple[tf.data.Dataset, int]:
 def make_dataset(source: Source, image_size=(256, 256), batch_size: int = 8, augment: bool = False,
                  shuffle: bool = True, repeat: bool = False, seed: Optional[int] = None,
                  drop_remainder: bool = False, cache: bool = False, shuffle_buffer: int = 512,
-                 num_parallel: int = AUTOTUNE) -> tf.data.Dataset:
+                 num_parallel: int = AUTOTUNE, element_fn=None) -> tf.data.Dataset:
     """The training/eval input pipeline for any source; batches of dicts (see module doc).
 
     ``cache=True`` keeps decoded, *un-augmented* samples in memory (fine for a few thousand
-    images), so augmentation stays random per epoch.
+    images), so augmentation stays random per epoch. ``element_fn`` maps the unbatched,
+    resized elements before batching (e.g. to add conditioning maps).
     """
     raw, n = raw_source(source)
     if cache:
@@ -176,6 +177,8 @@ def make_dataset(source: Source, image_size=(256, 256), batch_size: int = 8, aug
     if repeat:
         raw = raw.repeat()
     out = prepare(raw, image_size, augment=augment, seed=seed, num_parallel=num_parallel)
+    if element_fn is not None:
+        out = element_fn(out)
     return out.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=num_parallel,
                      deterministic=True).prefetch(AUTOTUNE)
 

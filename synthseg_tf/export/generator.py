@@ -1,0 +1,106 @@
+"""Export a trained pix2pix generator as a SavedModel that TF Serving can host.
+
+Signatures:
+
+- ``serving_default``: ``label_map`` uint8 ``[B,H,W]`` (class ids, 255 = void), plus
+  ``class_id`` int32 ``[B]`` for class-conditional generators -> ``image`` uint8 ``[B,H,W,3]``.
+  Label maps of another size are resized (nearest) to the training size and the image is
+  resized back (bilinear), so any size works.
+- ``serving_png``: ``label_map_png`` string ``[B]``: PNG bytes of single-channel label maps, as TF
+  Serving's REST API delivers ``{"b64": "..."}`` values (plus ``class_id``) -> ``image_png``
+  string ``[B]`` and ``image`` uint8. Label maps in one request must share a size.
+
+``config.json`` and ``classes.json`` are written beside ``saved_model.pb``, so
+:class:`~synthseg_tf.generation.Renderer` and ``synthseg generate`` take the export directly.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, Optional
+
+import tensorflow as tf
+
+from synthseg_tf.data.classes import ClassTable
+from synthseg_tf.utils import atomic_directory, atomic_write_text
+
+
+class _GeneratorModule(tf.Module):
+    def __init__(self, generator: tf.keras.Model, image_size, conditional: bool):
+        super().__init__()
+        self.generator = generator
+        self.size = tuple(int(s) for s in image_size)
+        self.conditional = conditional
+
+    def render(self, label_map, class_id=None):
+        in_hw = tf.shape(label_map)[1:3]
+        m = tf.image.resize(label_map[..., None], self.size, method="nearest")[..., 0]
+        m = tf.cast(m, tf.int32)
+        out = self.generator([m, class_id] if self.conditional else m, training=False)
+        out = tf.image.resize(out, in_hw, method="bilinear")
+        return tf.cast(tf.clip_by_value(tf.round((out + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
+
+    def decode_maps(self, pngs):
+        return tf.map_fn(lambda b: tf.io.decode_png(b, channels=1)[..., 0], pngs,
+                         fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
+
+    def encode_images(self, images):
+        return tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.TensorSpec([], tf.string))
+
+
+def export_generator(generator: tf.keras.Model, export_dir: str, image_size, classes: Optional[ClassTable] = None,
+                     config: Optional[Dict] = None, overwrite: bool = False) -> str:
+    """Write the generator SavedModel (atomically) and return ``export_dir``."""
+    conditional = len(generator.inputs) > 1
+    module = _GeneratorModule(generator, image_size, conditional)
+    maps = tf.TensorSpec([None, None, None], tf.uint8, name="label_map")
+    pngs = tf.TensorSpec([None], tf.string, name="label_map_png")
+    ids = tf.TensorSpec([None], tf.int32, name="class_id")
+    if conditional:
+        default = tf.function(lambda label_map, class_id: {"image": module.render(label_map, class_id)},
+                              input_signature=[maps, ids])
+
+        def png_fn(label_map_png, class_id):
+            img = module.render(module.decode_maps(label_map_png), class_id)
+            return {"image": img, "image_png": module.encode_images(img)}
+
+        png = tf.function(png_fn, input_signature=[pngs, ids])
+    else:
+        default = tf.function(lambda label_map: {"image": module.render(label_map)}, input_signature=[maps])
+
+        def png_fn(label_map_png):
+            img = module.render(module.decode_maps(label_map_png))
+            return {"image": img, "image_png": module.encode_images(img)}
+
+        png = tf.function(png_fn, input_signature=[pngs])
+    if os.path.isdir(export_dir) and not os.listdir(export_dir):
+        os.rmdir(export_dir)
+    with atomic_directory(export_dir, overwrite=overwrite) as tmp:
+        tf.saved_model.save(module, tmp, signatures={"serving_default": default, "serving_png": png})
+        cfg = dict(config or {})
+        cfg.update(image_size=list(module.size), conditional=conditional, format="synthseg-generator-savedmodel")
+        atomic_write_text(os.path.join(tmp, "config.json"), json.dumps(cfg, indent=1))
+        if classes is not None:
+            classes.save(os.path.join(tmp, "classes.json"))
+    return export_dir
+
+
+def export_run(run_dir: str, export_dir: str, overwrite: bool = False) -> str:
+    """Export the generator of a ``synthseg gan train`` run folder."""
+    from synthseg_tf.generation.renderer import _read_json
+
+    import tensorflow_addons  # noqa: F401  (custom layers)
+
+    import synthseg_tf.models.pix2pix  # noqa: F401  (registers the custom layers)
+
+    gen_dir = os.path.join(run_dir, "generator")
+    if not os.path.isdir(gen_dir):
+        raise FileNotFoundError(f"{run_dir}: no generator/ folder (is this a finished `synthseg gan train` run?)")
+    generator = tf.keras.models.load_model(gen_dir, compile=False)
+    config = _read_json(os.path.join(run_dir, "config.json"))
+    cj = os.path.join(run_dir, "classes.json")
+    classes = ClassTable.load(cj) if os.path.isfile(cj) else None
+    return export_generator(generator, export_dir, config["image_size"], classes, config, overwrite=overwrite)
+
+
+__all__ = ["export_generator", "export_run"]

@@ -1,0 +1,97 @@
+"""A trained generator, loaded from a ``gan train`` run folder or an exported SavedModel.
+
+Both give the same call: ``render(label_maps uint8 [B,H,W], labels int [B] | None) -> uint8
+[B,H,W,3]``. Rendering is deterministic (dropout off), so a label map and class id fix the image.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Dict, Optional
+
+import numpy as np
+
+from synthseg_tf.data.classes import ClassTable
+
+
+def directory_fingerprint(path: str) -> str:
+    """sha256 over the names and bytes of every file under ``path`` (first 16 hex digits)."""
+    h = hashlib.sha256()
+    for root, dirs, files in os.walk(path):
+        dirs.sort()
+        for f in sorted(files):
+            p = os.path.join(root, f)
+            h.update(os.path.relpath(p, path).encode())
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class Renderer:
+    """Label maps -> photos with a trained pix2pix generator."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        self.path = os.path.abspath(path)
+        if os.path.isfile(os.path.join(self.path, "saved_model.pb")):
+            self.kind, model_dir = "export", self.path
+        elif os.path.isdir(os.path.join(self.path, "generator")):
+            self.kind, model_dir = "run", os.path.join(self.path, "generator")
+        else:
+            raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
+                                    "generator/ or an exported SavedModel with saved_model.pb)")
+        self.config: Dict = _read_json(os.path.join(self.path, "config.json"))
+        cj = os.path.join(self.path, "classes.json")
+        self.classes: Optional[ClassTable] = ClassTable.load(cj) if os.path.isfile(cj) else None
+        self.fingerprint = directory_fingerprint(model_dir)
+        if self.kind == "export":
+            loaded = tf.saved_model.load(model_dir)
+            self._fn = loaded.signatures["serving_default"]
+            self._loaded = loaded
+            self._conditional = "class_id" in self._fn.structured_input_signature[1]
+        else:
+            import tensorflow_addons  # noqa: F401  (registers InstanceNormalization for loading)
+
+            import synthseg_tf.models.pix2pix  # noqa: F401  (registers the generator's custom layers)
+
+            self._model = tf.keras.models.load_model(model_dir, compile=False)
+            self._conditional = len(self._model.inputs) > 1
+            self._fn = tf.function(lambda m, l=None: self._model([m, l] if l is not None else m, training=False))
+        size = self.config.get("image_size")
+        self.image_size = tuple(size) if size else None
+        self.num_labels = self.config.get("num_labels") if self._conditional else None
+
+    @property
+    def conditional(self) -> bool:
+        return self._conditional
+
+    def render(self, label_maps: np.ndarray, labels: Optional[np.ndarray] = None) -> np.ndarray:
+        import tensorflow as tf
+
+        maps = np.asarray(label_maps, dtype=np.uint8)
+        if maps.ndim == 2:
+            maps = maps[None]
+        if self.image_size and maps.shape[1:3] != tuple(self.image_size):
+            raise ValueError(f"label maps are {maps.shape[1]}x{maps.shape[2]} but the generator was trained at "
+                             f"{self.image_size[0]}x{self.image_size[1]}")
+        if self._conditional:
+            if labels is None:
+                raise ValueError("this generator is class-conditional: pass a class id per label map")
+            lab = tf.constant(np.asarray(labels, dtype=np.int32).reshape(-1))
+        if self.kind == "export":
+            kw = {"label_map": tf.constant(maps)}
+            if self._conditional:
+                kw["class_id"] = lab
+            return self._fn(**kw)["image"].numpy()
+        out = self._fn(tf.constant(maps), lab) if self._conditional else self._fn(tf.constant(maps))
+        return np.clip(np.round((out.numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def _read_json(path: str) -> Dict:
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
