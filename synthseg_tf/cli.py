@@ -149,4 +149,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run through the package module so CliError raised by subcommands is this module's class.
+    from synthseg_tf.cli import main as _main
+
+    sys.exit(_main())

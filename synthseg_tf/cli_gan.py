@@ -149,7 +149,7 @@ def register(sub, spec_help: str) -> None:
                      help="'rare' pastes rare classes more often when sampling maps")
     gen.add_argument("--min-quality", type=float, default=None,
                      help="keep a sample only if the quality model's mIoU vs its map reaches this")
-    gen.add_argument("--quality-model", default=None, help="segmenter SavedModel (`synthseg unet train` model/)")
+    gen.add_argument("--quality-model", default=None, help="segmenter SavedModel: the model/ folder of `synthseg unet train`")
     gen.add_argument("--labels", default="balanced",
                      help="class ids for class-conditional generators: balanced | random | ID")
     gen.add_argument("--samples-per-shard", type=int, default=200)

@@ -43,7 +43,7 @@ class GenerationConfig:
     seed: int = 0
     class_balance: Optional[str] = None  # sampler copy-paste balancing, e.g. "rare"
     min_quality: Optional[float] = None
-    quality_model: Optional[str] = None  # segmenter SavedModel (synthseg unet export)
+    quality_model: Optional[str] = None  # segmenter SavedModel (model/ of `synthseg unet train`)
     labels: str = "balanced"  # class ids for class-conditional generators: balanced | random | <id>
     samples_per_shard: int = 200
     batch_size: int = 16
@@ -337,7 +337,7 @@ def run_generation(cfg: GenerationConfig, log=print) -> Dict:
     if cfg.n < 1:
         raise ValueError("--n must be at least 1")
     if cfg.min_quality is not None and not cfg.quality_model:
-        raise ValueError("--min-quality needs --quality-model (a segmenter SavedModel from `synthseg unet export`)")
+        raise ValueError("--min-quality needs --quality-model (a segmenter SavedModel: the model/ folder of `synthseg unet train`)")
     renderer = Renderer(cfg.generator)  # validates the path early, and gives the fingerprint
     gen_config = dict(renderer.config)
     if not gen_config.get("image_size") or not gen_config.get("num_classes"):

@@ -195,7 +195,7 @@ class _ClassifierModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
         def classify(images):
             """float32 [B,H,W,3] in [0,1] -> probabilities float32 [B,C], class_ids int32 [B]."""
-            x = tf.image.resize(images, size, method="bilinear")
+            x = tf.image.resize(images, size, method="bilinear", antialias=True)
             probs = tf.cast(model(x, training=False), tf.float32)
             return {"probabilities": probs, "class_ids": tf.cast(tf.argmax(probs, -1), tf.int32)}
 
@@ -207,7 +207,7 @@ class _ClassifierModule(tf.Module):
         def serve_bytes(image_bytes):
             def decode(b):
                 img = tf.io.decode_image(b, channels=3, dtype=tf.uint8, expand_animations=False)
-                return tf.image.resize(tf.cast(img, tf.float32) / 255.0, size, method="bilinear")
+                return tf.image.resize(tf.cast(img, tf.float32) / 255.0, size, method="bilinear", antialias=True)
 
             images = tf.map_fn(
                 decode, image_bytes, fn_output_signature=tf.TensorSpec([None, None, 3], tf.float32)

@@ -473,7 +473,7 @@ class _SegmenterModule(tf.Module):
         def segment(images):
             """float32 [B,H,W,3] in [0,1] -> label_ids uint8 [B,H,W], probabilities float32 [B,H,W,K]."""
             hw = tf.shape(images)[1:3]
-            x = tf.image.resize(images, size, method="bilinear")
+            x = tf.image.resize(images, size, method="bilinear", antialias=True)  # as the tf.data pipeline resizes
             probs = tf.cast(model(x, training=False), tf.float32)
             probs = tf.image.resize(probs, hw, method="bilinear")
             ids = tf.cast(tf.argmax(probs, axis=-1), tf.uint8)

@@ -1,0 +1,279 @@
+"""Train the image classifier CNN with early stopping and report on a held-out test split.
+
+:func:`train_classifier` writes a run directory::
+
+    RUN_DIR/
+      config.json   settings, split sizes, data, seed, versions
+      classes.json  the class table
+      splits.json   the source ids of the train/val/test samples (reproducibility)
+      history.csv   one row per epoch (loss, accuracy, val_loss, val_accuracy)
+      metrics.json  {"test": classification_report(...), "val": ...}: accuracy, macro and
+                    weighted precision/recall/F1, per-class table, confusion matrix
+      model/        the exported SavedModel (:func:`synthseg_tf.models.classifier.export_classifier`)
+
+Splits: a dataset whose layout has ``train``, ``val`` and ``test`` splits keeps them; any other
+is split per class with :func:`~synthseg_tf.models.classifier.stratified_split` (``fractions``,
+seeded by ``split_seed``, which stays fixed when ``seed`` varies so runs with different seeds
+are scored on the same test set). ``train_fraction < 1`` keeps a stratified part of the
+training split (seeded by ``seed``). Synthetic samples (a TFRecord folder of labelled generated
+images) are added to the *training split only*: by default all of them are appended to it
+(``synthetic_ratio=None``); with a ratio they are mixed in at that rate for the real
+training set's number of steps, as in :mod:`synthseg_tf.training.segmentation`.
+
+Training stops when ``val_loss`` has not improved for ``patience`` epochs, and the weights of
+the epoch with the lowest ``val_loss`` are kept (restored even when no early stop happened).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from synthseg_tf import _env  # noqa: F401
+from synthseg_tf.data.dataset import CLASSIFICATION, Dataset
+from synthseg_tf.training.segmentation import (
+    environment_info,
+    is_tfrecord_source,
+    keep_best_callback,
+    parse_image_size,
+    prepare_out_dir,
+    should_cache,
+    write_history_csv,
+    write_json,
+    _tfrecord_path,
+)
+
+Source = Union[str, Dataset]
+
+
+def split_classification(ds: Dataset, fractions=(0.7, 0.15, 0.15), split_seed: int = 0,
+                         train_fraction: float = 1.0, seed: int = 0) -> Tuple[Dataset, Dataset, Dataset]:
+    """``(train, val, test)`` of a classification dataset (see the module docstring)."""
+    from synthseg_tf.models.classifier import stratified_split
+
+    if not 0.0 < float(train_fraction) <= 1.0:
+        raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
+    if {"train", "val", "test"} <= set(ds.splits):
+        train, val, test = ds.subset("train"), ds.subset("val"), ds.subset("test")
+    else:
+        fr = tuple(float(f) for f in fractions)
+        if len(fr) != 3 or min(fr) <= 0:
+            raise ValueError(f"fractions must be three positive numbers (train, val, test), got {fractions}")
+        labels = [s.label for s in ds.samples]
+        tr, va, te = stratified_split(labels, fr, seed=split_seed)
+        train, val, test = ds.select(tr.tolist()), ds.select(va.tolist()), ds.select(te.tolist())
+    for name, part in (("validation", val), ("test", test)):
+        if len(part) == 0:
+            raise ValueError(f"{ds.spec}: the {name} split is empty ({len(ds)} samples); add images or change "
+                             "the fractions")
+    if train_fraction < 1.0:
+        labels = [s.label for s in train.samples]
+        keep, _ = stratified_split(labels, (train_fraction, 1.0 - train_fraction), seed=seed)
+        train = train.select(keep.tolist())
+    return train, val, test
+
+
+def _synthetic_labels(path: str) -> np.ndarray:
+    """The ``label`` feature of every record (images are not decoded)."""
+    import tensorflow as tf
+
+    from synthseg_tf.data.tfrecord import tfrecord_files
+
+    files = tfrecord_files(path)
+    comp = "GZIP" if files[0].endswith(".gz") else None
+    spec = {"label": tf.io.FixedLenFeature([], tf.int64, default_value=-1)}
+    ds = tf.data.TFRecordDataset(files, compression_type=comp).map(
+        lambda s: tf.io.parse_single_example(s, spec)["label"])
+    return np.fromiter(ds.as_numpy_iterator(), dtype=np.int64)
+
+
+def _raw(source, with_mask=False):
+    from synthseg_tf.data.tfdata import read_files, read_tfrecords
+
+    raw = read_files(source) if isinstance(source, Dataset) else read_tfrecords(source, with_mask=with_mask)
+    return raw.map(lambda el: {"image": el["image"], "label": el["label"]})
+
+
+def _train_pipeline(train: Dataset, synthetic: Optional[str], n_syn: int, synthetic_ratio: Optional[float],
+                    image_size, batch_size: int, augment: bool, seed: int, cache: bool, num_classes: int):
+    import tensorflow as tf
+
+    from synthseg_tf.data.tfdata import mix_datasets, prepare
+    from synthseg_tf.models.classifier import to_classifier_inputs
+
+    real = _raw(train)
+    if cache:
+        real = real.cache()
+    n = len(train)
+    if synthetic is not None and synthetic_ratio is None:  # append: one pool, shuffled together
+        real = real.concatenate(_raw(synthetic))
+        n += n_syn
+    real = real.shuffle(max(1, min(n, 4096)), seed=seed, reshuffle_each_iteration=True).repeat()
+    if synthetic is not None and synthetic_ratio is not None:
+        syn = _raw(synthetic).shuffle(max(1, min(n_syn, 4096)), seed=seed + 1).repeat()
+        parts = [real, syn] if synthetic_ratio < 1.0 else [syn]
+        real = mix_datasets(parts, [1.0 - synthetic_ratio, synthetic_ratio][-len(parts):], seed=seed + 2) \
+            if len(parts) == 2 else syn
+    ds = prepare(real, image_size, augment=augment, seed=seed)
+    return (ds.batch(batch_size, drop_remainder=False).map(lambda b: to_classifier_inputs(b, num_classes))
+            .prefetch(tf.data.AUTOTUNE)), n
+
+
+def _eval_pipeline(ds: Dataset, image_size, batch_size: int, num_classes: int):
+    from synthseg_tf.data.tfdata import make_dataset
+    from synthseg_tf.models.classifier import to_classifier_inputs
+
+    return make_dataset(ds, image_size=image_size, batch_size=batch_size, shuffle=False).map(
+        lambda b: to_classifier_inputs(b, num_classes))
+
+
+def _report(model, ds: Dataset, image_size, batch_size: int, names) -> Dict:
+    from synthseg_tf.metrics.classification import classification_report
+
+    probs = model.predict(_eval_pipeline(ds, image_size, batch_size, len(names)).map(lambda x, y: x), verbose=0)
+    labels = np.array([s.label for s in ds.samples], dtype=np.int64)
+    return classification_report(labels, probs, class_names=names)
+
+
+def train_classifier(
+    data: Source,
+    out_dir: str,
+    image_size=(64, 64),
+    batch_size: int = 32,
+    epochs: int = 30,
+    synthetic: Optional[str] = None,
+    seed: int = 0,
+    patience: int = 5,
+    fractions: Sequence[float] = (0.7, 0.15, 0.15),
+    train_fraction: float = 1.0,
+    synthetic_ratio: Optional[float] = None,
+    split_seed: int = 0,
+    learning_rate: float = 1e-3,
+    augment: bool = True,
+    filters: Sequence[int] = (32, 64, 128, 256),
+    dense_units: Sequence[int] = (256,),
+    dropout: float = 0.5,
+    batch_norm: bool = False,
+    cache: Optional[bool] = None,
+    export: bool = True,
+    verbose: int = 1,
+    overwrite: bool = False,
+    run_eagerly: bool = False,
+    extra_config: Optional[Dict] = None,
+) -> Dict:
+    """Train the CNN classifier on a classification dataset and report on its test split.
+
+    ``data``: a classification Dataset or spec (``classfolders:DIR``, ``demo-classes``).
+    ``synthetic``: a TFRecord folder of labelled generated images (``label`` = class id of
+    ``data``), added to the training split only (module docstring). Early stopping on
+    ``val_loss`` with ``patience``; the best ``val_loss`` weights are kept.
+
+    Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; ``metrics["test"]`` is a
+    :func:`~synthseg_tf.metrics.classification_report`. Refuses an existing ``out_dir`` unless
+    ``overwrite``.
+    """
+    import tensorflow as tf
+
+    from synthseg_tf.data.layouts import load
+    from synthseg_tf.models.classifier import build_classifier, compile_classifier, early_stopping, export_classifier
+    from synthseg_tf.utils import atomic_directory
+
+    t0 = time.time()
+    size = parse_image_size(image_size)
+    if int(epochs) < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if synthetic_ratio is not None and not 0.0 <= float(synthetic_ratio) <= 1.0:
+        raise ValueError(f"synthetic_ratio must be in [0, 1] or None, got {synthetic_ratio}")
+    out_dir = prepare_out_dir(out_dir, overwrite)
+    ds = data if isinstance(data, Dataset) else load(data)
+    if ds.task != CLASSIFICATION:
+        raise ValueError(f"{ds.spec} is a {ds.task} dataset; the classifier needs class folders "
+                         "(classfolders:DIR or demo-classes)")
+    names = ds.classes.names
+    k = len(names)
+    train, val, test = split_classification(ds, fractions, split_seed, train_fraction, seed)
+
+    syn_path, n_syn, syn_desc = None, 0, None
+    if synthetic is not None:
+        if not is_tfrecord_source(synthetic):
+            raise ValueError(f"synthetic: {synthetic} is not a TFRecord folder")
+        syn_path = _tfrecord_path(synthetic)
+        labels = _synthetic_labels(syn_path)
+        if labels.size == 0:
+            raise ValueError(f"synthetic: {syn_path} holds no examples")
+        bad = labels[(labels < 0) | (labels >= k)]
+        if bad.size:
+            raise ValueError(f"synthetic: {syn_path} has samples labelled {int(bad[0])} ({bad.size} in all); "
+                             f"class labels 0..{k - 1} of {ds.spec} are needed (use a class-conditional generator)")
+        n_syn, syn_desc = int(labels.size), f"tfrecord:{os.path.abspath(syn_path)}"
+
+    tf.keras.utils.set_random_seed(int(seed))
+    train_ds, n_pool = _train_pipeline(train, syn_path, n_syn, synthetic_ratio, size, batch_size, augment,
+                                       int(seed), should_cache(train, len(train), cache), k)
+    if synthetic_ratio is None:
+        spe = max(1, math.ceil(n_pool / batch_size))
+    else:
+        spe = max(1, math.ceil(len(train) / batch_size))
+    val_ds = _eval_pipeline(val, size, batch_size, k)
+
+    model = build_classifier(k, input_shape=(size[0], size[1], 3), filters=filters, dense_units=dense_units,
+                             dropout=dropout, batch_norm=batch_norm)
+    compile_classifier(model, learning_rate=learning_rate)
+    model.run_eagerly = bool(run_eagerly)
+    keeper = keep_best_callback("val_loss", "min")
+    config = {
+        "task": "classification",
+        "data": ds.spec, "samples": len(ds),
+        "splits": {"train": len(train), "val": len(val), "test": len(test)},
+        "split_source": "layout" if {"train", "val", "test"} <= set(ds.splits) else "stratified",
+        "fractions": list(fractions), "split_seed": int(split_seed), "train_fraction": float(train_fraction),
+        "synthetic": syn_desc, "synthetic_samples": n_syn,
+        "synthetic_mode": None if syn_path is None else ("append" if synthetic_ratio is None else "mix"),
+        "synthetic_ratio": synthetic_ratio,
+        "image_size": list(size), "batch_size": int(batch_size), "max_epochs": int(epochs),
+        "steps_per_epoch": spe, "patience": int(patience), "learning_rate": float(learning_rate),
+        "augment": bool(augment), "filters": list(filters), "dense_units": list(dense_units),
+        "dropout": float(dropout), "batch_norm": bool(batch_norm), "seed": int(seed),
+        "num_classes": k, "class_names": names, "environment": environment_info(),
+        **dict(extra_config or {}),
+    }
+    if verbose:
+        extra = f" + {n_syn} synthetic" if n_syn else ""
+        print(f"training classifier ({k} classes, {size[0]}x{size[1]}) on {len(train)} real{extra} samples; "
+              f"val {len(val)}, test {len(test)}; up to {epochs} epochs x {spe} steps", flush=True)
+    hist = model.fit(train_ds, epochs=int(epochs), steps_per_epoch=spe, validation_data=val_ds,
+                     callbacks=[early_stopping(patience), keeper], verbose=2 if verbose else 0)
+    history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+
+    metrics = {
+        "test": _report(model, test, size, batch_size, names),
+        "val": _report(model, val, size, batch_size, names),
+        "best_epoch": keeper.best_epoch,
+        "best_val_loss": keeper.best,
+        "epochs_run": len(history.get("loss", [])),
+        "stopped_early": len(history.get("loss", [])) < int(epochs),
+        "seconds": round(time.time() - t0, 1),
+    }
+    splits = {name: [s.source_id for s in part.samples] for name, part in
+              (("train", train), ("val", val), ("test", test))}
+    model_dir = os.path.join(out_dir, "model") if export else None
+    with atomic_directory(out_dir, overwrite=True) as tmp:
+        if export:
+            export_classifier(model, os.path.join(tmp, "model"), names, size,
+                              extra_config={"trained_on": ds.spec, "run_dir": out_dir, "seed": int(seed)})
+        ds.classes.save(os.path.join(tmp, "classes.json"))
+        write_history_csv(os.path.join(tmp, "history.csv"), history)
+        write_json(os.path.join(tmp, "config.json"), config)
+        write_json(os.path.join(tmp, "splits.json"), splits)
+        write_json(os.path.join(tmp, "metrics.json"), metrics)
+    if verbose:
+        t = metrics["test"]
+        print(f"test accuracy {100 * t['accuracy']:.1f}%, macro F1 {100 * t['macro']['f1']:.1f}% "
+              f"({t['num_samples']} images) -> {out_dir}", flush=True)
+    return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
+
+
+__all__ = ["train_classifier", "split_classification"]

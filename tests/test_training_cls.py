@@ -1,0 +1,146 @@
+"""Classifier training: stratified splits, synthetic images in the training split only, report, export, CLI."""
+import argparse
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import synthseg_tf  # noqa: F401
+
+NAMES = ["blue", "green", "red"]  # classfolders sorts the folder names
+RGB = {"red": (220, 40, 40), "green": (40, 220, 40), "blue": (40, 40, 220)}
+SMALL = dict(filters=(8, 16), dense_units=(16,), dropout=0.1)
+
+
+def class_image(rng, name, size=32):
+    img = np.full((size, size, 3), 30, np.int16)
+    y, x = rng.integers(2, size - 14, 2)
+    img[y:y + 12, x:x + 12] = RGB[name]
+    return np.clip(img + rng.integers(-15, 15, img.shape), 0, 255).astype(np.uint8)
+
+
+def write_classfolders(root, per_class=10, seed=0):
+    rng = np.random.default_rng(seed)
+    for name in NAMES:
+        os.makedirs(os.path.join(root, name))
+        for i in range(per_class):
+            Image.fromarray(class_image(rng, name)).save(os.path.join(root, name, f"{name}{i}.png"))
+    return f"classfolders:{root}"
+
+
+def write_synthetic_classes(root, per_class=4, seed=5, label_of=None):
+    """Labelled generated images (TFRecord folder, synthetic=1); ``label_of`` overrides the labels."""
+    import tensorflow as tf
+
+    from synthseg_tf.data.tfrecord import make_example, shard_name
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(root)
+    with tf.io.TFRecordWriter(os.path.join(root, shard_name(0, 1))) as w:
+        for c, name in enumerate(NAMES):
+            for i in range(per_class):
+                label = c if label_of is None else label_of(c)
+                w.write(make_example(class_image(rng, name), None, label=label, source_id=f"synthetic/{c}_{i}",
+                                     synthetic=True))
+    with open(os.path.join(root, "dataset.json"), "w") as f:
+        json.dump({"task": "classification", "count": 3 * per_class, "synthetic": True}, f)
+    return root
+
+
+@pytest.fixture(scope="module")
+def cls_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("clsdata")
+    return {"spec": write_classfolders(str(root / "cf")), "synthetic": write_synthetic_classes(str(root / "syn")),
+            "root": root}
+
+
+def test_split_classification_is_stratified_and_deterministic(cls_data, tmp_path):
+    from synthseg_tf.data import load
+    from synthseg_tf.training.classification import split_classification
+
+    ds = load(cls_data["spec"])
+    tr, va, te = split_classification(ds, (0.6, 0.2, 0.2), split_seed=0)
+    assert (len(tr), len(va), len(te)) == (18, 6, 6)
+    for part in (tr, va, te):
+        counts = np.bincount([s.label for s in part.samples], minlength=3)
+        assert counts.min() == counts.max()  # stratified: same count per class
+    ids = lambda d: sorted(s.source_id for s in d.samples)  # noqa: E731
+    assert not set(ids(tr)) & set(ids(te)) and not set(ids(va)) & set(ids(te))
+    tr2, _, te2 = split_classification(ds, (0.6, 0.2, 0.2), split_seed=0, train_fraction=0.5, seed=1)
+    assert ids(te2) == ids(te) and len(tr2) == 9 and set(ids(tr2)) <= set(ids(tr))
+
+    # a layout with its own train/val/test folders keeps them
+    rng = np.random.default_rng(0)
+    for split in ("train", "val", "test"):
+        for name in NAMES[:2]:
+            os.makedirs(tmp_path / "sp" / split / name)
+            Image.fromarray(class_image(rng, name)).save(tmp_path / "sp" / split / name / f"{split}.png")
+    tr, va, te = split_classification(load(f"classfolders:{tmp_path / 'sp'}"))
+    assert [s.split for s in tr.samples + va.samples + te.samples] == ["train"] * 2 + ["val"] * 2 + ["test"] * 2
+
+
+def test_train_classifier_with_synthetic(cls_data, tmp_path):
+    from synthseg_tf.models.classifier import load_classifier
+    from synthseg_tf.training.classification import train_classifier
+
+    out = str(tmp_path / "run")
+    res = train_classifier(cls_data["spec"], out, image_size=32, batch_size=8, epochs=3, patience=2,
+                           synthetic=cls_data["synthetic"], fractions=(0.6, 0.2, 0.2), verbose=0, **SMALL)
+    for name in ("config.json", "metrics.json", "history.csv", "classes.json", "splits.json", "model/saved_model.pb"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    cfg = res["config"]
+    assert cfg["splits"] == {"train": 18, "val": 6, "test": 6}
+    assert cfg["synthetic_samples"] == 12 and cfg["synthetic_mode"] == "append"
+    assert cfg["steps_per_epoch"] == 4  # ceil((18 real + 12 synthetic) / 8)
+    test = res["metrics"]["test"]
+    assert test["num_samples"] == 6 and set(test["per_class"]) == set(NAMES)
+    assert {"precision", "recall", "f1"} <= set(test["macro"]) and "f1" in test["weighted"]
+    assert np.array(test["confusion_matrix"]).sum() == 6
+    assert 1 <= res["metrics"]["best_epoch"] <= res["metrics"]["epochs_run"] <= 3
+    splits = json.load(open(os.path.join(out, "splits.json")))
+    assert not any(sid.startswith("synthetic") for sid in splits["train"])  # synthetic never in val/test ids
+    assert len(splits["test"]) == 6
+
+    clf = load_classifier(os.path.join(out, "model"))
+    x = np.stack([class_image(np.random.default_rng(0), n) for n in NAMES])
+    assert clf(x).shape == (3,) and clf.class_names == NAMES
+
+
+def test_bad_inputs_are_refused(cls_data, tmp_path):
+    from synthseg_tf.training.classification import train_classifier
+
+    unlabelled = write_synthetic_classes(str(tmp_path / "unlabelled"), per_class=1, label_of=lambda c: -1)
+    with pytest.raises(ValueError, match="labelled -1"):
+        train_classifier(cls_data["spec"], str(tmp_path / "r1"), synthetic=unlabelled, verbose=0)
+    with pytest.raises(ValueError, match="classfolders"):
+        train_classifier(_seg_spec(tmp_path), str(tmp_path / "r2"), verbose=0)
+    with pytest.raises(ValueError, match="train_fraction"):
+        train_classifier(cls_data["spec"], str(tmp_path / "r3"), train_fraction=0, verbose=0)
+    assert not any(os.path.exists(tmp_path / r) for r in ("r1", "r2", "r3"))
+
+
+def _seg_spec(tmp_path):
+    os.makedirs(tmp_path / "seg" / "img")
+    os.makedirs(tmp_path / "seg" / "msk")
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "seg" / "img" / "a.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "seg" / "msk" / "a.png")
+    return f"pairs:{tmp_path / 'seg' / 'img'}:{tmp_path / 'seg' / 'msk'}"
+
+
+def test_cli_classifier_train(cls_data, tmp_path, capsys):
+    from synthseg_tf import cli_models
+
+    p = argparse.ArgumentParser(prog="synthseg")
+    sub = p.add_subparsers()
+    cli_models.register(sub, "spec")
+    out = str(tmp_path / "cli")
+    args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--synthetic", cls_data["synthetic"],
+                         "--synthetic-ratio", "0.5", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
+                         "--split", "0.6,0.2,0.2", "--quiet", "--out", out])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "test accuracy" in text and f"run folder: {out}" in text
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["synthetic_mode"] == "mix" and cfg["steps_per_epoch"] == 3  # ceil(18 real / 8)
