@@ -15,6 +15,7 @@ warnings.filterwarnings("ignore", message=r".*pkg_resources is deprecated.*")
 warnings.filterwarnings("ignore", message=r".*TensorFlow Addons.*")
 warnings.filterwarnings("ignore", category=UserWarning, module=r"tensorflow_addons.*")
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"(tensorflow_gan|tensorflow_probability|keras|tensorflow).*")
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"google\..*")  # "non-supported Python 3.10"
 logging.getLogger("tensorflow").setLevel(logging.ERROR)
 
 

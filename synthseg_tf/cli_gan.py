@@ -15,60 +15,36 @@ def _size(s: str):
 
 
 # --------------------------------------------------------------------------- gan train
-def gan_inputs(spec: str, image_size, batch_size: int, seed: int, conditioning: str = "auto", val: bool = True,
-               skip_bad: bool = False):
-    """Dataset spec -> (train tf.data, val tf.data or None, class table, num_labels, conditioning, data spec).
-
-    Segmentation data conditions on its label maps; classification data on Canny edge maps
-    (default) or the class alone, plus the class id.
-    """
-    from synthseg_tf.cli import _checked_dataset
-    from synthseg_tf.data import SEGMENTATION, make_dataset
-    from synthseg_tf.data.conditioning import conditioning_classes, with_conditioning_masks
-
-    ds, _ = _checked_dataset(spec, skip_bad)
-    if ds.task == SEGMENTATION:
-        if conditioning not in ("auto", "labelmap"):
-            raise CliError(f"{spec} has label maps: --conditioning must be labelmap")
-        conditioning, table, num_labels, fn = "labelmap", ds.classes, None, None
-    else:
-        conditioning = "edges" if conditioning == "auto" else conditioning
-        table, num_labels = conditioning_classes(conditioning), ds.num_classes
-        fn = lambda d: with_conditioning_masks(d, conditioning)  # noqa: E731
-    train, held = ds.train_val() if val else (ds, None)
-    common = dict(image_size=image_size, batch_size=batch_size, seed=seed, element_fn=fn, drop_remainder=True)
-    train_ds = make_dataset(train, augment=True, repeat=True, **common)
-    val_ds = make_dataset(held, augment=False, repeat=True, shuffle=False, **common) if held is not None else None
-    return train_ds, val_ds, table, num_labels, conditioning, ds
-
-
 def cmd_gan_train(args) -> int:
     from synthseg_tf.training.gan import make_strategy
 
     strategy = make_strategy(args.replicas)  # before anything else touches the devices
     import tensorflow as tf  # noqa: F401
 
+    from synthseg_tf.cli import _checked_dataset
     from synthseg_tf.data.layouts import absolute_spec
-    from synthseg_tf.training.gan import _read_config, _write_config, train_gan
+    from synthseg_tf.training.gan import train_gan
+    from synthseg_tf.training.gan_data import gan_datasets
 
     size = _size(args.image_size)
-    train_ds, val_ds, table, num_labels, conditioning, ds = gan_inputs(
-        args.data, size, args.batch_size, args.seed, args.conditioning, skip_bad=args.skip_bad)
+    ds, _ = _checked_dataset(args.data, args.skip_bad)
+    try:
+        gd = gan_datasets(ds, size, args.batch_size, args.seed, args.conditioning)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     steps = args.steps
     if args.epochs:
-        steps = args.epochs * max(1, len(ds) // args.batch_size)
+        steps = args.epochs * max(1, gd.train_size // args.batch_size)
     if not steps:
         raise CliError("give --steps or --epochs")
-    res = train_gan(train_ds, args.out, num_classes=table.num_classes, image_size=size, steps=steps,
-                    batch_size=args.batch_size, class_table=table, val_ds=val_ds, num_labels=num_labels,
+    res = train_gan(gd.train, args.out, num_classes=gd.classes.num_classes, image_size=size, steps=steps,
+                    batch_size=args.batch_size, class_table=gd.classes, val_ds=gd.val, num_labels=gd.num_labels,
                     resume=args.resume, seed=args.seed, log_every=args.log_every, image_every=args.image_every,
                     checkpoint_every=args.checkpoint_every, norm=args.norm, gan_loss=args.gan_loss,
                     l1_weight=args.l1_weight, feature_matching_weight=args.feature_matching,
-                    spectral_norm=args.spectral_norm, base_filters=args.base_filters, strategy=strategy)
-    cfg = _read_config(res.out_dir)
-    cfg.update(data=absolute_spec(args.data), conditioning=conditioning,
-               label_names=ds.classes.names if num_labels else None)
-    _write_config(res.out_dir, cfg)
+                    spectral_norm=args.spectral_norm, base_filters=args.base_filters, strategy=strategy,
+                    extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
+                                      label_names=ds.classes.names if gd.num_labels else None))
     print(f"trained {res.step} steps; generator, checkpoints, samples/ and log.csv in {res.out_dir}")
     print(f"tensorboard --logdir {os.path.join(res.out_dir, 'tensorboard')}")
     return 0

@@ -15,7 +15,7 @@ from conftest import save, scene
 def tiny_generator(tmp_path_factory):
     """A 32x32 pix2pix generator trained for 2 steps on blob scenes (quality is irrelevant here)."""
     from synthseg_tf.data import load, make_dataset
-    from synthseg_tf.training.gan import _read_config, _write_config, train_gan
+    from synthseg_tf.training.gan import train_gan
 
     root = tmp_path_factory.mktemp("gen")
     rng = np.random.default_rng(0)
@@ -28,10 +28,8 @@ def tiny_generator(tmp_path_factory):
     train = make_dataset(ds, image_size=32, batch_size=2, augment=True, repeat=True, seed=0, drop_remainder=True)
     run = str(root / "run")
     train_gan(train, run, num_classes=3, image_size=32, steps=2, batch_size=2, class_table=ds.classes,
-              base_filters=8, image_every=2, log_every=1, checkpoint_every=2, verbose=False)
-    cfg = _read_config(run)
-    cfg.update(data=spec, conditioning="labelmap")
-    _write_config(run, cfg)
+              base_filters=8, image_every=2, log_every=1, checkpoint_every=2, verbose=False,
+              extra_config={"data": spec, "conditioning": "labelmap"})
     return run
 
 

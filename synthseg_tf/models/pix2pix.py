@@ -1,0 +1,519 @@
+"""pix2pix: a conditional GAN that paints an RGB image from a segmentation label map.
+
+Three pieces:
+
+- :func:`build_generator` -- a U-Net encoder/decoder with skip connections. It takes the
+  integer mask (class ids, ``IGNORE_ID`` = 255 for void) and one-hot encodes it inside the
+  model, so an exported generator is fed ids directly. Output: RGB in ``[-1, 1]`` (tanh).
+- :func:`build_discriminator` -- a PatchGAN judging ``(label map, image)`` pairs patch by patch;
+  :func:`discriminator_features` exposes its intermediate activations for feature matching.
+- :class:`Pix2Pix` -- a ``tf.keras.Model`` holding both, with ``train_step``/``test_step`` so
+  ``fit()`` works, also under ``tf.distribute.MirroredStrategy``.
+
+Batches are dicts ``{"image": float [B,H,W,3] in [0,1], "mask": int [B,H,W], "label": int [B]}``
+(``label`` only for the class-conditional variant).
+
+Distribution: every loss is first reduced to one value per example, then averaged with
+``tf.nn.compute_average_loss`` (divides by the *global* batch size), so the gradients summed
+over replicas equal the single-device gradients of the same global batch. Loss trackers are fed
+the per-example values, so the numbers ``fit()`` reports do not depend on the replica count.
+
+Design follows the TensorFlow pix2pix tutorial (Isola et al. 2017) with two deliberate
+differences: the innermost encoder layer has no normalisation (as in the authors' PyTorch code;
+instance norm over a 1x1 bottleneck would erase it) and the PatchGAN uses ``same`` padding so
+any image size works (the receptive field of the 3-downsampling version is still 70x70).
+"""
+from __future__ import annotations
+
+import math
+import random
+from typing import List, Optional, Sequence, Tuple, Union
+
+import tensorflow as tf
+import tensorflow_addons as tfa
+
+from synthseg_tf.data.classes import IGNORE_ID
+
+GAN_LOSSES = ("bce", "lsgan", "hinge")
+NORMS = ("batch", "instance", "none")
+MAX_DEPTH = 8  # pix2pix's 256x256 generator downsamples 8 times (to 1x1)
+BOTTLENECK_MAX = 4  # automatic depth keeps the bottleneck's short side at most this big
+FEATURE_PREFIX = "d_feat_"  # discriminator activations used for feature matching
+
+ImageSize = Union[int, Sequence[int]]
+
+
+# --------------------------------------------------------------------------- small layers
+@tf.keras.utils.register_keras_serializable(package="synthseg_tf")
+class OneHotMask(tf.keras.layers.Layer):
+    """Integer class ids ``[B,H,W]`` -> one-hot ``[B,H,W,K]``; void/out-of-range ids -> all zeros."""
+
+    def __init__(self, num_classes: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes = int(num_classes)
+
+    def call(self, mask):
+        return tf.one_hot(tf.cast(mask, tf.int32), self.num_classes, dtype=self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "num_classes": self.num_classes}
+
+
+@tf.keras.utils.register_keras_serializable(package="synthseg_tf")
+class GeneratorDropout(tf.keras.layers.Layer):
+    """Dropout whose noise comes from its own ``tf.random.Generator``.
+
+    Keras' ``Dropout`` uses legacy stateful random ops whose state cannot be saved; this layer's
+    generator state is a variable, so it is part of any checkpoint of the model and a resumed
+    run draws exactly the masks the uninterrupted run would have drawn. Created inside a
+    distribution strategy scope, each replica draws a different stream.
+    """
+
+    def __init__(self, rate: float, seed: Optional[int] = None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0.0 <= rate < 1.0:
+            raise ValueError(f"dropout rate must be in [0, 1), got {rate}")
+        self.rate = float(rate)
+        # Drawn from Python's RNG (seeded by tf.keras.utils.set_random_seed) when not given.
+        self.seed = int(seed) if seed is not None else random.randrange(2**31)
+
+    def build(self, input_shape):
+        self.rng = tf.random.Generator.from_seed(self.seed)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        if not training or self.rate == 0.0:
+            return inputs
+        return tf.nn.experimental.general_dropout(inputs, rate=self.rate, uniform_sampler=self.rng.uniform)
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def _normalization(norm: str, name: str) -> Optional[tf.keras.layers.Layer]:
+    """The normalisation layer for ``norm`` ("batch", "instance" or "none" -> None)."""
+    if norm == "batch":
+        return tf.keras.layers.BatchNormalization(name=name)
+    if norm == "instance":
+        return tfa.layers.InstanceNormalization(epsilon=1e-5, name=name)
+    if norm in ("none", None):
+        return None
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def _init():
+    return tf.keras.initializers.RandomNormal(0.0, 0.02)
+
+
+def _image_size(image_size: ImageSize) -> Tuple[int, int]:
+    if isinstance(image_size, int):
+        return int(image_size), int(image_size)
+    h, w = (int(v) for v in image_size)
+    if h < 2 or w < 2:
+        raise ValueError(f"image_size must be at least 2x2, got {h}x{w}")
+    return h, w
+
+
+# --------------------------------------------------------------------------- generator
+def generator_depth(image_size: ImageSize, depth: Optional[int] = None) -> int:
+    """Number of stride-2 encoder steps of the generator for ``image_size``.
+
+    With ``depth=None`` pick the deepest U-Net (at most ``MAX_DEPTH``) for which both sides
+    stay integers, provided the bottleneck's short side is at most ``BOTTLENECK_MAX``: 64x64 ->
+    6 (1x1), 256x256 -> 8 (1x1), 512x512 -> 8 (2x2), 128x160 -> 5 (4x5). Raises ``ValueError``
+    when no such depth exists or an explicit ``depth`` does not divide the size.
+    """
+    h, w = _image_size(image_size)
+    if depth is not None:
+        depth = int(depth)
+        if depth < 1:
+            raise ValueError(f"generator depth must be >= 1, got {depth}")
+        f = 2**depth
+        if h % f or w % f:
+            raise ValueError(
+                f"image size {h}x{w} does not fit a generator of depth {depth}: height and width "
+                f"must be divisible by 2**{depth} = {f}")
+        return depth
+    short = min(h, w)
+    deepest = min(MAX_DEPTH, int(math.floor(math.log2(short))))
+    shallowest = max(1, int(math.ceil(math.log2(short / BOTTLENECK_MAX))))
+    for d in range(deepest, shallowest - 1, -1):
+        if h % 2**d == 0 and w % 2**d == 0:
+            return d
+    need = 2**max(1, min(shallowest, MAX_DEPTH))
+    raise ValueError(
+        f"image size {h}x{w} is not supported by the pix2pix generator: height and width must be "
+        f"divisible by {need} (so the U-Net can downsample to a small bottleneck); "
+        f"resize or crop to e.g. {max(need, (h // need) * need)}x{max(need, (w // need) * need)}")
+
+
+def _down_block(x, filters: int, norm: str, name: str):
+    """Conv 4x4 stride 2 -> norm -> LeakyReLU(0.2)."""
+    norm_layer = _normalization(norm, f"{name}_norm")
+    x = tf.keras.layers.Conv2D(filters, 4, strides=2, padding="same", kernel_initializer=_init(),
+                               use_bias=norm_layer is None, name=f"{name}_conv")(x)
+    if norm_layer is not None:
+        x = norm_layer(x)
+    return tf.keras.layers.LeakyReLU(0.2, name=f"{name}_act")(x)
+
+
+def _up_block(x, filters: int, norm: str, dropout: float, name: str):
+    """Transposed conv 4x4 stride 2 -> norm -> (dropout) -> ReLU."""
+    norm_layer = _normalization(norm, f"{name}_norm")
+    x = tf.keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", kernel_initializer=_init(),
+                                        use_bias=norm_layer is None, name=f"{name}_deconv")(x)
+    if norm_layer is not None:
+        x = norm_layer(x)
+    if dropout > 0:
+        x = GeneratorDropout(dropout, name=f"{name}_dropout")(x)
+    return tf.keras.layers.ReLU(name=f"{name}_act")(x)
+
+
+def _broadcast_label(label, num_labels: int, embed_dim: int, height: int, width: int, name: str):
+    """Embed ``label`` [B] and tile it to a ``[B, height, width, embed_dim]`` feature map."""
+    e = tf.keras.layers.Embedding(num_labels, embed_dim, embeddings_initializer=_init(), name=f"{name}_embed")(label)
+    e = tf.keras.layers.Reshape((1, 1, embed_dim), name=f"{name}_reshape")(e)
+    if (height, width) != (1, 1):
+        e = tf.keras.layers.UpSampling2D((height, width), name=f"{name}_tile")(e)
+    return e
+
+
+def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
+                    norm: str = "batch", num_labels: Optional[int] = None, label_embed_dim: int = 32,
+                    max_filters: int = 512, depth: Optional[int] = None, dropout: float = 0.5,
+                    dropout_blocks: Optional[int] = None, name: str = "generator") -> tf.keras.Model:
+    """The pix2pix U-Net generator: label map (+ optional class label) -> RGB in ``[-1, 1]``.
+
+    Inputs: ``mask`` int32 ``[B,H,W]`` of class ids (void = ``IGNORE_ID``, becomes an all-zero
+    one-hot vector) and, when ``num_labels`` is given, ``label`` int32 ``[B]`` embedded into
+    ``label_embed_dim`` channels and concatenated at the bottleneck. Call a conditional
+    generator with ``{"mask": ..., "label": ...}``; an unconditional one with the mask tensor.
+
+    ``depth`` stride-2 encoder steps (automatic: see :func:`generator_depth`) with
+    ``min(base_filters * 2**i, max_filters)`` filters; the decoder mirrors them with skip
+    connections. As in pix2pix, the first decoder blocks use dropout (``dropout`` rate, in
+    ``dropout_blocks`` blocks, default ``min(3, (depth - 1) // 2)``), the only noise source.
+    """
+    h, w = _image_size(image_size)
+    depth = generator_depth((h, w), depth)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if dropout_blocks is None:
+        dropout_blocks = min(3, (depth - 1) // 2)
+    filters = [min(base_filters * 2**i, max_filters) for i in range(depth)]
+
+    mask = tf.keras.Input((h, w), dtype=tf.int32, name="mask")
+    inputs = [mask]
+    x = OneHotMask(num_classes, name="one_hot")(mask)
+
+    skips = []
+    for i, f in enumerate(filters):
+        first_or_innermost = i == 0 or i == depth - 1
+        x = _down_block(x, f, "none" if first_or_innermost else norm, name=f"down{i}")
+        skips.append(x)
+
+    if num_labels:
+        label = tf.keras.Input((), dtype=tf.int32, name="label")
+        inputs.append(label)
+        bh, bw = h // 2**depth, w // 2**depth
+        lab = _broadcast_label(label, int(num_labels), int(label_embed_dim), bh, bw, name="g_label")
+        x = tf.keras.layers.Concatenate(name="bottleneck_label")([x, lab])
+
+    for j, i in enumerate(reversed(range(depth - 1))):  # decoder block j mirrors encoder block i
+        x = _up_block(x, filters[i], norm, dropout if j < dropout_blocks else 0.0, name=f"up{j}")
+        x = tf.keras.layers.Concatenate(name=f"skip{j}")([x, skips[i]])
+
+    rgb = tf.keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", kernel_initializer=_init(),
+                                          activation="tanh", name="rgb")(x)
+    return tf.keras.Model(inputs if num_labels else mask, rgb, name=name)
+
+
+# --------------------------------------------------------------------------- discriminator
+def _spectral(layer: tf.keras.layers.Layer, spectral_norm: bool, name: str):
+    return tfa.layers.SpectralNormalization(layer, name=name) if spectral_norm else layer
+
+
+def discriminator_downsamplings(image_size: ImageSize) -> int:
+    """Stride-2 layers of the PatchGAN: 3 (the 70x70 PatchGAN) unless the image is small.
+
+    Fewer for small images, so the logits map stays at least 4 pixels on its short side.
+    """
+    h, w = _image_size(image_size)
+    return max(1, min(3, int(math.floor(math.log2(min(h, w)))) - 2))
+
+
+def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
+                        norm: str = "batch", spectral_norm: bool = False, num_labels: Optional[int] = None,
+                        label_embed_dim: int = 32, max_filters: int = 512,
+                        name: str = "discriminator") -> tf.keras.Model:
+    """PatchGAN discriminator on ``concat(one-hot label map, image)``.
+
+    Inputs (call with a dict): ``mask`` int32 ``[B,H,W]``, ``image`` float ``[B,H,W,3]`` in
+    ``[-1, 1]`` and, when ``num_labels`` is given, ``label`` int32 ``[B]`` (embedded and tiled
+    over the image). Output: one logit per patch, ``[B, H/2**n, W/2**n, 1]`` with ``n`` from
+    :func:`discriminator_downsamplings`. Every hidden activation is named ``d_feat_<i>``; use
+    :func:`discriminator_features` to get them for feature matching. ``spectral_norm`` wraps
+    every convolution in ``tfa.layers.SpectralNormalization`` (usually with ``norm="none"``).
+    """
+    h, w = _image_size(image_size)
+    n_down = discriminator_downsamplings((h, w))
+    mask = tf.keras.Input((h, w), dtype=tf.int32, name="mask")
+    image = tf.keras.Input((h, w, 3), dtype=tf.float32, name="image")
+    inputs = {"mask": mask, "image": image}
+    parts = [OneHotMask(num_classes, name="one_hot")(mask), image]
+    if num_labels:
+        label = tf.keras.Input((), dtype=tf.int32, name="label")
+        inputs["label"] = label
+        parts.append(_broadcast_label(label, int(num_labels), int(label_embed_dim), h, w, name="d_label"))
+    x = tf.keras.layers.Concatenate(name="d_input")(parts)
+
+    strides = [2] * n_down + [1]  # the stride-1 layer widens the receptive field (70x70 for n=3)
+    for i, s in enumerate(strides):
+        f = min(base_filters * 2**i, max_filters)
+        norm_layer = _normalization("none" if i == 0 else norm, f"d{i}_norm")
+        conv = tf.keras.layers.Conv2D(f, 4, strides=s, padding="same", kernel_initializer=_init(),
+                                      use_bias=norm_layer is None, name=f"d{i}_conv")
+        x = _spectral(conv, spectral_norm, f"d{i}_sn")(x)
+        if norm_layer is not None:
+            x = norm_layer(x)
+        x = tf.keras.layers.LeakyReLU(0.2, name=f"{FEATURE_PREFIX}{i}")(x)
+    logits_conv = tf.keras.layers.Conv2D(1, 4, strides=1, padding="same", kernel_initializer=_init(), name="logits")
+    logits = _spectral(logits_conv, spectral_norm, "logits_sn")(x)
+    return tf.keras.Model(inputs, logits, name=name)
+
+
+def discriminator_features(discriminator: tf.keras.Model) -> tf.keras.Model:
+    """A model sharing ``discriminator``'s layers that returns ``[feat_0, ..., feat_n, logits]``."""
+    feats = [l.output for l in discriminator.layers if l.name.startswith(FEATURE_PREFIX)]
+    if not feats:
+        raise ValueError(f"{discriminator.name} has no '{FEATURE_PREFIX}*' layers; build it with build_discriminator")
+    return tf.keras.Model(discriminator.inputs, feats + [discriminator.output], name=f"{discriminator.name}_features")
+
+
+# --------------------------------------------------------------------------- losses
+def _per_example_mean(x):
+    """Mean over every axis but the batch axis -> ``[B]``."""
+    return tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)
+
+
+def gan_loss_functions(gan_loss: str):
+    """``(generator_fn(fake_logits), discriminator_fn(real_logits, fake_logits))`` -> per-example losses.
+
+    The element-wise losses come from ``tensorflow_gan`` (``reduction=NONE``) and are averaged
+    over patches here, leaving the batch reduction to the caller (global batch size).
+    """
+    import tensorflow_gan as tfgan
+
+    L = tfgan.losses.wargs
+    none = tf.compat.v1.losses.Reduction.NONE
+    common = dict(reduction=none, loss_collection=None)
+    if gan_loss == "bce":  # non-saturating GAN loss, as in pix2pix
+        def g(fake):
+            return L.modified_generator_loss(fake, **common)
+
+        def d(real, fake):
+            return L.modified_discriminator_loss(real, fake, label_smoothing=0.0, **common)
+    elif gan_loss == "lsgan":
+        def g(fake):
+            return L.least_squares_generator_loss(fake, **common)
+
+        def d(real, fake):
+            return L.least_squares_discriminator_loss(real, fake, **common)
+    elif gan_loss == "hinge":
+        def g(fake):
+            return L.wasserstein_generator_loss(fake, **common)
+
+        def d(real, fake):
+            return L.wasserstein_hinge_discriminator_loss(real, fake, **common)
+    else:
+        raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
+    return (lambda fake: _per_example_mean(g(fake))), (lambda real, fake: _per_example_mean(d(real, fake)))
+
+
+def masked_l1_per_example(real, fake, mask, ignore_id: int = IGNORE_ID):
+    """Mean absolute error per example over non-void pixels (``mask != ignore_id``) -> ``[B]``.
+
+    An example whose pixels are all void contributes 0.
+    """
+    valid = tf.cast(tf.not_equal(tf.cast(mask, tf.int32), ignore_id), fake.dtype)  # [B,H,W]
+    err = tf.reduce_mean(tf.abs(tf.cast(real, fake.dtype) - fake), axis=-1)  # [B,H,W]
+    total = tf.reduce_sum(err * valid, axis=[1, 2])
+    return tf.math.divide_no_nan(total, tf.reduce_sum(valid, axis=[1, 2]))
+
+
+def feature_matching_per_example(real_feats: List[tf.Tensor], fake_feats: List[tf.Tensor]):
+    """pix2pixHD feature matching: mean L1 between discriminator activations, averaged over layers."""
+    terms = [_per_example_mean(tf.abs(tf.stop_gradient(r) - f)) for r, f in zip(real_feats, fake_feats)]
+    return tf.add_n(terms) / float(len(terms))
+
+
+def default_optimizers(learning_rate: float = 2e-4, beta_1: float = 0.5):
+    """pix2pix's optimisers ``(g_optimizer, d_optimizer)``: Adam(2e-4, beta_1=0.5) each.
+
+    Create them inside ``strategy.scope()`` when training distributed.
+    """
+    return (tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="g_adam"),
+            tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="d_adam"))
+
+
+# --------------------------------------------------------------------------- the GAN model
+class Pix2Pix(tf.keras.Model):
+    """Generator + discriminator trained adversarially with an L1 reconstruction term.
+
+    ``call(inputs)`` runs the generator (``inputs``: a mask tensor, or a dict with ``mask`` and,
+    for a class-conditional generator, ``label``; extra keys such as ``image`` are ignored).
+    After :meth:`compile`, ``fit()`` reports ``g_loss`` (total generator objective), ``g_gan``,
+    ``g_l1``, ``d_loss`` and, with feature matching, ``g_fm``.
+
+    Under ``tf.distribute.MirroredStrategy``: build the models, this wrapper and ``compile``
+    inside ``strategy.scope()`` and pass ``fit()`` a dataset of global batches (it is
+    distributed for you) or a distributed dataset. Use one ``MirroredStrategy`` object per
+    process (see ``synthseg_tf.training.gan.make_strategy``): several strategies over the same
+    devices reuse collective-op keys and fail with shape-mismatch errors. Prefer
+    ``norm="instance"`` when distributing: batch norm uses per-replica batch statistics.
+    """
+
+    def __init__(self, generator: tf.keras.Model, discriminator: tf.keras.Model, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.discriminator = discriminator
+        self.conditional = "label" in generator.input_names
+        self._d_features = discriminator_features(discriminator)
+        self.g_loss_tracker = tf.keras.metrics.Mean(name="g_loss")
+        self.g_gan_tracker = tf.keras.metrics.Mean(name="g_gan")
+        self.g_l1_tracker = tf.keras.metrics.Mean(name="g_l1")
+        self.d_loss_tracker = tf.keras.metrics.Mean(name="d_loss")
+        self.g_fm_tracker = tf.keras.metrics.Mean(name="g_fm")
+        self.gan_loss = None
+        self.l1_weight = 100.0
+        self.feature_matching_weight = 0.0
+
+    # ---------------------------------------------------------------- setup
+    def compile(self, g_optimizer=None, d_optimizer=None, gan_loss: str = "bce", l1_weight: float = 100.0,
+                feature_matching_weight: float = 0.0, **kwargs):
+        """Set optimisers (default :func:`default_optimizers`) and the loss mix.
+
+        ``gan_loss``: "bce" (non-saturating, pix2pix), "lsgan" or "hinge". The generator
+        minimises ``gan + l1_weight * L1(void ignored) + feature_matching_weight * FM``.
+        """
+        super().compile(**kwargs)
+        if g_optimizer is None or d_optimizer is None:
+            g_default, d_default = default_optimizers()
+            g_optimizer = g_optimizer or g_default
+            d_optimizer = d_optimizer or d_default
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.gan_loss = gan_loss
+        self._g_loss_fn, self._d_loss_fn = gan_loss_functions(gan_loss)
+        self.l1_weight = float(l1_weight)
+        self.feature_matching_weight = float(feature_matching_weight)
+
+    @property
+    def metrics(self):
+        trackers = [self.g_loss_tracker, self.g_gan_tracker, self.g_l1_tracker, self.d_loss_tracker]
+        if self.feature_matching_weight > 0:
+            trackers.append(self.g_fm_tracker)
+        return trackers
+
+    def build_optimizers(self):
+        """Create the optimisers' slot variables now (e.g. before restoring a checkpoint)."""
+        self.g_optimizer.build(self.generator.trainable_variables)
+        self.d_optimizer.build(self.discriminator.trainable_variables)
+
+    # ---------------------------------------------------------------- forward passes
+    def generator_inputs(self, data):
+        """The generator's inputs taken from a batch dict (or a bare mask tensor)."""
+        if not isinstance(data, dict):
+            if self.conditional:
+                raise ValueError("this generator is class-conditional: pass {'mask': ..., 'label': ...}")
+            return tf.cast(data, tf.int32)
+        mask = tf.cast(data["mask"], tf.int32)
+        if not self.conditional:
+            return mask
+        if "label" not in data:
+            raise ValueError("this generator is class-conditional but the batch has no 'label'")
+        return {"mask": mask, "label": tf.cast(data["label"], tf.int32)}
+
+    def call(self, inputs, training=None):
+        return self.generator(self.generator_inputs(inputs), training=training)
+
+    def _discriminate(self, mask, image, label, training):
+        """``(features, logits)`` of the discriminator on one (label map, image) batch."""
+        inputs = {"mask": mask, "image": image}
+        if self.conditional:
+            inputs["label"] = label
+        *feats, logits = self._d_features(inputs, training=training)
+        return feats, logits
+
+    def _forward(self, data, training: bool):
+        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, d)``."""
+        if self.gan_loss is None:
+            raise RuntimeError("call compile() before training or evaluating Pix2Pix")
+        mask = tf.cast(data["mask"], tf.int32)
+        label = tf.cast(data["label"], tf.int32) if self.conditional else None
+        real = tf.cast(data["image"], tf.float32) * 2.0 - 1.0
+        fake = self.generator(self.generator_inputs(data), training=training)
+        real_feats, real_logits = self._discriminate(mask, real, label, training)
+        fake_feats, fake_logits = self._discriminate(mask, fake, label, training)
+
+        g_gan = self._g_loss_fn(fake_logits)
+        g_l1 = masked_l1_per_example(real, fake, mask)
+        g_total = g_gan + self.l1_weight * g_l1
+        g_fm = None
+        if self.feature_matching_weight > 0:
+            g_fm = feature_matching_per_example(real_feats, fake_feats)
+            g_total = g_total + self.feature_matching_weight * g_fm
+        d = self._d_loss_fn(real_logits, fake_logits)
+        return g_total, g_gan, g_l1, g_fm, d
+
+    def _track(self, g_total, g_gan, g_l1, g_fm, d):
+        """Feed per-example losses to the trackers (global means across replicas)."""
+        self.g_loss_tracker.update_state(g_total)
+        self.g_gan_tracker.update_state(g_gan)
+        self.g_l1_tracker.update_state(g_l1)
+        self.d_loss_tracker.update_state(d)
+        if g_fm is not None:
+            self.g_fm_tracker.update_state(g_fm)
+        return {m.name: m.result() for m in self.metrics}
+
+    @staticmethod
+    def _scaled_loss(per_example, model: tf.keras.Model):
+        """Per-replica loss: sum / global batch size, plus the model's regularisation losses."""
+        loss = tf.nn.compute_average_loss(per_example)
+        if model.losses:
+            loss += tf.nn.scale_regularization_loss(tf.add_n(model.losses))
+        return loss
+
+    # ---------------------------------------------------------------- Keras hooks
+    def train_step(self, data):
+        """One discriminator and one generator Adam step on the batch (computed from one forward pass)."""
+        with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
+            g_total, g_gan, g_l1, g_fm, d = self._forward(data, training=True)
+            g_loss = self._scaled_loss(g_total, self.generator)
+            d_loss = self._scaled_loss(d, self.discriminator)
+        g_vars = self.generator.trainable_variables
+        d_vars = self.discriminator.trainable_variables
+        self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
+        self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+        return self._track(g_total, g_gan, g_l1, g_fm, d)
+
+    def test_step(self, data):
+        """The same losses with the networks in inference mode and no updates."""
+        return self._track(*self._forward(data, training=False))
+
+
+def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
+                  norm: str = "batch", spectral_norm: bool = False, num_labels: Optional[int] = None,
+                  dropout: float = 0.5, d_norm: Optional[str] = None, **generator_kwargs) -> Pix2Pix:
+    """Generator + discriminator + :class:`Pix2Pix` wrapper (not compiled) in one call.
+
+    ``d_norm`` is the discriminator's normalisation (default: ``norm``, or "none" with
+    ``spectral_norm``). Call inside ``strategy.scope()`` when distributing.
+    """
+    if d_norm is None:
+        d_norm = "none" if spectral_norm else norm
+    g = build_generator(num_classes, image_size, base_filters=base_filters, norm=norm, num_labels=num_labels,
+                        dropout=dropout, **generator_kwargs)
+    d = build_discriminator(num_classes, image_size, base_filters=base_filters, norm=d_norm,
+                            spectral_norm=spectral_norm, num_labels=num_labels)
+    return Pix2Pix(g, d, name="pix2pix")

@@ -1,0 +1,1 @@
+"""Training loops that write self-describing run directories (checkpoints, logs, exported models)."""

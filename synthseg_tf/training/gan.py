@@ -1,0 +1,554 @@
+"""Train the pix2pix GAN into a run directory, resumable exactly, on one or several replicas.
+
+Run directory layout (``out_dir``)::
+
+    config.json          model/training settings (read back by load_generator and on resume)
+    classes.json         the class table, when one is given
+    checkpoints/         tf.train.Checkpoint: generator, discriminator, both optimisers, step,
+                         the dropout RNG state (inside the generator) and, when the input
+                         pipeline supports it, the tf.data iterator position
+    log.csv              step, time, training losses (mean over the last log window), val losses
+    tensorboard/         scalars and image grids (label map | real | generated)
+    samples/step_XXXXXX.png   the same grids as PNG
+    generator/           the trained generator, a Keras SavedModel that takes class-id masks
+
+Multiple replicas: :func:`make_strategy` builds a ``MirroredStrategy`` over GPUs, or over
+logical CPU devices when there is no GPU (useful for testing). Splitting the CPU must happen
+before TensorFlow initialises its devices, i.e. before any dataset or tensor is created; call
+``make_strategy(n)`` first, then build the datasets, then ``train_gan(..., replicas=n)``.
+
+Exact resume: training draws batches from a host-side iterator of global batches that is
+checkpointed with the model (or, for pipelines tf.data cannot checkpoint, fast-forwarded by the
+number of steps done), each replica takes its slice of the global batch, and the only training
+randomness (generator dropout) comes from ``tf.random.Generator`` states stored in the
+checkpoint. Training 2 steps, resuming and training 2 more gives the weights of 4 straight steps.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import tensorflow as tf
+
+from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
+from synthseg_tf.models.pix2pix import Pix2Pix, build_pix2pix, generator_depth
+from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
+
+CONFIG_FILE = "config.json"
+LOG_FILE = "log.csv"
+CHECKPOINT_DIR = "checkpoints"
+GENERATOR_DIR = "generator"
+SAMPLES_DIR = "samples"
+TENSORBOARD_DIR = "tensorboard"
+
+# Settings that define the networks or the optimisation; a resumed run must use the same ones.
+ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
+                     "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1")
+
+DatasetLike = Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
+
+_STRATEGIES: Dict[Tuple[str, ...], tf.distribute.Strategy] = {}
+
+
+# --------------------------------------------------------------------------- strategy
+def make_strategy(replicas: int = 1) -> tf.distribute.Strategy:
+    """A distribution strategy with ``replicas`` replicas.
+
+    - ``replicas == 1``: TensorFlow's default strategy (whatever device TF picks).
+    - ``replicas > 1`` with at least that many GPUs: ``MirroredStrategy`` over the first ones.
+    - ``replicas > 1`` without GPUs: splits the CPU into ``replicas`` logical devices and
+      mirrors over them. This must happen before TensorFlow initialises its devices (before
+      creating any tensor, dataset or model); otherwise a ``RuntimeError`` says so.
+
+    Strategies are cached per device list: several ``MirroredStrategy`` objects over the same
+    devices in one process make their collective ops collide (shape-mismatch errors).
+    """
+    replicas = int(replicas)
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    if replicas == 1:
+        return tf.distribute.get_strategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < replicas:
+            raise ValueError(f"replicas={replicas} but only {len(gpus)} GPU(s) are visible")
+        devices = tuple(d.name for d in tf.config.list_logical_devices("GPU")[:replicas])
+    else:
+        devices = _split_cpu(replicas)
+    if devices not in _STRATEGIES:
+        _STRATEGIES[devices] = tf.distribute.MirroredStrategy(devices=list(devices))
+    return _STRATEGIES[devices]
+
+
+def _split_cpu(replicas: int) -> Tuple[str, ...]:
+    """Names of ``replicas`` logical CPU devices, creating them if TF has not started yet."""
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    existing = tf.config.get_logical_device_configuration(cpu)
+    if existing is None or len(existing) < replicas:
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
+        except RuntimeError as e:
+            have = len(existing) if existing else 1
+            raise RuntimeError(
+                f"cannot split the CPU into {replicas} devices for replicas={replicas}: TensorFlow has already "
+                f"initialised its devices ({have} CPU device(s)). Call synthseg_tf.training.gan.make_strategy"
+                f"({replicas}) at the start of the program, before creating datasets, tensors or models.") from e
+    return tuple(d.name for d in tf.config.list_logical_devices("CPU")[:replicas])
+
+
+# --------------------------------------------------------------------------- run directory
+def _has_previous_run(out_dir: str) -> bool:
+    ckpt_dir = os.path.join(out_dir, CHECKPOINT_DIR)
+    return (os.path.exists(os.path.join(out_dir, CONFIG_FILE)) or os.path.exists(os.path.join(out_dir, LOG_FILE))
+            or (os.path.isdir(ckpt_dir) and bool(os.listdir(ckpt_dir))))
+
+
+def read_config(run_dir: str) -> Dict:
+    path = os.path.join(run_dir, CONFIG_FILE)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path}: not a readable GAN run config ({e})") from e
+
+
+def _write_config(out_dir: str, config: Dict) -> None:
+    atomic_write_text(os.path.join(out_dir, CONFIG_FILE), json.dumps(config, indent=1))
+
+
+def _check_same_architecture(saved: Dict, current: Dict, out_dir: str) -> None:
+    diffs = [f"{k}: run has {saved.get(k)!r}, asked {current.get(k)!r}"
+             for k in ARCHITECTURE_KEYS if saved.get(k) != current.get(k)]
+    if diffs:
+        raise ValueError(f"cannot resume {out_dir} with different settings: " + "; ".join(diffs))
+
+
+class _CsvLog:
+    """``log.csv``: one row per logged step; rows past a resumed checkpoint are dropped."""
+
+    def __init__(self, path: str, columns: Sequence[str]):
+        self.path = path
+        self.columns = list(columns)
+        if os.path.exists(path):
+            with open(path, newline="", encoding="utf-8") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                self.columns = header
+
+    def truncate_after(self, step: int) -> None:
+        """Keep only rows with ``step <= step`` (rewritten atomically)."""
+        if not os.path.exists(self.path):
+            return
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = [r for r in csv.DictReader(f) if int(r["step"]) <= step]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, self.columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(self.path, buf.getvalue())
+
+    def append(self, row: Dict) -> None:
+        new = not os.path.exists(self.path)
+        with open(self.path, "a", newline="", encoding="utf-8") as f:
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: _csv_value(v) for k, v in row.items()})
+            f.flush()
+
+
+def _csv_value(v):
+    return f"{v:.6g}" if isinstance(v, float) else v
+
+
+# --------------------------------------------------------------------------- data
+def _as_dataset(ds: Optional[DatasetLike]) -> Optional[tf.data.Dataset]:
+    return ds() if callable(ds) and not isinstance(ds, tf.data.Dataset) else ds
+
+
+def _iterator_checkpointable(iterator) -> bool:
+    """Whether tf.data can save this iterator's position (not for py_function/generator pipelines)."""
+    with tempfile.TemporaryDirectory() as d:
+        try:
+            tf.train.Checkpoint(iterator=iterator).write(os.path.join(d, "probe"))
+            return True
+        except (tf.errors.OpError, ValueError, TypeError):
+            return False
+
+
+def _sample_batch(source: DatasetLike, num_samples: int, num_labels: Optional[int]) -> Dict[str, np.ndarray]:
+    """The first ``num_samples`` examples of the first batch of ``source``, as numpy arrays.
+
+    A callable source is called anew, so the sample pipeline shares no state with training;
+    a dataset is read through ``take(1)`` and the iterator is finished before training starts.
+    """
+    ds = _as_dataset(source).take(1)
+    first = next(iter(ds))
+    return {k: v[:num_samples].numpy() for k, v in _strip_batch(first, num_labels).items()}
+
+
+def _replica_slice(batch, num_replicas: int):
+    """This replica's contiguous share of a global batch (identity with one replica)."""
+    if num_replicas == 1:
+        return batch
+    rid = tf.distribute.get_replica_context().replica_id_in_sync_group
+
+    def cut(x):
+        n = tf.shape(x)[0]
+        tf.debugging.assert_equal(n % num_replicas, 0,
+                                  message=f"global batch size must be divisible by replicas={num_replicas}")
+        per = n // num_replicas
+        return x[rid * per:(rid + 1) * per]
+
+    return tf.nest.map_structure(cut, batch)
+
+
+def _strip_batch(batch: Dict, num_labels: Optional[int]) -> Dict:
+    """The keys the GAN uses (drops e.g. file names, which strategy.run cannot split)."""
+    keys = ["image", "mask"] + (["label"] if num_labels else [])
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ValueError(f"GAN batches need keys {keys}; missing {missing}")
+    return {k: batch[k] for k in keys}
+
+
+# --------------------------------------------------------------------------- images
+def _palette(num_classes: int, class_table: Optional[ClassTable]) -> np.ndarray:
+    """256x3 uint8 colours: class colours, black for void and unknown ids."""
+    table = class_table or ClassTable([f"class_{i}" for i in range(num_classes)])
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[:num_classes] = np.array(table.colors[:num_classes], dtype=np.uint8)
+    palette[IGNORE_ID] = 0
+    return palette
+
+
+def sample_grid(generator: tf.keras.Model, batch: Dict, palette: np.ndarray) -> np.ndarray:
+    """``uint8 [rows*H, 3*W, 3]``: one row per example, columns label map | real | generated."""
+    mask = np.asarray(batch["mask"]).astype(np.int64)
+    inputs = tf.constant(mask, tf.int32)
+    if "label" in generator.input_names:
+        inputs = {"mask": inputs, "label": tf.constant(np.asarray(batch["label"]), tf.int32)}
+    fake = generator(inputs, training=False).numpy()
+    fake = np.clip((fake + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+    real = np.clip(np.asarray(batch["image"]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    colour = palette[np.clip(mask, 0, 255)]
+    rows = [np.concatenate([c, r, f], axis=1) for c, r, f in zip(colour, real, fake)]
+    return np.concatenate(rows, axis=0)
+
+
+def _save_png(path: str, image: np.ndarray) -> None:
+    atomic_write_bytes(path, tf.io.encode_png(image).numpy())
+
+
+# --------------------------------------------------------------------------- model + checkpoint
+def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters, dropout,
+                 gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1) -> Pix2Pix:
+    """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
+    with strategy.scope():
+        model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
+                              spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout)
+        g_opt = tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="g_adam")
+        d_opt = tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="d_adam")
+        model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
+                      feature_matching_weight=feature_matching_weight)
+        model.build_optimizers()  # slots exist before a restore, so nothing is restored lazily
+    return model
+
+
+def _make_checkpoint(model: Pix2Pix, step: tf.Variable, iterator=None) -> tf.train.Checkpoint:
+    parts = dict(step=step, generator=model.generator, discriminator=model.discriminator,
+                 g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
+    if iterator is not None:
+        parts["iterator"] = iterator
+    return tf.train.Checkpoint(**parts)
+
+
+def _read_metrics(model: Pix2Pix, prefix: str = "") -> Dict[str, float]:
+    """Current tracker means (global over replicas), then reset them."""
+    values = {prefix + m.name: float(m.result()) for m in model.metrics}
+    for m in model.metrics:
+        m.reset_state()
+    return values
+
+
+def save_generator(generator: tf.keras.Model, path: str) -> str:
+    """Save ``generator`` as a Keras SavedModel directory at ``path``, replacing it atomically."""
+    with atomic_directory(path, overwrite=True) as tmp:
+        generator.save(tmp, save_format="tf", include_optimizer=False)
+    return path
+
+
+def load_generator(run_dir: str) -> Tuple[tf.keras.Model, Dict]:
+    """The trained generator of a run directory and the run's ``config.json`` contents.
+
+    The generator takes ``mask`` int32 ``[B,H,W]`` class ids (plus ``label`` int32 ``[B]`` for
+    class-conditional runs, as a dict) and returns RGB in ``[-1, 1]``.
+    """
+    import synthseg_tf.models.pix2pix  # noqa: F401  (registers the custom layers)
+
+    path = os.path.join(run_dir, GENERATOR_DIR)
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{run_dir} has no trained generator ({GENERATOR_DIR}/); did training finish?")
+    config = read_config(run_dir)
+    generator = tf.keras.models.load_model(path, compile=False)
+    return generator, config
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    """What :func:`train_gan` returns: the trained model and where things went."""
+
+    model: Pix2Pix
+    step: int
+    out_dir: str
+    metrics: Dict[str, float] = field(default_factory=dict)
+
+
+def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size, steps: int, batch_size: int,
+              class_table: Optional[ClassTable] = None, val_ds: Optional[DatasetLike] = None,
+              num_labels: Optional[int] = None, replicas: int = 1, resume: bool = False, seed: int = 0,
+              log_every: int = 50, image_every: int = 500, checkpoint_every: int = 500, norm: str = "instance",
+              gan_loss: str = "bce", l1_weight: float = 100.0, feature_matching_weight: float = 0.0,
+              spectral_norm: bool = False, base_filters: int = 64, dropout: float = 0.5,
+              learning_rate: float = 2e-4, beta_1: float = 0.5, val_steps: int = 10, num_samples: int = 4,
+              max_checkpoints: int = 3, checkpoint_iterator: bool = True,
+              strategy: Optional[tf.distribute.Strategy] = None, verbose: bool = True,
+              extra_config: Optional[Dict] = None) -> TrainResult:
+    """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
+
+    ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
+    divisible by ``replicas``) of dicts ``{"image", "mask"[, "label"]}``, or a zero-argument
+    callable returning one. ``val_ds`` (optional, same format): ``val_steps`` batches are
+    evaluated every ``image_every`` steps and the first one is also the sample batch (else the
+    first training batch). ``num_labels`` makes the model class-conditional on ``label``.
+
+    ``norm`` defaults to "instance": batch statistics are per replica, so batch norm would
+    make results depend on the replica count. ``resume=True`` continues from the last
+    checkpoint; an ``out_dir`` with a previous run is refused otherwise. With
+    ``checkpoint_iterator`` the tf.data position is checkpointed when the pipeline allows it;
+    otherwise a resume skips the consumed batches (exact for deterministic pipelines).
+    Pass ``strategy`` to use one you made; else :func:`make_strategy` ``(replicas)``.
+    ``extra_config`` is recorded in ``config.json`` (e.g. the data spec and conditioning,
+    which ``synthseg generate --masks sample`` reads).
+    """
+    out_dir = os.path.abspath(out_dir)
+    for name, every in (("log_every", log_every), ("image_every", image_every), ("checkpoint_every", checkpoint_every)):
+        if every < 1:
+            raise ValueError(f"{name} must be >= 1, got {every}")
+    strategy = strategy or make_strategy(replicas)
+    n = strategy.num_replicas_in_sync
+    if batch_size % n:
+        raise ValueError(f"batch_size={batch_size} must be divisible by the number of replicas ({n})")
+    image_size = list(_pair(image_size))
+    generator_depth(image_size)  # fail fast on an unsupported size
+    config = dict(model="pix2pix", num_classes=int(num_classes), image_size=image_size,
+                  num_labels=int(num_labels) if num_labels else None, norm=norm, spectral_norm=bool(spectral_norm),
+                  base_filters=int(base_filters), dropout=float(dropout), gan_loss=gan_loss,
+                  l1_weight=float(l1_weight), feature_matching_weight=float(feature_matching_weight),
+                  learning_rate=float(learning_rate), beta_1=float(beta_1), batch_size=int(batch_size),
+                  replicas=int(n), seed=int(seed), steps=int(steps), ignore_id=IGNORE_ID,
+                  generator_inputs=["mask", "label"] if num_labels else ["mask"],
+                  generator_output="RGB in [-1, 1] (tanh)",
+                  class_names=class_table.names if class_table else None, **(extra_config or {}))
+    saved = _prepare_run_dir(out_dir, resume, config, class_table)
+    if class_table is None and os.path.exists(os.path.join(out_dir, CLASS_TABLE_FILE)):
+        class_table = ClassTable.load(out_dir)
+
+    tf.keras.utils.set_random_seed(seed)
+    model = _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters,
+                         dropout, gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1)
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
+
+    val_ds = _as_dataset(val_ds)
+    # The sample batch is read (and its iterator finished) before the training iterator exists:
+    # iterators of a dataset that reshuffles each epoch share one seed generator, so two live
+    # iterators of the same dataset would race for seeds and make the batch order unrepeatable.
+    sample_batch = _sample_batch(val_ds if val_ds is not None else train_ds, num_samples, num_labels)
+    train_ds = _as_dataset(train_ds).map(lambda b: _strip_batch(b, num_labels))
+    iterator, iterator_in_ckpt = _open_iterator(train_ds, saved, checkpoint_iterator)
+    config["iterator_in_checkpoint"] = iterator_in_ckpt
+    _write_config(out_dir, {**config, "status": "running"})
+
+    ckpt = _make_checkpoint(model, step, iterator if iterator_in_ckpt else None)
+    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=max_checkpoints,
+                                         step_counter=step, checkpoint_name="ckpt")
+    if resume and manager.latest_checkpoint:
+        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        if verbose:
+            print(f"resumed {out_dir} at step {int(step.numpy())}", flush=True)
+    start = int(step.numpy())
+    if not iterator_in_ckpt and (iterator is None or start):
+        iterator = iter(train_ds.skip(start))  # deterministic pipelines land on the same batch
+
+    log_columns = ["step", "elapsed_s", "wall_time"] + [m.name for m in model.metrics]
+    if val_ds is not None:
+        log_columns += ["val_" + m.name for m in model.metrics]
+    csv_log = _CsvLog(os.path.join(out_dir, LOG_FILE), log_columns)
+    csv_log.truncate_after(start)
+
+    loop = _TrainLoop(model=model, strategy=strategy, step=step, manager=manager, csv_log=csv_log,
+                      out_dir=out_dir, sample_batch=sample_batch, palette=_palette(num_classes, class_table),
+                      val_ds=val_ds, val_steps=val_steps, num_labels=num_labels, log_every=log_every,
+                      image_every=image_every, checkpoint_every=checkpoint_every, verbose=verbose)
+    metrics = loop.run(iterator, steps)
+
+    done = int(step.numpy())
+    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{done}"):
+        manager.save(checkpoint_number=done)
+    save_generator(model.generator, os.path.join(out_dir, GENERATOR_DIR))
+    _write_config(out_dir, {**config, "status": "finished", "steps_done": done})
+    return TrainResult(model=model, step=done, out_dir=out_dir, metrics=metrics)
+
+
+def _prepare_run_dir(out_dir: str, resume: bool, config: Dict, class_table: Optional[ClassTable]) -> Optional[Dict]:
+    """Create ``out_dir``; refuse a previous run unless ``resume``; return the previous config."""
+    previous = _has_previous_run(out_dir)
+    if previous and not resume:
+        raise FileExistsError(f"{out_dir} already contains a run; pass resume=True to continue it "
+                              "or choose another output directory")
+    saved = None
+    if previous and os.path.exists(os.path.join(out_dir, CONFIG_FILE)):
+        saved = read_config(out_dir)
+        _check_same_architecture(saved, config, out_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    if class_table is not None:
+        class_table.save(os.path.join(out_dir, CLASS_TABLE_FILE))
+    return saved
+
+
+def _open_iterator(train_ds: tf.data.Dataset, saved: Optional[Dict], checkpoint_iterator: bool):
+    """``(iterator or None, whether the checkpoint holds the iterator)``.
+
+    A resumed run keeps its first decision; a new run checkpoints the iterator when asked and
+    tf.data can save it. With ``None`` the caller opens the iterator once the step is known
+    (an iterator that is not checkpointed is only usable from step 0).
+    """
+    if saved and "iterator_in_checkpoint" in saved:
+        in_ckpt = bool(saved["iterator_in_checkpoint"])
+        return (iter(train_ds) if in_ckpt else None), in_ckpt
+    if not checkpoint_iterator:
+        return None, False
+    iterator = iter(train_ds)
+    return iterator, _iterator_checkpointable(iterator)
+
+
+@dataclass
+class _TrainLoop:
+    """The step loop of :func:`train_gan` with its periodic logging, samples and checkpoints."""
+
+    model: Pix2Pix
+    strategy: tf.distribute.Strategy
+    step: tf.Variable
+    manager: tf.train.CheckpointManager
+    csv_log: _CsvLog
+    out_dir: str
+    sample_batch: Dict[str, np.ndarray]
+    palette: np.ndarray
+    val_ds: Optional[tf.data.Dataset]
+    val_steps: int
+    num_labels: Optional[int]
+    log_every: int
+    image_every: int
+    checkpoint_every: int
+    verbose: bool
+
+    def run(self, iterator, steps: int) -> Dict[str, float]:
+        """Train until ``step == steps``; returns the last logged metrics."""
+        n = self.strategy.num_replicas_in_sync
+        train_fn = _make_train_function(self.model, self.strategy, iterator, n)
+        eval_fn = _make_eval_function(self.model, self.strategy, n)
+        writer = tf.summary.create_file_writer(os.path.join(self.out_dir, TENSORBOARD_DIR))
+        metrics: Dict[str, float] = {}
+        t0 = time.time()
+        try:
+            while int(self.step.numpy()) < steps:
+                try:
+                    train_fn()
+                except tf.errors.OutOfRangeError:
+                    raise ValueError(f"train_ds ran out after {int(self.step.numpy())} steps; pass a repeating "
+                                     "dataset (dataset.repeat())") from None
+                s = int(self.step.assign_add(1).numpy())
+                last = s == steps
+                images_due = s % self.image_every == 0 or last
+                if s % self.log_every == 0 or images_due:
+                    metrics = _read_metrics(self.model)
+                    if self.val_ds is not None and images_due:
+                        metrics.update(_evaluate(self.model, eval_fn, self.val_ds, self.val_steps, self.num_labels))
+                    _log(self.csv_log, writer, s, metrics, t0, self.verbose, steps)
+                if images_due:
+                    self._write_samples(writer, s)
+                if s % self.checkpoint_every == 0 or last:
+                    self.manager.save(checkpoint_number=s)
+        finally:
+            writer.close()
+        return metrics
+
+    def _write_samples(self, writer, s: int) -> None:
+        """The sample grid as ``samples/step_XXXXXX.png`` and as a TensorBoard image."""
+        grid = sample_grid(self.model.generator, self.sample_batch, self.palette)
+        _save_png(os.path.join(self.out_dir, SAMPLES_DIR, f"step_{s:06d}.png"), grid)
+        with writer.as_default(step=s):
+            tf.summary.image("samples/label_real_generated", grid[None], max_outputs=1)
+
+
+def _pair(image_size) -> Tuple[int, int]:
+    if isinstance(image_size, int):
+        return image_size, image_size
+    h, w = image_size
+    return int(h), int(w)
+
+
+def _make_train_function(model: Pix2Pix, strategy, iterator, num_replicas: int):
+    """A ``tf.function`` doing one training step on the next global batch of ``iterator``."""
+
+    def replica_step(batch):
+        model.train_step(_replica_slice(batch, num_replicas))
+
+    @tf.function
+    def train_fn():
+        strategy.run(replica_step, args=(next(iterator),))
+
+    return train_fn
+
+
+def _make_eval_function(model: Pix2Pix, strategy, num_replicas: int):
+    """A ``tf.function`` accumulating the losses of one global batch (no updates)."""
+
+    def replica_step(batch):
+        model.test_step(_replica_slice(batch, num_replicas))
+
+    @tf.function
+    def eval_fn(batch):
+        strategy.run(replica_step, args=(batch,))
+
+    return eval_fn
+
+
+def _evaluate(model: Pix2Pix, eval_fn, val_ds: tf.data.Dataset, val_steps: int, num_labels) -> Dict[str, float]:
+    """Mean losses over ``val_steps`` validation batches, keys prefixed ``val_``."""
+    for m in model.metrics:
+        m.reset_state()
+    for batch in val_ds.take(val_steps):
+        eval_fn(_strip_batch(batch, num_labels))
+    return _read_metrics(model, prefix="val_")
+
+
+def _log(csv_log: _CsvLog, writer, step: int, metrics: Dict[str, float], t0: float, verbose: bool, steps: int):
+    """One CSV row, TensorBoard scalars and (verbose) a console line."""
+    elapsed = time.time() - t0
+    csv_log.append({"step": step, "elapsed_s": f"{elapsed:.3f}", "wall_time": f"{time.time():.3f}", **metrics})
+    with writer.as_default(step=step):
+        for k, v in metrics.items():
+            tag = f"val/{k[4:]}" if k.startswith("val_") else f"train/{k}"
+            tf.summary.scalar(tag, v)
+    if verbose:
+        text = " ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+        print(f"step {step}/{steps} ({elapsed:.1f}s) {text}", flush=True)

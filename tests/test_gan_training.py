@@ -1,0 +1,187 @@
+"""train_gan: run-directory outputs, refusal to overwrite, exact resume, loading the generator."""
+import csv
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import synthseg_tf  # noqa: F401  (environment settings before TensorFlow loads)
+import tensorflow as tf
+
+from synthseg_tf.data.classes import IGNORE_ID, ClassTable
+from synthseg_tf.training import gan
+
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+SIZE, K, B = 32, 3, 4
+SMALL = dict(base_filters=4, log_every=2, image_every=2, checkpoint_every=2, verbose=False)
+
+
+def blob_data(n=8, seed=0):
+    """Masks with random rectangles ("blobs") over class 0, some void; images coloured by class."""
+    rng = np.random.default_rng(seed)
+    masks = np.zeros((n, SIZE, SIZE), np.uint8)
+    for i in range(n):
+        for _ in range(3):
+            y, x = rng.integers(0, SIZE - 8, 2)
+            masks[i, y:y + 8, x:x + 8] = rng.integers(1, K)
+    masks[0, :4] = IGNORE_ID
+    colours = np.zeros((256, 3), np.float32)
+    colours[:K] = np.eye(3)[:K] * 0.8
+    images = colours[masks] + rng.random((n, SIZE, SIZE, 3)).astype(np.float32) * 0.2
+    return {"image": images, "mask": masks, "label": rng.integers(0, 2, n).astype(np.int32)}
+
+
+def dataset(seed=0):
+    """Infinite, reshuffled each epoch (so the iterator position matters on resume), batched."""
+    tf.random.set_seed(0)  # shuffle seeds combine the global seed (train_gan sets it) with the op seed
+    return tf.data.Dataset.from_tensor_slices(blob_data(seed=seed)).shuffle(8, seed=1).repeat().batch(B)
+
+
+def all_weights(model):
+    return (model.generator.get_weights() + model.discriminator.get_weights()
+            + [v.numpy() for v in model.g_optimizer.variables + model.d_optimizer.variables])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A 4-step run with a class table and validation data, shared by the read-only tests."""
+    out = str(tmp_path_factory.mktemp("gan") / "run")
+    table = ClassTable(["background", "car", "tree"])
+    res = gan.train_gan(dataset, out, K, SIZE, steps=4, batch_size=B, class_table=table,
+                        val_ds=lambda: dataset(seed=1).take(2), val_steps=2, **SMALL)
+    return out, res, table
+
+
+def test_run_directory_outputs(finished_run):
+    out, res, table = finished_run
+    assert res.step == 4 and np.isfinite(res.metrics["g_loss"]) and "val_d_loss" in res.metrics
+    assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).endswith("ckpt-4")
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert {"g_loss", "g_gan", "g_l1", "d_loss", "val_g_l1", "elapsed_s"} <= set(rows[0])
+    assert sorted(os.listdir(os.path.join(out, "samples"))) == ["step_000002.png", "step_000004.png"]
+    png = tf.io.decode_png(tf.io.read_file(os.path.join(out, "samples", "step_000004.png"))).numpy()
+    assert png.shape == (4 * SIZE, 3 * SIZE, 3)  # 4 samples x (label map | real | generated)
+    assert glob.glob(os.path.join(out, "tensorboard", "events.out.tfevents.*"))
+    assert os.path.exists(os.path.join(out, "generator", "saved_model.pb"))
+    assert ClassTable.load(out).names == table.names
+    with open(os.path.join(out, "config.json")) as f:
+        config = json.load(f)
+    assert config["status"] == "finished" and config["steps_done"] == 4 and config["image_size"] == [SIZE, SIZE]
+
+
+def test_refuses_previous_run_without_resume(finished_run):
+    out, _, _ = finished_run
+    with pytest.raises(FileExistsError, match="already contains a run"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, **SMALL)
+
+
+def test_resume_refuses_different_architecture(finished_run):
+    out, _, _ = finished_run
+    with pytest.raises(ValueError, match="num_classes"):
+        gan.train_gan(dataset(), out, K + 1, SIZE, steps=8, batch_size=B, resume=True, **SMALL)
+
+
+def test_load_generator(finished_run):
+    out, res, _ = finished_run
+    generator, cfg = gan.load_generator(out)
+    assert cfg["num_classes"] == K and cfg["num_labels"] is None
+    mask = tf.constant(blob_data()["mask"][:2].astype(np.int32))
+    np.testing.assert_allclose(generator(mask).numpy(), res.model.generator(mask, training=False).numpy(), atol=1e-5)
+
+
+def test_resume_truncates_log_rows_past_the_checkpoint(finished_run, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run[0], out)
+    with open(os.path.join(out, "log.csv"), "a") as f:  # a row logged after the last checkpoint
+        f.write("5,0,0,1,1,1,1\n")
+    res = gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **SMALL)
+    assert res.step == 4
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+
+
+@pytest.mark.parametrize("checkpoint_iterator", [True, False])
+def test_resume_is_exact(tmp_path, checkpoint_iterator):
+    kw = dict(SMALL, checkpoint_iterator=checkpoint_iterator)  # dropout stays on: its RNG state is restored too
+    straight = gan.train_gan(dataset(), str(tmp_path / "a"), K, SIZE, steps=4, batch_size=B, **kw)
+    part = str(tmp_path / "b")
+    gan.train_gan(dataset(), part, K, SIZE, steps=2, batch_size=B, **kw)
+    resumed = gan.train_gan(dataset(), part, K, SIZE, steps=4, batch_size=B, resume=True, **kw)
+    assert resumed.step == 4
+    with open(os.path.join(part, "config.json")) as f:
+        assert json.load(f)["iterator_in_checkpoint"] is checkpoint_iterator
+    for a, b in zip(all_weights(straight.model), all_weights(resumed.model)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    with open(os.path.join(part, "log.csv"), newline="") as f:
+        assert [int(r["step"]) for r in csv.DictReader(f)] == [2, 4]
+
+
+def test_class_conditional_run(tmp_path):
+    out = str(tmp_path / "run")
+    gan.train_gan(dataset(), out, K, SIZE, steps=1, batch_size=B, num_labels=2, gan_loss="hinge",
+                  spectral_norm=True, feature_matching_weight=1.0, **SMALL)
+    generator, cfg = gan.load_generator(out)
+    assert cfg["generator_inputs"] == ["mask", "label"]
+    out_img = generator({"mask": tf.zeros((2, SIZE, SIZE), tf.int32), "label": tf.constant([0, 1])})
+    assert out_img.shape == (2, SIZE, SIZE, 3)
+
+
+def test_batch_keys_are_checked(tmp_path):
+    ds = tf.data.Dataset.from_tensor_slices({"image": blob_data()["image"]}).repeat().batch(B)
+    with pytest.raises(ValueError, match="missing"):
+        gan.train_gan(ds, str(tmp_path / "run"), K, SIZE, steps=1, batch_size=B, **SMALL)
+
+
+def test_iterator_checkpointability_probe():
+    assert gan._iterator_checkpointable(iter(tf.data.Dataset.range(5).shuffle(3)))
+    gen = tf.data.Dataset.from_generator(lambda: iter(range(5)), output_signature=tf.TensorSpec((), tf.int64))
+    assert not gan._iterator_checkpointable(iter(gen))  # such pipelines resume by skipping batches
+
+
+def test_make_strategy_single_and_too_late():
+    assert gan.make_strategy(1).num_replicas_in_sync == 1
+    tf.constant(0)  # TensorFlow has initialised its devices in this process
+    if tf.config.list_physical_devices("GPU") or len(tf.config.list_logical_devices("CPU")) >= 2:
+        pytest.skip("this process has several devices; nothing to split")
+    with pytest.raises(RuntimeError, match="before creating datasets"):
+        gan.make_strategy(2)
+
+
+TWO_REPLICA_SCRIPT = textwrap.dedent(r"""
+    import sys, numpy as np
+    import synthseg_tf
+    from synthseg_tf.training import gan
+    strategy = gan.make_strategy(2)  # before TensorFlow touches devices
+    import tensorflow as tf
+    assert gan.make_strategy(2) is strategy  # cached: one MirroredStrategy per device set
+    rng = np.random.default_rng(0)
+    data = {"image": rng.random((8, 32, 32, 3)).astype("float32"),
+            "mask": rng.integers(0, 3, (8, 32, 32)).astype("uint8")}
+    ds = lambda: tf.data.Dataset.from_tensor_slices(data).repeat().batch(4)
+    out = sys.argv[1]
+    kw = dict(base_filters=4, log_every=1, image_every=2, checkpoint_every=1, verbose=False, replicas=2)
+    gan.train_gan(ds, out, 3, 32, steps=1, batch_size=4, **kw)
+    res = gan.train_gan(ds, out, 3, 32, steps=2, batch_size=4, resume=True, **kw)
+    print("RESULT", res.step, res.model.distribute_strategy.num_replicas_in_sync, res.metrics["g_loss"])
+""")
+
+
+def test_two_replica_training_and_resume(tmp_path):
+    env = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    out = str(tmp_path / "run")
+    proc = subprocess.run([sys.executable, "-c", TWO_REPLICA_SCRIPT, out], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=600)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    _, step, replicas, g_loss = lines[-1].split()
+    assert (int(step), int(replicas)) == (2, 2) and np.isfinite(float(g_loss))
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["replicas"] == 2
