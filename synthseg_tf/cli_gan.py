@@ -58,6 +58,21 @@ def cmd_gan_export(args) -> int:
     return 0
 
 
+def cmd_gan_evaluate(args) -> int:
+    from synthseg_tf.generation.evaluate import evaluate_generator
+
+    res = evaluate_generator(args.generator, args.segmenter, args.data, max_images=args.max_images,
+                             out_dir=args.out)
+    print(f"FCN-score (segmenter mIoU on generated images vs their label maps): {res['fcn_score_miou']:.3f}")
+    print(f"segmenter mIoU on the real images (same size):                     {res['real_miou']:.3f}")
+    print(f"ratio {res['fcn_to_real_ratio']:.2f}")
+    if res["fid_domain_encoder"] is not None:
+        print(f"FID {res['fid_domain_encoder']:.2f}, KID {res['kid_domain_encoder']:.4f} (segmenter encoder features)")
+    if args.out:
+        print(f"details: {os.path.join(args.out, 'gan_eval.json')}, grid: {os.path.join(args.out, 'gan_eval_grid.png')}")
+    return 0
+
+
 # --------------------------------------------------------------------------- generate
 def cmd_generate(args) -> int:
     from synthseg_tf.generation.pipeline import GenerationConfig, run_generation
@@ -112,6 +127,14 @@ def register(sub, spec_help: str) -> None:
     e.add_argument("out", help="export folder")
     e.add_argument("--overwrite", action="store_true")
     e.set_defaults(func=cmd_gan_export)
+
+    v = gsub.add_parser("evaluate", help="FCN-score of a generator: a real-trained segmenter on generated images")
+    v.add_argument("--generator", required=True, help="a `gan train` run folder or an exported SavedModel")
+    v.add_argument("--segmenter", required=True, help="segmenter SavedModel trained on real data (unet train's model/)")
+    v.add_argument("--data", required=True, help="held-out label maps and photos, e.g. camvid:DIR?split=val")
+    v.add_argument("--max-images", type=int, default=None)
+    v.add_argument("--out", default=None, help="folder for gan_eval.json and a comparison grid PNG")
+    v.set_defaults(func=cmd_gan_evaluate)
 
     gen = sub.add_parser("generate", help="render new (image, label map) pairs with Apache Beam")
     gen.add_argument("--generator", required=True, help="a `gan train` run folder or an exported SavedModel")

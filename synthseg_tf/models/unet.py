@@ -153,6 +153,31 @@ def encoder_layers(model: tf.keras.Model) -> List[tf.keras.layers.Layer]:
     ]
 
 
+def encoder_feature_model(model: tf.keras.Model) -> tf.keras.Model:
+    """``[0,1]`` images -> globally pooled encoder bottleneck features (the U-Net's domain encoder).
+
+    The bottleneck is the last encoder layer with the smallest spatial output; its pooled
+    activations serve as an offline feature space for FID/KID when no InceptionV3 weights
+    are available.
+    """
+    core = unet_core(model)
+    enc = encoder_layers(model)
+    best = None
+    for layer in enc:
+        shape = getattr(layer, "output_shape", None)
+        if not isinstance(shape, tuple) or len(shape) != 4 or shape[1] is None:
+            continue
+        if best is None or shape[1] * shape[2] <= best[0]:
+            best = (shape[1] * shape[2], layer)
+    if best is None:
+        raise ValueError("cannot find the encoder bottleneck: build the model with a fixed input size")
+    sub = tf.keras.Model(core.input, best[1].output)
+    inputs = model.input
+    x = model.get_layer("to_backbone_range")(inputs) if core is not model else inputs
+    pooled = tf.keras.layers.GlobalAveragePooling2D(name="bottleneck_pool")(sub(x))
+    return tf.keras.Model(inputs, pooled, name="unet_encoder_features")
+
+
 def _h5_weights(path: str) -> Dict[str, np.ndarray]:
     """All weights of a Keras HDF5 weights/model file keyed by ``"layer/var"`` (e.g. ``conv0/kernel``)."""
     import h5py
@@ -492,9 +517,18 @@ class _SegmenterModule(tf.Module):
             )
             return serve(images)
 
+        features_model = encoder_feature_model(model)
+
+        @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
+        def features(images):
+            """float32 [B,H,W,3] in [0,1] -> pooled encoder bottleneck activations [B,C] (for FID/KID)."""
+            x = tf.image.resize(images, size, method="bilinear", antialias=True)
+            return tf.cast(features_model(x, training=False), tf.float32)
+
         self.segment = segment
         self.serve = serve
         self.serve_bytes = serve_bytes
+        self.features = features
 
 
 def export_unet(
@@ -596,6 +630,15 @@ class Segmenter:
         else:
             out = self._module.segment(tf.cast(x, tf.float32))
         return {k: v.numpy() for k, v in out.items()}
+
+    def activations(self, images, batch_size: int = 32) -> np.ndarray:
+        """Pooled encoder bottleneck features ``[N,C]`` of float [0,1] images: the offline domain
+        encoder for FID/KID (see :mod:`synthseg_tf.metrics.generative`)."""
+        if not hasattr(self._module, "features"):
+            raise ValueError(f"{self.export_dir}: exported before feature extraction was added; export it again")
+        images = np.asarray(images, dtype=np.float32)
+        return np.concatenate([self._module.features(tf.constant(images[i:i + batch_size])).numpy()
+                               for i in range(0, len(images), batch_size)])
 
     def __call__(self, images) -> np.ndarray:
         x = tf.convert_to_tensor(images)

@@ -9,6 +9,7 @@
       metrics.json    {"val": full-resolution evaluation on the whole validation set, ...}
       model/          the exported SavedModel (:func:`synthseg_tf.models.unet.export_unet`);
                       this is what ``load_segmenter`` and the generation quality filter load
+      weights.h5      the Keras weights (rebuild with ``build_unet`` to fine-tune or re-export)
 
 The directory is built under a temporary name and renamed when complete, so a run directory
 that exists (with its ``metrics.json``) is a finished run.
@@ -580,6 +581,8 @@ def train_unet(
         if export:
             export_unet(model, os.path.join(tmp, "model"), table.names, size,
                         extra_config={"trained_on": train_desc, "run_dir": out_dir, "seed": int(seed)})
+        if export:
+            model.save_weights(os.path.join(tmp, "weights.h5"))
         table.save(os.path.join(tmp, "classes.json"))
         write_history_csv(os.path.join(tmp, "history.csv"), history)
         write_json(os.path.join(tmp, "config.json"), config)

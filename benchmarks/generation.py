@@ -1,0 +1,82 @@
+"""Generation images/s: raw batched generator inference vs the Beam pipeline (1 and 2 workers).
+
+    python benchmarks/generation.py [--generator RUN_OR_EXPORT] [--n 256]
+
+Without --generator, a small untrained generator (128x128, 12 classes) is saved first: the
+speed of inference does not depend on the weights' quality.
+"""
+import argparse
+import os
+import tempfile
+import time
+
+from common import report
+
+
+def _make_generator(root: str, size: int) -> str:
+    import numpy as np
+
+    from synthseg_tf.data import ClassTable
+    from synthseg_tf.data.io import write_png
+    from synthseg_tf.models.pix2pix import build_generator
+    from synthseg_tf.training.gan import save_generator
+
+    run = os.path.join(root, "run")
+    rng = np.random.default_rng(0)
+    for i in range(32):  # label maps the generation pipeline samples from
+        m = np.zeros((size, size), np.uint8)
+        m[size // 2:] = 1
+        m[rng.integers(0, size - 16):, rng.integers(0, size - 16):][:16, :16] = 2
+        write_png(os.path.join(root, "ms", f"{i}.png"), m)
+        write_png(os.path.join(root, "im", f"{i}.png"), rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+    gen = build_generator(3, (size, size), base_filters=64, norm="instance")
+    save_generator(gen, os.path.join(run, "generator"))
+    import json
+
+    spec = f"pairs:{root}/im:{root}/ms"
+    with open(os.path.join(run, "config.json"), "w") as f:
+        json.dump({"num_classes": 3, "image_size": [size, size], "num_labels": None, "data": spec,
+                   "conditioning": "labelmap"}, f)
+    ClassTable(names=["a", "b", "c"]).save(os.path.join(run, "classes.json"))
+    return run
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--generator")
+    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=16)
+    a = p.parse_args()
+
+    import numpy as np
+
+    from synthseg_tf.generation import Renderer
+    from synthseg_tf.generation.pipeline import GenerationConfig, run_generation
+
+    with tempfile.TemporaryDirectory() as tmp:
+        gen = a.generator or _make_generator(tmp, a.size)
+        r = Renderer(gen)
+        h, w = r.image_size
+        maps = np.random.default_rng(0).integers(0, r.config["num_classes"], (a.batch_size, h, w)).astype(np.uint8)
+        labels = np.zeros(a.batch_size, np.int32) if r.conditional else None
+        r.render(maps, labels)
+        t = time.perf_counter()
+        done = 0
+        while done < a.n:
+            r.render(maps, labels)
+            done += a.batch_size
+        report("generation.raw_batched", done / (time.perf_counter() - t), "images/s", size=f"{h}x{w}",
+               batch=a.batch_size)
+        for workers in (1, 2):
+            out = os.path.join(tmp, f"out{workers}")
+            cfg = GenerationConfig(generator=gen, out=out, n=a.n, batch_size=a.batch_size, workers=workers,
+                                   samples_per_shard=max(16, a.n // 8), max_shards_per_wave=8)
+            t = time.perf_counter()
+            run_generation(cfg, log=lambda m: None)
+            report(f"generation.beam_{workers}_worker", a.n / (time.perf_counter() - t), "images/s",
+                   size=f"{h}x{w}", batch=a.batch_size, note="includes pipeline start-up, map sampling, PNG+TFRecord writing")
+
+
+if __name__ == "__main__":
+    main()
