@@ -47,3 +47,9 @@ class _DropKnownNoise(logging.Filter):
 
 
 logging.getLogger().addFilter(_DropKnownNoise())
+
+# NO_AUTOGRAPH: the package's Keras losses, metrics and train steps are pure TensorFlow
+# (their only branches are on Python settings), so they are marked
+# ``tf.autograph.experimental.do_not_convert``. In long-lived processes that build many models
+# (test workers, notebooks), AutoGraph's transformed-code cache was seen returning the wrong
+# method of a class (``__init__`` for ``call``); skipping the conversion avoids that cache.

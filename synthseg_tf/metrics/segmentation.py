@@ -470,6 +470,7 @@ class MeanIoUIgnore(tf.keras.metrics.Metric):
             idx = t * k + p
             return tf.reshape(tf.math.unsorted_segment_sum(w, idx, k * k), (k, k))
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def update_state(self, y_true, y_pred, sample_weight=None):
         return self.total_cm.assign_add(self._batch_cm(y_true, y_pred, sample_weight))
 
@@ -478,6 +479,7 @@ class MeanIoUIgnore(tf.keras.metrics.Metric):
         """The accumulated ``[true, pred]`` counts (float64 tensor)."""
         return tf.convert_to_tensor(self.total_cm)
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def result_per_class(self):
         """IoU per class, ``float64 [K]``; ``NaN`` for classes absent from truth and predictions."""
         cm = self.confusion_matrix()
@@ -486,6 +488,7 @@ class MeanIoUIgnore(tf.keras.metrics.Metric):
         return tf.where(union > 0, tp / tf.where(union > 0, union, tf.ones_like(union)),
                         tf.constant(float("nan"), tf.float64))
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def result(self):
         cm = self.confusion_matrix()
         tp = tf.linalg.diag_part(cm)
@@ -520,6 +523,7 @@ class ClassIoU(MeanIoUIgnore):
         super().__init__(num_classes, ignore_id=ignore_id, name=name or f"iou_class_{class_id}", dtype=dtype)
         self.class_id = class_id
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def result(self):
         cm = self.confusion_matrix()
         c = self.class_id

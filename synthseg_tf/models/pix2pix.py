@@ -485,6 +485,7 @@ class Pix2Pix(tf.keras.Model):
         return loss
 
     # ---------------------------------------------------------------- Keras hooks
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def train_step(self, data):
         """One discriminator and one generator Adam step on the batch (computed from one forward pass)."""
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
@@ -497,6 +498,7 @@ class Pix2Pix(tf.keras.Model):
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
         return self._track(g_total, g_gan, g_l1, g_fm, d)
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def test_step(self, data):
         """The same losses with the networks in inference mode and no updates."""
         return self._track(*self._forward(data, training=False))

@@ -354,6 +354,7 @@ class SegmentationLoss(tf.keras.losses.Loss):
                 raise ValueError("class_weights must be >= 0 and not all zero")
             self.class_weights = cw
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def call(self, y_true, y_pred):
         eps = 1e-7
         k = self.num_classes
@@ -408,6 +409,7 @@ class PixelAccuracy(tf.keras.metrics.Metric):
         self.correct = self.add_weight(name="correct", initializer="zeros", dtype=tf.float64)
         self.total = self.add_weight(name="total", initializer="zeros", dtype=tf.float64)
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def update_state(self, y_true, y_pred, sample_weight=None):
         y = tf.convert_to_tensor(y_true)
         if y.shape.rank == 4:
@@ -419,6 +421,7 @@ class PixelAccuracy(tf.keras.metrics.Metric):
         self.correct.assign_add(tf.reduce_sum(hit))
         self.total.assign_add(tf.reduce_sum(tf.cast(valid, tf.float64)))
 
+    @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def result(self):
         return tf.cast(tf.math.divide_no_nan(self.correct, self.total), tf.float32)
 
