@@ -30,5 +30,5 @@ $S experiment segmentation --data "camvid:$CAMVID" --synthetic "$OUT/camvid/synt
 $S gan train --data demo-classes --out "$OUT/cls/gan" --image-size 64 --batch-size 16 --steps 800 \
   --base-filters 32 --log-every 100 --image-every 400 --checkpoint-every 400 --resume
 $S generate --generator "$OUT/cls/gan" --masks sample --labels balanced --n 740 --out "$OUT/cls/synthetic"
-$S experiment classification --data demo-classes --synthetic "$OUT/cls/synthetic" --seeds 3 --out "$OUT/cls/experiment"
+$S experiment classification --data demo-classes --synthetic "$OUT/cls/synthetic" --seeds 3 --epochs 20 --patience 4 --out "$OUT/cls/experiment"
 echo "reports: $OUT/camvid/experiment/report/report.html $OUT/cls/experiment/report/report.html"

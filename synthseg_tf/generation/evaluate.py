@@ -29,9 +29,10 @@ def _resized_pairs(ds, size, max_images: Optional[int]):
 
 
 def comparison_grid(maps, real, fake, classes, n: int = 6) -> np.ndarray:
-    """Rows of label map (colourised) | real | generated, uint8."""
+    """Rows of label map (colourised) | real | generated for ``n`` samples spread over the set."""
     rows = []
-    for m, r, f in list(zip(maps, real, fake))[:n]:
+    picks = np.unique(np.linspace(0, len(maps) - 1, min(n, len(maps))).round().astype(int))
+    for m, r, f in ((maps[i], real[i], fake[i]) for i in picks):
         gap = np.full((m.shape[0], 4, 3), 255, np.uint8)
         rows.append(np.concatenate([classes.colorize(m), gap, r, gap, f], axis=1))
     sep = np.full((4, rows[0].shape[1], 3), 255, np.uint8)
