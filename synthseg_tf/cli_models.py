@@ -233,6 +233,21 @@ def _finish_experiment(args, summary) -> int:
     return EXIT_OK
 
 
+def _experiment_options(args) -> dict:
+    """The keyword arguments both ``run_*_experiment`` functions take from the common experiment flags;
+    ``--lr`` / ``--no-augment`` become training options only when they differ from the defaults."""
+    opts = dict(
+        synthetic=args.synthetic, generator=args.generator, fractions=args.fractions, seeds=args.seeds,
+        settings=args.settings, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
+        synthetic_ratio=args.synthetic_ratio, generation=_generation_options(args),
+        export_models=args.export_models, verbose=0 if args.quiet else 1)
+    if args.lr != 1e-3:
+        opts["learning_rate"] = args.lr
+    if args.no_augment:
+        opts["augment"] = False
+    return opts
+
+
 @_user_errors
 def cmd_experiment_segmentation(args) -> int:
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
@@ -242,16 +257,8 @@ def cmd_experiment_segmentation(args) -> int:
         extra["class_weights"] = args.class_weights
     if args.backbone != "resnet34":
         extra["backbone"] = args.backbone
-    if args.lr != 1e-3:
-        extra["learning_rate"] = args.lr
-    if args.no_augment:
-        extra["augment"] = False
-    summary = run_segmentation_experiment(
-        args.data, args.out, synthetic=args.synthetic, generator=args.generator, val=args.val,
-        fractions=args.fractions, seeds=args.seeds, settings=args.settings, image_size=args.image_size,
-        batch_size=args.batch_size, epochs=args.epochs, steps=args.steps, synthetic_ratio=args.synthetic_ratio,
-        generation=_generation_options(args), export_models=args.export_models,
-        verbose=0 if args.quiet else 1, **extra)
+    summary = run_segmentation_experiment(args.data, args.out, val=args.val, steps=args.steps,
+                                          **_experiment_options(args), **extra)
     return _finish_experiment(args, summary)
 
 
@@ -259,17 +266,9 @@ def cmd_experiment_segmentation(args) -> int:
 def cmd_experiment_classification(args) -> int:
     from synthseg_tf.experiments.classification import run_classification_experiment
 
-    extra = {}
-    if args.lr != 1e-3:
-        extra["learning_rate"] = args.lr
-    if args.no_augment:
-        extra["augment"] = False
     summary = run_classification_experiment(
-        args.data, args.out, synthetic=args.synthetic, generator=args.generator, fractions=args.fractions,
-        seeds=args.seeds, settings=args.settings, image_size=args.image_size, batch_size=args.batch_size,
-        epochs=args.epochs, patience=args.patience, split_fractions=args.split, split_seed=args.split_seed,
-        synthetic_ratio=args.synthetic_ratio, generation=_generation_options(args),
-        export_models=args.export_models, verbose=0 if args.quiet else 1, **extra)
+        args.data, args.out, patience=args.patience, split_fractions=args.split, split_seed=args.split_seed,
+        **_experiment_options(args))
     return _finish_experiment(args, summary)
 
 
@@ -307,12 +306,18 @@ def _generator_args(p, what: str):
                    "(RUN_DIR/model of `synthseg unet train`)")
 
 
+def _command_group(sub, name: str, help_text: str):
+    """``synthseg NAME SUBCOMMAND``: the ``NAME`` parser's (required) subcommands."""
+    group = sub.add_parser(name, help=help_text)
+    commands = group.add_subparsers(dest=f"{name}_command", metavar=f"{name.upper()}_COMMAND")
+    commands.required = True
+    return commands
+
+
 def register(sub, spec_help: str) -> None:
     """Add the ``unet``, ``classifier``, ``experiment`` and ``report`` subcommands to ``sub``."""
     # ---------------------------------------------------------------- unet
-    unet = sub.add_parser("unet", help="train and evaluate the U-Net segmenter")
-    usub = unet.add_subparsers(dest="unet_command", metavar="UNET_COMMAND")
-    usub.required = True
+    usub = _command_group(sub, "unet", "train and evaluate the U-Net segmenter")
 
     t = usub.add_parser("train", help="train a U-Net (optionally with synthetic data) and export it",
                         description="Train a ResNet34 U-Net. Steps per epoch follow the real training set size, so "
@@ -355,9 +360,7 @@ def register(sub, spec_help: str) -> None:
     e.set_defaults(func=cmd_unet_evaluate)
 
     # ---------------------------------------------------------------- classifier
-    clf = sub.add_parser("classifier", help="train the image classifier CNN")
-    csub = clf.add_subparsers(dest="classifier_command", metavar="CLASSIFIER_COMMAND")
-    csub.required = True
+    csub = _command_group(sub, "classifier", "train the image classifier CNN")
     c = csub.add_parser("train", help="train the CNN with early stopping; report on a held-out test split",
                         description="Stratified train/val/test split (or the layout's own), early stopping on "
                         "validation loss, test-set report. --synthetic images are added to the training split only.")
@@ -378,9 +381,7 @@ def register(sub, spec_help: str) -> None:
     c.set_defaults(func=cmd_classifier_train)
 
     # ---------------------------------------------------------------- experiments
-    exp = sub.add_parser("experiment", help="controlled real vs real+synthetic experiments")
-    esub = exp.add_subparsers(dest="experiment_command", metavar="EXPERIMENT_COMMAND")
-    esub.required = True
+    esub = _command_group(sub, "experiment", "controlled real vs real+synthetic experiments")
 
     s = esub.add_parser("segmentation", help="U-Nets on real / real+synthetic / synthetic data over fractions x seeds",
                         description="For each fraction of the real training data and each seed, train U-Nets "

@@ -267,3 +267,19 @@ def test_export_and_serve_in_fresh_process(model, tmp_path):
     assert show.returncode == 0, show.stderr[-3000:]
     for word in ("serving_default", "serving_bytes", "label_ids", "probabilities", "image_bytes"):
         assert word in show.stdout
+
+
+def test_export_has_encoder_features_for_fid(model, tmp_path):
+    """The export's feature function is the U-Net bottleneck, pooled: an offline FID/KID space."""
+    from synthseg_tf.metrics.generative import compute_generative_metrics
+    from synthseg_tf.models.unet import encoder_feature_model, export_unet, load_segmenter
+
+    export_unet(model, str(tmp_path / "seg"), class_names=[f"c{i}" for i in range(12)], image_size=(64, 64))
+    seg = load_segmenter(str(tmp_path / "seg"))
+    x = np.random.default_rng(0).random((6, 64, 64, 3)).astype(np.float32)
+    acts = seg.activations(x, batch_size=4)
+    ref = encoder_feature_model(model)(x, training=False).numpy()
+    assert acts.shape == ref.shape == (6, 512)
+    np.testing.assert_allclose(acts, ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+    res = compute_generative_metrics(seg, x[:3], x[3:], batch_size=3)
+    assert res["fid"] >= 0 and np.isfinite(res["kid"])

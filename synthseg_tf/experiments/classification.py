@@ -19,24 +19,18 @@ import math
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Union
 
-from synthseg_tf.experiments.segmentation import (
-    BASELINE,
-    DELTA_NOTE,
-    NOT_IDENTITY,
-    RESULTS_FILE,
-    STD_NOTE,
-    SUMMARY_FILE,
-    _clear_session,
+from synthseg_tf.experiments.common import (
     check_experiment,
+    check_grid,
     generate_synthetic,
-    normalize_fractions,
-    normalize_seeds,
-    normalize_settings,
+    grid_identity,
+    grid_summary,
     read_json,
+    record_head,
+    run_grid,
     run_name,
-    summarize,
     synthetic_only_name,
-    write_results,
+    synthetic_path,
 )
 
 CLASSIFICATION_SETTINGS = ("real", "real+synthetic", "synthetic")
@@ -48,11 +42,7 @@ def _cls_record(run_dir: str, out_dir: str, fraction: float, seed: int, setting:
     config = read_json(os.path.join(run_dir, "config.json"))
     test = metrics["test"]
     return {
-        "fraction": fraction, "seed": seed, "setting": setting,
-        "run": os.path.relpath(run_dir, out_dir),
-        "train_samples": config["splits"]["train"] if setting != "synthetic" else 0,
-        "real_subset_samples": config["splits"]["train"],
-        "synthetic_samples": config.get("synthetic_samples", 0) if setting != "real" else 0,
+        **record_head(run_dir, out_dir, fraction, seed, setting, config["splits"]["train"], config),
         "test_samples": test.get("num_samples"),
         "epochs_run": metrics.get("epochs_run"),
         "best_epoch": metrics.get("best_epoch"),
@@ -99,107 +89,58 @@ def run_classification_experiment(
     from synthseg_tf.training.segmentation import parse_image_size
 
     out_dir = os.path.abspath(os.fspath(out_dir))
-    fractions = normalize_fractions(fractions)
-    seeds = normalize_seeds(seeds)
-    settings = normalize_settings(settings, CLASSIFICATION_SETTINGS)
-    needs_syn = any(s != "real" for s in settings)
-    if synthetic is not None and generator is not None:
-        raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
-    if needs_syn and synthetic is None and generator is None:
-        raise ValueError(f"settings {settings} need synthetic data: pass synthetic=DIR or generator=DIR")
+    fractions, seeds, settings, needs_syn = check_grid(fractions, seeds, settings, CLASSIFICATION_SETTINGS,
+                                                       synthetic, generator)
     ds = load(data)
     if ds.task != "classification":
         raise ValueError(f"{ds.spec} is a {ds.task} dataset; class folders (classfolders:DIR) are needed")
     train, val, test = split_classification(ds, split_fractions, split_seed)
 
-    syn_path = os.path.abspath(synthetic) if synthetic is not None else None
-    if generator is not None and needs_syn:
-        syn_path = os.path.join(out_dir, "synthetic")
-    train_options = dict(train_options)
-    identity = {
-        "task": "classification", "data": ds.spec, "samples": len(ds),
-        "splits": {"train": len(train), "val": len(val), "test": len(test)},
-        "split_fractions": list(split_fractions), "split_seed": int(split_seed),
-        "synthetic": syn_path, "generator": os.path.abspath(generator) if generator else None,
-        "generation": generation or None,
-        "image_size": list(parse_image_size(image_size)), "batch_size": int(batch_size), "epochs": int(epochs),
-        "patience": int(patience), "synthetic_ratio": synthetic_ratio,
-        "train_options": {k: v for k, v in sorted(train_options.items()) if k not in NOT_IDENTITY},
-    }
+    syn_path = synthetic_path(out_dir, synthetic, generator, needs_syn)
+    identity = grid_identity(
+        {"task": "classification", "data": ds.spec, "samples": len(ds),
+         "splits": {"train": len(train), "val": len(val), "test": len(test)},
+         "split_fractions": list(split_fractions), "split_seed": int(split_seed)},
+        syn_path, generator, generation,
+        {"image_size": list(parse_image_size(image_size)), "batch_size": int(batch_size), "epochs": int(epochs),
+         "patience": int(patience), "synthetic_ratio": synthetic_ratio},
+        train_options)
     state = check_experiment(out_dir, identity, {"fractions": fractions, "seeds": seeds, "settings": settings})
     if generator is not None and needs_syn:
         opts = dict(generation or {})
         opts.setdefault("labels", "balanced")
         generate_synthetic(generator, syn_path, len(train), opts, log)
 
-    def run_dir_of(f: float, s: int, setting: str) -> str:
-        if setting == "synthetic":  # depends on the fraction only through the steps per epoch
-            n_train = len(split_classification(ds, split_fractions, split_seed, f, s)[0])
-            spe = max(1, math.ceil(n_train / batch_size))
-            return os.path.join(out_dir, "runs", synthetic_only_name(s, f"{spe}steps"))
-        return os.path.join(out_dir, "runs", run_name(f, s, setting))
+    def cell(f: float, s: int):
+        def run_dir_of(setting: str) -> str:
+            if setting == "synthetic":  # depends on the fraction only through the steps per epoch
+                n_train = len(split_classification(ds, split_fractions, split_seed, f, s)[0])
+                spe = max(1, math.ceil(n_train / batch_size))
+                return os.path.join(out_dir, "runs", synthetic_only_name(s, f"{spe}steps"))
+            return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
-    def update_results() -> Dict:
-        """Collect every finished run of the (merged) grid and rewrite results.json / summary.json."""
-        runs: List[Dict] = []
-        for f in state["fractions"]:
-            for s in state["seeds"]:
-                for setting in state["settings"]:
-                    rd = run_dir_of(f, s, setting)
-                    if os.path.isfile(os.path.join(rd, "metrics.json")):
-                        runs.append(_cls_record(rd, out_dir, f, s, setting))
-        summary = _cls_summary(state["identity"], runs, ds.classes.names)
-        write_results(out_dir, "classification", state["identity"], runs, summary)
-        return summary
+        def train_run(setting: str, run_dir: str) -> None:
+            if setting == "synthetic":
+                ratio = 1.0
+            else:
+                ratio = synthetic_ratio if setting == "real+synthetic" else None
+            train_classifier(
+                ds, run_dir, image_size=image_size, batch_size=batch_size, epochs=epochs,
+                synthetic=syn_path if setting != "real" else None, synthetic_ratio=ratio, seed=s,
+                patience=patience, fractions=split_fractions, train_fraction=f, split_seed=split_seed,
+                export=export_models, overwrite=True, verbose=verbose,
+                extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting}},
+                **train_options)
 
-    total = len(fractions) * len(seeds) * len(settings)
-    done = 0
-    for f in fractions:
-        for s in seeds:
-            for setting in settings:
-                done += 1
-                run_dir = run_dir_of(f, s, setting)
-                if os.path.isfile(os.path.join(run_dir, "metrics.json")):
-                    log(f"[{done}/{total}] {setting}, fraction {f:g}, seed {s}: finished earlier, reusing {run_dir}")
-                    continue
-                log(f"[{done}/{total}] {setting}, fraction {f:g}, seed {s}")
-                if setting == "synthetic":
-                    ratio = 1.0
-                else:
-                    ratio = synthetic_ratio if setting == "real+synthetic" else None
-                train_classifier(
-                    ds, run_dir, image_size=image_size, batch_size=batch_size, epochs=epochs,
-                    synthetic=syn_path if setting != "real" else None, synthetic_ratio=ratio, seed=s,
-                    patience=patience, fractions=split_fractions, train_fraction=f, split_seed=split_seed,
-                    export=export_models, overwrite=True, verbose=verbose,
-                    extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting}},
-                    **train_options)
-                _clear_session()
-                update_results()
-    summary = update_results()
-    log(f"results: {os.path.join(out_dir, RESULTS_FILE)}; summary: {os.path.join(out_dir, SUMMARY_FILE)}")
-    return summary
+        return run_dir_of, "", train_run
+
+    return run_grid(out_dir, "classification", state, (fractions, seeds, settings), cell, _cls_record,
+                    _cls_summary, ds.classes.names, log)
 
 
 def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str]) -> Dict:
-    fractions = sorted({r["fraction"] for r in runs})
-    settings = [s for s in CLASSIFICATION_SETTINGS if any(r["setting"] == s for r in runs)]
-    return {
-        "task": "classification",
-        "experiment": identity,
-        "class_names": list(class_names),
-        "fractions": fractions,
-        "seeds": sorted({r["seed"] for r in runs}),
-        "settings": settings,
-        "baseline": BASELINE,
-        "metric_names": METRICS,
-        "primary_metric": "macro_f1",
-        "per_class_metrics": ["f1", "recall"],
-        "evaluated_on": "the real test split (the same images for every run)",
-        "std": STD_NOTE,
-        "delta": DELTA_NOTE,
-        "rows": summarize(runs, METRICS, ["f1", "recall"], class_names, fractions, settings),
-    }
+    return grid_summary("classification", identity, runs, class_names, CLASSIFICATION_SETTINGS, METRICS,
+                        "macro_f1", ["f1", "recall"], "the real test split (the same images for every run)")
 
 
 __all__ = ["run_classification_experiment", "CLASSIFICATION_SETTINGS"]

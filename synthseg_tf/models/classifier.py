@@ -13,19 +13,24 @@ The ``"penultimate"`` activations are the feature space used for FID/KID
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from synthseg_tf import _env  # noqa: F401  (quiet TF before it loads)
 from synthseg_tf.data.classes import ClassTable
+from synthseg_tf.export.savedmodel import (  # noqa: F401  (CONFIG_FILE: re-exported)
+    CONFIG_FILE,
+    IMAGE_INPUTS,
+    LoadedExport,
+    export_config,
+    prepare_export_dir,
+    write_export,
+)
 
 import tensorflow as tf  # noqa: E402
 
 PENULTIMATE = "penultimate"
-CONFIG_FILE = "config.json"
 EXPORT_FORMAT = "synthseg_tf.classifier"
 
 
@@ -174,16 +179,6 @@ def stratified_split(
 
 
 # ============================================================================ export / load
-def _prepare_export_dir(export_dir: str, overwrite: bool) -> str:
-    """Refuse a non-empty existing ``export_dir`` unless ``overwrite``; an empty one is replaced."""
-    export_dir = os.path.abspath(os.fspath(export_dir))
-    if os.path.isdir(export_dir) and not os.listdir(export_dir):
-        os.rmdir(export_dir)
-    elif os.path.exists(export_dir) and not overwrite:
-        raise FileExistsError(f"{export_dir} already exists and is not empty; pass overwrite=True to replace it")
-    return export_dir
-
-
 class _ClassifierModule(tf.Module):
     """What the SavedModel holds: the model's variables and the serving functions."""
 
@@ -239,8 +234,6 @@ def export_classifier(
     Written atomically (built next to ``export_dir``, then renamed); an existing non-empty
     ``export_dir`` is refused unless ``overwrite=True``. Returns the absolute path.
     """
-    from synthseg_tf.utils import atomic_directory, atomic_write_text
-
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
     h, w = (int(s) for s in image_size)
@@ -251,36 +244,18 @@ def export_classifier(
     c = int(model.output_shape[-1])
     if table.num_classes != c:
         raise ValueError(f"{table.num_classes} class names for a model with {c} outputs")
-    export_dir = _prepare_export_dir(export_dir, overwrite)
+    export_dir = prepare_export_dir(export_dir, overwrite)
     module = _ClassifierModule(model, (h, w))
-    config = {
-        "format": EXPORT_FORMAT,
-        "version": 1,
-        "task": "classification",
-        "model_name": model.name,
-        "image_size": [h, w],
-        "num_classes": c,
-        "class_names": table.names,
-        "inputs": "serving_default: images uint8 [B,H,W,3]; serving_bytes: image_bytes string [B] (PNG/JPEG)",
+    config = export_config(EXPORT_FORMAT, "classification", model, (h, w), table, {
+        "inputs": IMAGE_INPUTS,
         "outputs": {"probabilities": "float32 [B,C]", "class_ids": "int32 [B]"},
         "resize": "bilinear to image_size",
-        **dict(extra_config or {}),
-    }
-    with atomic_directory(export_dir, overwrite=True) as tmp:
-        tf.saved_model.save(
-            module,
-            tmp,
-            signatures={
-                "serving_default": module.serve.get_concrete_function(),
-                "serving_bytes": module.serve_bytes.get_concrete_function(),
-            },
-        )
-        table.save(os.path.join(tmp, "classes.json"))
-        atomic_write_text(os.path.join(tmp, CONFIG_FILE), json.dumps(config, indent=1))
+    }, extra_config)
+    write_export(module, export_dir, table, config)
     return export_dir
 
 
-class Classifier:
+class Classifier(LoadedExport):
     """A loaded classifier export: ``classifier(images) -> class ids``.
 
     ``images``: ``[B,H,W,3]`` (or one ``[H,W,3]``) numpy array or tensor, float in [0, 1] or
@@ -288,21 +263,8 @@ class Classifier:
     class ids ``[B]``; :meth:`predict_proba` returns probabilities ``[B,C]``.
     """
 
-    def __init__(self, export_dir: str):
-        export_dir = os.fspath(export_dir)
-        if not os.path.isdir(export_dir):
-            raise FileNotFoundError(f"classifier export not found: {export_dir}")
-        try:
-            with open(os.path.join(export_dir, CONFIG_FILE), encoding="utf-8") as f:
-                self.config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{export_dir}: not a classifier export (unreadable {CONFIG_FILE}: {e})") from e
-        if self.config.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{export_dir}: {CONFIG_FILE} says format {self.config.get('format')!r}, not {EXPORT_FORMAT!r}")
-        self.export_dir = export_dir
-        self.class_table = ClassTable.load(export_dir)
-        self.image_size = tuple(self.config["image_size"])
-        self._module = tf.saved_model.load(export_dir)
+    kind = "classifier"
+    export_format = EXPORT_FORMAT
 
     @property
     def class_names(self) -> List[str]:

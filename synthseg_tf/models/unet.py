@@ -27,7 +27,6 @@ Typical use::
 """
 from __future__ import annotations
 
-import json
 import os
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -35,11 +34,18 @@ import numpy as np
 
 from synthseg_tf import _env  # noqa: F401  (SM_FRAMEWORK=tf.keras before TF/sm load)
 from synthseg_tf.data.classes import IGNORE_ID, ClassTable
+from synthseg_tf.export.savedmodel import (  # noqa: F401  (CONFIG_FILE: re-exported)
+    CONFIG_FILE,
+    IMAGE_INPUTS,
+    LoadedExport,
+    export_config,
+    prepare_export_dir,
+    write_export,
+)
 
 import tensorflow as tf  # noqa: E402
 
 CORE_NAME = "unet_core"
-CONFIG_FILE = "config.json"
 EXPORT_FORMAT = "synthseg_tf.segmenter"
 _DECODER_PREFIXES = ("decoder_", "center_block", "final_conv")
 
@@ -468,16 +474,6 @@ def compile_unet(
 
 
 # ============================================================================ export / load
-def _prepare_export_dir(export_dir: str, overwrite: bool) -> str:
-    """Refuse a non-empty existing ``export_dir`` unless ``overwrite``; an empty one is replaced."""
-    export_dir = os.path.abspath(os.fspath(export_dir))
-    if os.path.isdir(export_dir) and not os.listdir(export_dir):
-        os.rmdir(export_dir)
-    elif os.path.exists(export_dir) and not overwrite:
-        raise FileExistsError(f"{export_dir} already exists and is not empty; pass overwrite=True to replace it")
-    return export_dir
-
-
 def _check_image_size(image_size) -> Tuple[int, int]:
     if isinstance(image_size, int):
         image_size = (image_size, image_size)
@@ -520,7 +516,13 @@ class _SegmenterModule(tf.Module):
             )
             return serve(images)
 
-        features_model = encoder_feature_model(model)
+        self.segment = segment
+        self.serve = serve
+        self.serve_bytes = serve_bytes
+        try:
+            features_model = encoder_feature_model(model)
+        except (ValueError, AttributeError):  # not a U-Net with a fixed-size encoder: no feature function
+            return
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
         def features(images):
@@ -528,9 +530,6 @@ class _SegmenterModule(tf.Module):
             x = tf.image.resize(images, size, method="bilinear", antialias=True)
             return tf.cast(features_model(x, training=False), tf.float32)
 
-        self.segment = segment
-        self.serve = serve
-        self.serve_bytes = serve_bytes
         self.features = features
 
 
@@ -558,66 +557,32 @@ def export_unet(
     Written atomically into ``export_dir`` (built next to it, then renamed); an existing
     non-empty ``export_dir`` is refused unless ``overwrite=True``. Returns the absolute path.
     """
-    from synthseg_tf.utils import atomic_directory, atomic_write_text
-
     h, w = _check_image_size(image_size)
     table = ClassTable(list(class_names))
     k = int(model.output_shape[-1])
     if table.num_classes != k:
         raise ValueError(f"{table.num_classes} class names for a model with {k} output classes")
-    export_dir = _prepare_export_dir(export_dir, overwrite)
+    export_dir = prepare_export_dir(export_dir, overwrite)
     module = _SegmenterModule(model, (h, w))
-    config = {
-        "format": EXPORT_FORMAT,
-        "version": 1,
-        "task": "segmentation",
-        "model_name": model.name,
-        "image_size": [h, w],
-        "num_classes": k,
-        "class_names": table.names,
+    config = export_config(EXPORT_FORMAT, "segmentation", model, (h, w), table, {
         "ignore_id": IGNORE_ID,
-        "inputs": "serving_default: images uint8 [B,H,W,3]; serving_bytes: image_bytes string [B] (PNG/JPEG)",
+        "inputs": IMAGE_INPUTS,
         "outputs": {"label_ids": "uint8 [B,H,W]", "probabilities": "float32 [B,H,W,K]"},
         "resize": "bilinear to image_size; probabilities resized back bilinear before argmax",
-        **dict(extra_config or {}),
-    }
-    with atomic_directory(export_dir, overwrite=True) as tmp:
-        tf.saved_model.save(
-            module,
-            tmp,
-            signatures={
-                "serving_default": module.serve.get_concrete_function(),
-                "serving_bytes": module.serve_bytes.get_concrete_function(),
-            },
-        )
-        table.save(os.path.join(tmp, "classes.json"))
-        atomic_write_text(os.path.join(tmp, CONFIG_FILE), json.dumps(config, indent=1))
+    }, extra_config)
+    write_export(module, export_dir, table, config)
     return export_dir
 
 
-class Segmenter:
+class Segmenter(LoadedExport):
     """A loaded segmenter export: ``segmenter(images) -> ids``.
 
     ``images``: ``[B,H,W,3]`` (or a single ``[H,W,3]``) numpy array or tensor, float in [0, 1]
     or uint8. Returns class ids as a uint8 numpy array ``[B,H,W]`` (``[H,W]`` for a single image).
     """
 
-    def __init__(self, export_dir: str):
-        export_dir = os.fspath(export_dir)
-        if not os.path.isdir(export_dir):
-            raise FileNotFoundError(f"segmenter export not found: {export_dir}")
-        cfg_path = os.path.join(export_dir, CONFIG_FILE)
-        try:
-            with open(cfg_path, encoding="utf-8") as f:
-                self.config = json.load(f)
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{export_dir}: not a segmenter export (unreadable {CONFIG_FILE}: {e})") from e
-        if self.config.get("format") != EXPORT_FORMAT:
-            raise ValueError(f"{export_dir}: {CONFIG_FILE} says format {self.config.get('format')!r}, not {EXPORT_FORMAT!r}")
-        self.export_dir = export_dir
-        self.class_table = ClassTable.load(export_dir)
-        self.image_size = tuple(self.config["image_size"])
-        self._module = tf.saved_model.load(export_dir)
+    kind = "segmenter"
+    export_format = EXPORT_FORMAT
 
     @property
     def num_classes(self) -> int:
@@ -638,7 +603,8 @@ class Segmenter:
         """Pooled encoder bottleneck features ``[N,C]`` of float [0,1] images: the offline domain
         encoder for FID/KID (see :mod:`synthseg_tf.metrics.generative`)."""
         if not hasattr(self._module, "features"):
-            raise ValueError(f"{self.export_dir}: exported before feature extraction was added; export it again")
+            raise ValueError(f"{self.export_dir}: this export has no encoder feature function (exported from a "
+                             "model without a fixed-size U-Net encoder, or by an older version)")
         images = np.asarray(images, dtype=np.float32)
         return np.concatenate([self._module.features(tf.constant(images[i:i + batch_size])).numpy()
                                for i in range(0, len(images), batch_size)])

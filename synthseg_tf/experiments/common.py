@@ -1,0 +1,322 @@
+"""The grid bookkeeping both experiments share (:mod:`synthseg_tf.experiments.segmentation`,
+:mod:`synthseg_tf.experiments.classification`).
+
+Argument checks, run names, ``experiment.json`` (create, or check and merge on resume),
+generating the synthetic set, running the fraction x seed x setting grid while reusing finished
+runs, ``results.json`` / ``summary.json`` and the mean ± std and paired-delta statistics.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+BASELINE = "real"
+EXPERIMENT_FILE = "experiment.json"
+NOT_IDENTITY = ("verbose", "run_eagerly", "cache")  # options that do not change results
+RESULTS_FILE = "results.json"
+SUMMARY_FILE = "summary.json"
+STD_NOTE = "sample standard deviation over seeds (ddof=1); null with a single seed"
+DELTA_NOTE = ("paired by seed: (setting - real) for the same fraction and seed, then mean ± std over the seeds "
+              "where both runs exist; descriptive, not a significance test")
+
+
+# ============================================================================ arguments
+def _unique(values: Iterable, convert: Callable, what: str) -> List:
+    """``convert`` (which checks) every value, drop repeats (order kept); at least one is needed."""
+    out = []
+    for v in values:
+        v = convert(v)
+        if v not in out:
+            out.append(v)
+    if not out:
+        raise ValueError(f"give at least one {what}")
+    return out
+
+
+def normalize_seeds(seeds: Union[int, Sequence[int]]) -> List[int]:
+    """``3`` -> ``[0, 1, 2]``; a sequence is kept (duplicates removed, order kept)."""
+    if isinstance(seeds, (int, np.integer)):
+        if int(seeds) < 1:
+            raise ValueError(f"the number of seeds must be >= 1, got {seeds}")
+        return list(range(int(seeds)))
+    return _unique(seeds, int, "seed")
+
+
+def _fraction(f) -> float:
+    f = float(f)
+    if not 0.0 < f <= 1.0:
+        raise ValueError(f"fractions must be in (0, 1], got {f}")
+    return f
+
+
+def normalize_fractions(fractions: Iterable[float]) -> List[float]:
+    return _unique(fractions, _fraction, "fraction")
+
+
+def normalize_settings(settings: Iterable[str], allowed: Sequence[str]) -> List[str]:
+    def setting(s) -> str:
+        s = str(s).strip().lower().replace(" ", "")
+        if s not in allowed:
+            raise ValueError(f"unknown setting {s!r}; use {', '.join(allowed)}")
+        return s
+
+    return _unique(settings, setting, "setting")
+
+
+def check_grid(fractions, seeds, settings, allowed: Sequence[str], synthetic: Optional[str],
+               generator: Optional[str]) -> Tuple[List[float], List[int], List[str], bool]:
+    """Normalized ``(fractions, seeds, settings, needs_synthetic)``; a setting other than
+    ``real`` needs ``synthetic`` or ``generator`` (not both)."""
+    fractions = normalize_fractions(fractions)
+    seeds = normalize_seeds(seeds)
+    settings = normalize_settings(settings, allowed)
+    needs_syn = any(s != "real" for s in settings)
+    if synthetic is not None and generator is not None:
+        raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
+    if needs_syn and synthetic is None and generator is None:
+        raise ValueError(f"settings {settings} need synthetic data: pass synthetic=DIR or generator=DIR")
+    return fractions, seeds, settings, needs_syn
+
+
+def synthetic_path(out_dir: str, synthetic: Optional[str], generator: Optional[str], needs_syn: bool) -> Optional[str]:
+    """The synthetic TFRecord folder: ``synthetic``, or ``OUT/synthetic`` when a generator fills it."""
+    syn_path = os.path.abspath(synthetic) if synthetic is not None else None
+    if generator is not None and needs_syn:
+        syn_path = os.path.join(out_dir, "synthetic")
+    return syn_path
+
+
+def grid_identity(data_fields: Dict, syn_path: Optional[str], generator: Optional[str], generation: Optional[Dict],
+                  run_fields: Dict, train_options: Dict) -> Dict:
+    """What ``experiment.json`` pins: the data, the synthetic source, the run settings and the
+    training options that change results (not ``NOT_IDENTITY``)."""
+    return {
+        **data_fields,
+        "synthetic": syn_path, "generator": os.path.abspath(generator) if generator else None,
+        "generation": generation or None,
+        **run_fields,
+        "train_options": {k: v for k, v in sorted(train_options.items()) if k not in NOT_IDENTITY},
+    }
+
+
+# ============================================================================ names, files
+def run_name(fraction: float, seed: int, setting: str) -> str:
+    return f"frac{fraction:g}-seed{seed}-{setting.replace('+', '_')}"
+
+
+def synthetic_only_name(seed: int, budget: str) -> str:
+    """Synthetic-only runs depend on the fraction only through the budget, so fractions with the
+    same budget share one run (``budget``: e.g. ``"3x12"`` epochs x steps)."""
+    return f"synthetic-seed{seed}-budget{budget}"
+
+
+def read_json(path: str) -> Dict:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def finished(run_dir: str) -> bool:
+    """A run folder with ``metrics.json`` is a finished run (it is written last, atomically)."""
+    return os.path.isfile(os.path.join(run_dir, "metrics.json"))
+
+
+def record_head(run_dir: str, out_dir: str, fraction: float, seed: int, setting: str, real_samples,
+                config: Dict) -> Dict:
+    """The fields every ``results.json`` run record starts with (``real_samples``: the real subset's size)."""
+    return {
+        "fraction": fraction, "seed": seed, "setting": setting,
+        "run": os.path.relpath(run_dir, out_dir),
+        "train_samples": real_samples if setting != "synthetic" else 0,
+        "real_subset_samples": real_samples,
+        "synthetic_samples": config.get("synthetic_samples", 0) if setting != "real" else 0,
+    }
+
+
+def check_experiment(out_dir: str, identity: Dict, extra: Dict) -> Dict:
+    """Create ``experiment.json`` or check that an existing one has the same ``identity``.
+
+    ``extra`` (fractions, seeds, settings) may grow between runs; it is merged.
+    """
+    from synthseg_tf.training.segmentation import _json_default, write_json
+
+    identity = json.loads(json.dumps(identity, default=_json_default))  # tuples -> lists, as stored
+    path = os.path.join(out_dir, EXPERIMENT_FILE)
+    if os.path.isfile(path):
+        old = read_json(path)
+        old_id = old.get("identity", {})
+        if old_id != identity:
+            diff = sorted(k for k in set(old_id) | set(identity) if old_id.get(k) != identity.get(k))
+            raise FileExistsError(
+                f"{out_dir} holds an experiment with other settings ({', '.join(diff)}); use a new output folder, "
+                "or the same settings to resume")
+        for k, v in extra.items():
+            merged = list(old.get(k, []))
+            merged += [x for x in v if x not in merged]
+            extra[k] = merged
+    elif os.path.exists(out_dir) and os.listdir(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not an experiment folder; choose a new output folder")
+    os.makedirs(out_dir, exist_ok=True)
+    state = {"identity": identity, **extra}
+    write_json(path, state)
+    return state
+
+
+def generate_synthetic(generator: str, out: str, n: int, options: Optional[Dict], log: Callable) -> str:
+    """Run (or resume) ``synthseg generate`` into ``out``; returns ``out``."""
+    from synthseg_tf.generation import GenerationConfig, run_generation
+
+    opts = dict(options or {})
+    opts.setdefault("n", int(n))
+    log(f"generating {opts['n']} synthetic samples with {generator} into {out}")
+    run_generation(GenerationConfig(generator=generator, out=out, **opts), log=log)
+    return out
+
+
+def _clear_session():
+    import tensorflow as tf
+
+    tf.keras.backend.clear_session()
+
+
+def write_results(out_dir: str, task: str, identity: Dict, runs: List[Dict], summary: Dict) -> None:
+    from synthseg_tf.training.segmentation import write_json
+
+    runs = sorted(runs, key=lambda r: (r["fraction"], r["seed"], r["setting"]))
+    write_json(os.path.join(out_dir, RESULTS_FILE), {"task": task, "experiment": identity, "runs": runs})
+    write_json(os.path.join(out_dir, SUMMARY_FILE), summary)
+
+
+# ============================================================================ the grid
+def run_grid(out_dir: str, task: str, state: Dict, grid: Tuple[Sequence[float], Sequence[int], Sequence[str]],
+             cell: Callable, record: Callable, summary_of: Callable, class_names: Sequence[str],
+             log: Callable) -> Dict:
+    """Train every run of ``grid`` (fractions, seeds, settings) that is not finished yet, rewriting
+    ``results.json`` / ``summary.json`` after each; returns the final summary.
+
+    ``cell(fraction, seed)`` -> ``(run_dir_of, detail, train)``: ``run_dir_of(setting)`` is the
+    run folder, ``detail`` goes after the fraction in the progress line and
+    ``train(setting, run_dir)`` trains one run. ``record(run_dir, out_dir, fraction, seed,
+    setting)`` reads a finished run; ``summary_of(identity, runs, class_names)`` summarizes them.
+    The results cover every finished run of ``state``'s (merged) grid, not only ``grid``.
+    """
+
+    def update_results() -> Dict:
+        """Collect every finished run of the (merged) grid and rewrite results.json / summary.json."""
+        runs: List[Dict] = []
+        for f in state["fractions"]:
+            for s in state["seeds"]:
+                run_dir_of = cell(f, s)[0]
+                for setting in state["settings"]:
+                    rd = run_dir_of(setting)
+                    if finished(rd):
+                        runs.append(record(rd, out_dir, f, s, setting))
+        summary = summary_of(state["identity"], runs, class_names)
+        write_results(out_dir, task, state["identity"], runs, summary)
+        return summary
+
+    fractions, seeds, settings = grid
+    total = len(fractions) * len(seeds) * len(settings)
+    done = 0
+    for f in fractions:
+        for s in seeds:
+            run_dir_of, detail, train = cell(f, s)
+            for setting in settings:
+                done += 1
+                run_dir = run_dir_of(setting)
+                if finished(run_dir):
+                    log(f"[{done}/{total}] {setting}, fraction {f:g}, seed {s}: finished earlier, reusing {run_dir}")
+                    continue
+                log(f"[{done}/{total}] {setting}, fraction {f:g}{detail}, seed {s}")
+                train(setting, run_dir)
+                _clear_session()
+                update_results()
+    summary = update_results()
+    log(f"results: {os.path.join(out_dir, RESULTS_FILE)}; summary: {os.path.join(out_dir, SUMMARY_FILE)}")
+    return summary
+
+
+# ============================================================================ statistics
+def stats(values: Sequence[Optional[float]]) -> Dict:
+    """``{"mean", "std", "n", "values"}`` over the non-null values (std: ddof=1, null when n < 2)."""
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    n = len(vals)
+    return {
+        "mean": float(np.mean(vals)) if n else None,
+        "std": float(np.std(vals, ddof=1)) if n >= 2 else None,
+        "n": n,
+        "values": vals,
+    }
+
+
+def summarize(runs: List[Dict], metric_names: Sequence[str], per_class_metrics: Sequence[str],
+              class_names: Sequence[str], fractions: Sequence[float], settings: Sequence[str],
+              baseline: str = BASELINE) -> List[Dict]:
+    """Rows of mean ± std per (fraction, setting) and paired deltas vs ``baseline``.
+
+    Each run is ``{"fraction", "seed", "setting", "metrics": {name: v}, "per_class": {metric: {class: v}}}``.
+    The delta of the first per-class metric is reported per class (``delta_vs_<baseline>["per_class"]``).
+    """
+    by_key = {(r["fraction"], r["setting"], r["seed"]): r for r in runs}
+    rows = []
+    for f in fractions:
+        for setting in settings:
+            rs = sorted((r for r in runs if r["fraction"] == f and r["setting"] == setting), key=lambda r: r["seed"])
+            if not rs:
+                continue
+            row = {
+                "fraction": f,
+                "setting": setting,
+                "n_runs": len(rs),
+                "seeds": [r["seed"] for r in rs],
+                "train_samples": stats([r.get("train_samples") for r in rs])["mean"],
+                "synthetic_samples": rs[0].get("synthetic_samples", 0),
+                "metrics": {m: stats([r["metrics"].get(m) for r in rs]) for m in metric_names},
+                "per_class": {pm: {c: stats([r["per_class"][pm].get(c) for r in rs]) for c in class_names}
+                              for pm in per_class_metrics},
+                f"delta_vs_{baseline}": None,
+            }
+            if setting != baseline:
+                pairs = [(r, by_key[(f, baseline, r["seed"])]) for r in rs if (f, baseline, r["seed"]) in by_key]
+                if pairs:
+                    delta = {"n_pairs": len(pairs)}
+                    delta["metrics"] = {m: stats([_diff(a["metrics"].get(m), b["metrics"].get(m)) for a, b in pairs])
+                                        for m in metric_names}
+                    pm = per_class_metrics[0]
+                    delta["per_class_metric"] = pm
+                    delta["per_class"] = {c: stats([_diff(a["per_class"][pm].get(c), b["per_class"][pm].get(c))
+                                                    for a, b in pairs]) for c in class_names}
+                    row[f"delta_vs_{baseline}"] = delta
+            rows.append(row)
+    return rows
+
+
+def _diff(a, b):
+    return None if a is None or b is None else float(a) - float(b)
+
+
+def grid_summary(task: str, identity: Dict, runs: List[Dict], class_names: Sequence[str],
+                 all_settings: Sequence[str], metric_names: Sequence[str], primary_metric: str,
+                 per_class_metrics: Sequence[str], evaluated_on: str) -> Dict:
+    """``summary.json``: what was run and compared, and the :func:`summarize` rows."""
+    fractions = sorted({r["fraction"] for r in runs})
+    settings = [s for s in all_settings if any(r["setting"] == s for r in runs)]
+    return {
+        "task": task,
+        "experiment": identity,
+        "class_names": list(class_names),
+        "fractions": fractions,
+        "seeds": sorted({r["seed"] for r in runs}),
+        "settings": settings,
+        "baseline": BASELINE,
+        "metric_names": list(metric_names),
+        "primary_metric": primary_metric,
+        "per_class_metrics": list(per_class_metrics),
+        "evaluated_on": evaluated_on,
+        "std": STD_NOTE,
+        "delta": DELTA_NOTE,
+        "rows": summarize(runs, metric_names, per_class_metrics, class_names, fractions, settings),
+    }
