@@ -1,0 +1,10 @@
+"""The synthseg-tf TFX pipeline: configs, pipeline definition, user module and runners.
+
+- :mod:`pipeline.configs`: names, paths, sizes, steps (env-overridable, ``SYNTHSEG_TFX_*``);
+- :mod:`pipeline.pipeline`: :func:`~pipeline.pipeline.create_pipeline`;
+- :mod:`pipeline.module_file`: ``preprocessing_fn`` (Transform) and ``run_fn`` (Trainer);
+- :mod:`pipeline.local_runner`: run with ``LocalDagRunner`` + SQLite ML Metadata;
+- :mod:`pipeline.kubeflow_v2_runner`: compile for Vertex AI Pipelines (offline, JSON only).
+
+Importing this package does not import TFX; the submodules above (except ``configs``) do.
+"""
