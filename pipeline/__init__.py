@@ -8,3 +8,5 @@
 
 Importing this package does not import TFX; the submodules above (except ``configs``) do.
 """
+import synthseg_tf  # noqa: F401,E402  (its environment settings before TFX loads TensorFlow)
+
