@@ -22,9 +22,9 @@ def demo_settings(quick: bool) -> Dict:
     """Sizes chosen so the demo takes a few minutes on 2 CPU cores (``quick``: about one)."""
     if quick:
         return dict(scenes=96, size=64, gan_steps=60, unet_epochs=2, n_synthetic=48, exp_steps=30, seeds=1,
-                    fractions=(0.25,), min_quality=0.0)
+                    fractions=(0.25,))
     return dict(scenes=240, size=64, gan_steps=600, unet_epochs=8, n_synthetic=240, exp_steps=160, seeds=2,
-                fractions=(0.25,), min_quality=0.2)
+                fractions=(0.25,))
 
 
 def run_demo(out: str, quick: bool = False, seed: int = 0, log: Callable = print) -> Dict:
@@ -66,20 +66,21 @@ def run_demo(out: str, quick: bool = False, seed: int = 0, log: Callable = print
 
     seg_dir = os.path.join(out, "unet_real")
     t = _step(log, f"3/6 U-Net on real data (the quality model): {s['unet_epochs']} epochs -> {seg_dir}")
-    if os.path.isfile(os.path.join(seg_dir, "metrics.json")):
-        log("already trained")
-    else:
-        res = train_unet(train, val, seg_dir, image_size=size, batch_size=8, epochs=s["unet_epochs"], seed=seed,
-                         verbose=0)
-        log(f"val mean IoU {res['metrics']['val']['mean_iou']:.3f}")
+    if not os.path.isfile(os.path.join(seg_dir, "metrics.json")):
+        train_unet(train, val, seg_dir, image_size=size, batch_size=8, epochs=s["unet_epochs"], seed=seed, verbose=0)
+    with open(os.path.join(seg_dir, "metrics.json"), encoding="utf-8") as f:
+        real_miou = json.load(f)["val"]["mean_iou"]
+    log(f"val mean IoU {real_miou:.3f}")
     timings["unet"] = time.time() - t
 
+    # Keep a synthetic sample when the segmenter reads it at least half as well as real images.
+    min_quality = round(0.5 * real_miou, 3)
     gen_dir = os.path.join(out, "synthetic")
     t = _step(log, f"4/6 generate {s['n_synthetic']} new samples with Beam (rare classes boosted, "
-                   f"min quality {s['min_quality']}) -> {gen_dir}")
+                   f"min quality {min_quality} = half the U-Net's real mIoU) -> {gen_dir}")
     summary = run_generation(GenerationConfig(
         generator=gan_dir, out=gen_dir, n=s["n_synthetic"], masks="sample", seed=seed, class_balance="rare",
-        quality_model=os.path.join(seg_dir, "model"), min_quality=s["min_quality"], samples_per_shard=60),
+        quality_model=os.path.join(seg_dir, "model"), min_quality=min_quality, samples_per_shard=60),
         log=log)
     timings["generate"] = time.time() - t
 
