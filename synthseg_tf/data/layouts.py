@@ -143,6 +143,21 @@ def _match_pairs(images: List[str], masks: List[str], split=None, strip_image_su
     return samples, problems
 
 
+def _split_pairs(splits) -> Tuple[List[Sample], List[Tuple[str, str]]]:
+    """``[(split, images_dir, masks_dir)]`` -> matched samples of every split whose images exist."""
+    samples, problems = [], []
+    for split, img_dir, mask_dir in splits:
+        if img_dir is None or not os.path.isdir(img_dir):
+            continue
+        if not os.path.isdir(mask_dir):
+            problems.append((img_dir, f"no {os.path.basename(mask_dir)} folder beside it"))
+            continue
+        s, p = _match_pairs(_list_images(img_dir), _list_images(mask_dir), split=split)
+        samples += s
+        problems += p
+    return samples, problems
+
+
 def _scan_mask_values(mask_paths: List[str], reader=read_mask_raw) -> Tuple[list, bool]:
     """Distinct raw values over all masks (unreadable files skipped: validate reports them)."""
     def one(p):
@@ -244,19 +259,11 @@ def _table_from_values(spec, mask_paths, void) -> ClassTable:
 
 def _load_camvid(spec, args, opts) -> Dataset:
     root = _need_dir(spec, args[0] if args else None, "CamVid")
-    samples, problems = [], []
-    for split in ("train", "val", "test"):
-        img_dir, ann_dir = os.path.join(root, split), os.path.join(root, split + "annot")
-        if not os.path.isdir(img_dir):
-            continue
-        if not os.path.isdir(ann_dir):
-            problems.append((img_dir, f"no {split}annot folder beside it"))
-            continue
-        s, p = _match_pairs(_list_images(img_dir), _list_images(ann_dir), split=split)
-        samples += s
-        problems += p
+    samples, problems = _split_pairs([(split, os.path.join(root, split), os.path.join(root, split + "annot"))
+                                      for split in ("train", "val", "test")])
     if not samples:
-        raise SpecError(f"{spec}: no CamVid train/trainannot (val, test) pairs under {root}")
+        raise SpecError(f"{spec}: no CamVid train/trainannot (val, test) pairs under {root}"
+                        + "".join(f"; {p}: {m}" for p, m in problems[:3]))
     cj = os.path.join(root, CLASS_TABLE_FILE)
     table = ClassTable.load(cj) if os.path.isfile(cj) else ClassTable(names=CAMVID_CLASSES, void_values=[CAMVID_VOID])
     return Dataset(spec=spec, task=SEGMENTATION, samples=samples, classes=table, problems=problems)
@@ -323,20 +330,13 @@ def _find_isic_dir(root: str, name: str) -> Optional[str]:
 
 def _load_isic2016(spec, args, opts) -> Dataset:
     root = _need_dir(spec, args[0] if args else None, "ISIC 2016")
-    samples, problems = [], []
-    for split, part in (("train", "Training"), ("test", "Test")):
-        img_dir = _find_isic_dir(root, f"ISBI2016_ISIC_Part1_{part}_Data")
-        gt_dir = _find_isic_dir(root, f"ISBI2016_ISIC_Part1_{part}_GroundTruth")
-        if img_dir is None:
-            continue
-        if gt_dir is None:
-            problems.append((img_dir, f"no ISBI2016_ISIC_Part1_{part}_GroundTruth folder beside it"))
-            continue
-        s, p = _match_pairs(_list_images(img_dir), _list_images(gt_dir), split=split)
-        samples += s
-        problems += p
+    samples, problems = _split_pairs([(split, _find_isic_dir(root, f"ISBI2016_ISIC_Part1_{part}_Data"),
+                                       _find_isic_dir(root, f"ISBI2016_ISIC_Part1_{part}_GroundTruth")
+                                       or os.path.join(root, f"ISBI2016_ISIC_Part1_{part}_GroundTruth"))
+                                      for split, part in (("train", "Training"), ("test", "Test"))])
     if not samples:
-        raise SpecError(f"{spec}: no ISBI2016_ISIC_Part1_Training_Data / _GroundTruth pairs under {root}")
+        raise SpecError(f"{spec}: no ISBI2016_ISIC_Part1_Training_Data / _GroundTruth pairs under {root}"
+                        + "".join(f"; {p}: {m}" for p, m in problems[:3]))
     table = ClassTable(names=["background", "lesion"], colors=[(0, 0, 0), (255, 255, 255)], source_values=[0, 255])
     return Dataset(spec=spec, task=SEGMENTATION, samples=samples, classes=table, problems=problems)
 
