@@ -483,6 +483,18 @@ def _check_image_size(image_size) -> Tuple[int, int]:
     return h, w
 
 
+def probabilities_at_input_size(model: tf.keras.Model, images, size):
+    """float [B,H,W,3] in [0,1] of any size -> class probabilities [B,H,W,K] at that size.
+
+    Images are resized (bilinear, antialiased, as the tf.data pipeline resizes) to the
+    training ``size``; the probabilities are resized back (bilinear) before any argmax.
+    """
+    hw = tf.shape(images)[1:3]
+    x = tf.image.resize(images, size, method="bilinear", antialias=True)
+    probs = tf.cast(model(x, training=False), tf.float32)
+    return tf.image.resize(probs, hw, method="bilinear")
+
+
 class _SegmenterModule(tf.Module):
     """What the SavedModel holds: the model's variables and the serving functions."""
 
@@ -496,10 +508,7 @@ class _SegmenterModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
         def segment(images):
             """float32 [B,H,W,3] in [0,1] -> label_ids uint8 [B,H,W], probabilities float32 [B,H,W,K]."""
-            hw = tf.shape(images)[1:3]
-            x = tf.image.resize(images, size, method="bilinear", antialias=True)  # as the tf.data pipeline resizes
-            probs = tf.cast(model(x, training=False), tf.float32)
-            probs = tf.image.resize(probs, hw, method="bilinear")
+            probs = probabilities_at_input_size(model, images, size)
             ids = tf.cast(tf.argmax(probs, axis=-1), tf.uint8)
             return {"label_ids": ids, "probabilities": probs}
 

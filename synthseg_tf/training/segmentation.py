@@ -343,14 +343,12 @@ def model_segment_fn(model, image_size: Tuple[int, int], use_tf_function: bool =
     resize to ``image_size`` -> probabilities -> resized back (bilinear) -> argmax ids."""
     import tensorflow as tf
 
+    from synthseg_tf.models.unet import probabilities_at_input_size
+
     size = tf.constant(image_size, tf.int32)
 
     def segment(images):
-        hw = tf.shape(images)[1:3]
-        x = tf.image.resize(images, size, method="bilinear", antialias=True)
-        probs = tf.cast(model(x, training=False), tf.float32)
-        probs = tf.image.resize(probs, hw, method="bilinear")
-        return tf.argmax(probs, axis=-1, output_type=tf.int32)
+        return tf.argmax(probabilities_at_input_size(model, images, size), axis=-1, output_type=tf.int32)
 
     if use_tf_function:
         segment = tf.function(segment, input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32)])
