@@ -309,3 +309,28 @@ def test_info_records_provenance(maps):
     cfg = s.config()
     json.dumps(cfg)
     assert cfg["maps_sha256"] == LabelMapSampler(maps, K).fingerprint()
+
+
+# ------------------------------------------------------------------------ weighted base maps
+def test_map_weights_bias_the_base_map_draw(maps):
+    plain = LabelMapSampler(maps, K, seed=5)
+    same = LabelMapSampler(maps, K, seed=5, map_weights=None)
+    for i in range(10):  # the default is exactly the uniform draw
+        a, ia = plain.sample_at(i)
+        b, ib = same.sample_at(i)
+        assert np.array_equal(a, b) and ia == ib
+    w = np.zeros(len(maps))
+    w[[2, 7]] = [3.0, 1.0]
+    s = LabelMapSampler(maps, K, seed=5, ops=("flip",), map_weights=w)
+    bases = np.array([s.sample_at(i)[1]["base_map"] for i in range(800)])
+    assert set(np.unique(bases)) == {2, 7}  # zero-weight maps are never the base
+    assert abs(np.mean(bases == 2) - 0.75) < 0.06
+    assert s.config()["map_weights"][2] == pytest.approx(0.75)
+    again = LabelMapSampler(maps, K, seed=5, ops=("flip",), map_weights=w)
+    assert [again.sample_at(i)[1]["base_map"] for i in range(50)] == bases[:50].tolist()  # deterministic per i
+    with pytest.raises(ValueError, match="one weight per map"):
+        LabelMapSampler(maps, K, map_weights=[1.0, 2.0])
+    with pytest.raises(ValueError, match="not all zero"):
+        LabelMapSampler(maps, K, map_weights=np.zeros(len(maps)))
+    with pytest.raises(ValueError, match="base_order"):
+        LabelMapSampler(maps, K, base_order="cycle", map_weights=np.ones(len(maps)))

@@ -11,21 +11,28 @@ A rerun with the same settings resumes at the first missing shard; one with othe
 refuses. When enough candidates pass the quality filter, the kept set is cut to exactly the
 first ``n`` passing candidates and ``manifest.jsonl`` is written.
 
+Leak-free sources: with ``--masks sample`` the maps (and copy-paste donors) come only from the
+samples the generator trained on (its config's ``train_source_ids``; the train split of its
+``data`` for older generators). Every manifest entry lists the ``source_ids`` it was built
+from; :func:`manifest_source_ids` gathers them for provenance checks.
+
 Output folder (also a TFRecord folder that ``make_dataset`` reads)::
 
     generation.json  classes.json  dataset.json  manifest.jsonl
+    loss_stats.json            (with --pixel-filter / --hardness: the segmenter's real per-class losses)
     data-SSSSS.tfrecord        images/IIIIIIII.png  masks/IIIIIIII.png
     parts/shard-SSSSS.json     (per-shard manifest: kept and rejected candidates)
 """
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
@@ -34,8 +41,39 @@ from synthseg_tf.utils import atomic_write_bytes, atomic_write_text
 STATE_FILE = "generation.json"
 
 
+LABEL_MODES = ("balanced", "random", "rare")
+
+
 @dataclass
 class GenerationConfig:
+    """Settings of one ``synthseg generate`` job.
+
+    ``masks``: ``"sample"`` samples new maps from the maps the generator was trained on (its
+    config's ``data`` restricted to ``train_source_ids``; for older generators without that
+    record, the train split of ``data``, with a warning); ``"sample:SPEC"`` samples from
+    exactly SPEC's maps; ``SPEC`` uses SPEC's maps as they are.
+
+    ``quality_model``: a segmenter export (label-map generators; score = per-sample mIoU of its
+    prediction vs the conditioning map) or a classifier export (class-conditional generators;
+    score = its probability of the intended class). A sample is kept when ``score >=
+    min_quality``. A segmenter must be clearly better than the majority class on its run's
+    selection split (:func:`~synthseg_tf.generation.filtering.check_quality_model`) unless
+    ``allow_weak_quality_model``.
+
+    ``pixel_filter`` (a margin, e.g. 1.25; needs a segmenter ``quality_model``): FreeMask's
+    pixel filter. The segmenter's mean per-class cross-entropy on the generator's real training
+    pairs is saved as ``loss_stats.json``; pixels of a generated image whose loss exceeds
+    ``margin`` x their class's mean become void (255) in the stored mask (the image is
+    unchanged; the quality score uses the unfiltered map). ``hardness`` (needs a segmenter and
+    sampled maps): base maps are drawn with probability ``0.5 * hardness / sum + 0.5 / M`` (see
+    :func:`~synthseg_tf.generation.filtering.hardness_weights`), the hardness of a map being
+    the pixel-weighted mean of those class losses over its pixels.
+
+    ``labels`` (class-conditional generators): ``balanced`` (``i mod C``), ``random``
+    (uniform), ``rare`` (probability proportional to ``1 / count`` of the class among the
+    generator's training samples) or one class id; deterministic per candidate index.
+    """
+
     generator: str
     out: str
     n: int
@@ -43,8 +81,8 @@ class GenerationConfig:
     seed: int = 0
     class_balance: Optional[str] = None  # sampler copy-paste balancing, e.g. "rare"
     min_quality: Optional[float] = None
-    quality_model: Optional[str] = None  # segmenter SavedModel (model/ of `synthseg unet train`)
-    labels: str = "balanced"  # class ids for class-conditional generators: balanced | random | <id>
+    quality_model: Optional[str] = None  # segmenter export (model/ of `synthseg unet train`) or classifier export
+    labels: str = "balanced"  # class ids for class-conditional generators: balanced | random | rare | <id>
     samples_per_shard: int = 200
     batch_size: int = 16
     write_png: bool = True
@@ -53,44 +91,126 @@ class GenerationConfig:
     beam_args: List[str] = field(default_factory=list)
     max_shards_per_wave: int = 8
     max_candidates_factor: float = 20.0
+    pixel_filter: Optional[float] = None  # FreeMask pixel filter margin (e.g. 1.25); needs a segmenter
+    hardness: bool = False  # hardness-aware base-map sampling; needs a segmenter
+    allow_weak_quality_model: bool = False  # only warn when the segmenter is no better than the majority class
 
     # Settings that change the output; the others (runner, workers, ...) may differ on resume.
-    def identity(self, fingerprint: str) -> Dict:
-        keep = ("n", "masks", "seed", "class_balance", "min_quality", "labels", "samples_per_shard")
+    def identity(self, fingerprint: str, map_sources: Optional[Dict] = None) -> Dict:
+        keep = ("n", "masks", "seed", "class_balance", "min_quality", "labels", "samples_per_shard",
+                "pixel_filter", "hardness")
         d = {k: getattr(self, k) for k in keep}
         d["generator_fingerprint"] = fingerprint
         d["quality_model"] = os.path.abspath(self.quality_model) if self.quality_model else None
+        d["map_sources"] = map_sources
         return d
 
 
 # --------------------------------------------------------------------------- label maps
+def select_source_ids(ds, source_ids: Iterable[str], where: str):
+    """The samples of ``ds`` whose ``source_id`` is in ``source_ids`` (in ``ds`` order).
+
+    ``ValueError`` when a wanted id names several samples (ambiguous) or none is found; ids
+    missing from ``ds`` are returned as the second value so the caller can warn.
+    """
+    wanted = set(source_ids)
+    seen: Dict[str, int] = {}
+    keep = []
+    for i, s in enumerate(ds.samples):
+        if s.source_id in wanted:
+            if s.source_id in seen:
+                raise ValueError(f"{where}: source id {s.source_id!r} names several samples of {ds.spec}; "
+                                 "cannot tell which one the generator trained on")
+            seen[s.source_id] = i
+            keep.append(i)
+    if not keep:
+        raise ValueError(f"{where}: none of its {len(wanted)} training source ids is in {ds.spec} "
+                         "(moved or renamed data?); pass --masks sample:SPEC or --masks SPEC")
+    return ds.select(keep), sorted(wanted - set(seen))
+
+
+def generator_training_data(gen_config: Dict, generator: str, log: Callable = print):
+    """``(dataset, how)``: the samples the generator was trained on.
+
+    Its config's ``data`` restricted to ``train_source_ids`` (``how="train_source_ids"``); for a
+    generator that predates that record, the train split of ``data`` (``Dataset.train_val()[0]``,
+    which follows the layout's own splits; ``how="train_split"``) with a logged warning.
+    """
+    from synthseg_tf.data import load
+
+    spec = gen_config.get("data")
+    if not spec:
+        raise ValueError(f"{generator}: the generator does not record its training data (config.json 'data'); "
+                         "pass --masks sample:SPEC or --masks SPEC")
+    ds = load(spec)
+    ids = gen_config.get("train_source_ids")
+    if ids is not None:
+        ds, missing = select_source_ids(ds, ids, generator)
+        if missing:
+            log(f"warning: {len(missing)} of the generator's {len(ids)} training source ids are not in {spec} "
+                f"(e.g. {', '.join(missing[:3])}); using the {len(ds)} found")
+        return ds, "train_source_ids"
+    ds = ds.train_val()[0]
+    log(f"warning: {generator} does not record train_source_ids (trained by an older version); using only the "
+        f"train split of {spec} ({len(ds)} samples) so no validation map leaks into the synthetic set")
+    return ds, "train_split"
+
+
+def plan_map_source(cfg: GenerationConfig, gen_config: Dict, log: Callable = print) -> Dict:
+    """Which samples feed the label maps: ``{"spec", "how", "source_ids"}`` (``source_ids`` None: all of
+    ``spec``). Decided once by the driver; every worker's :class:`MapSource` follows it."""
+    from synthseg_tf.data import load
+
+    if cfg.masks == "sample":
+        ds, how = generator_training_data(gen_config, cfg.generator, log)
+        return {"spec": gen_config["data"], "how": how, "source_ids": [s.source_id for s in ds.samples]}
+    spec = cfg.masks[len("sample:"):] if cfg.masks.startswith("sample:") else cfg.masks
+    load(spec)  # fail early on a bad spec
+    return {"spec": spec, "how": "spec", "source_ids": None}
+
+
+def _sha(ids: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:16]
+
+
+def rare_label_weights(counts: Dict[int, int], num_labels: int) -> List[float]:
+    """Class-id probabilities proportional to ``1 / count`` (classes without samples: 0)."""
+    w = np.array([1.0 / counts[c] if counts.get(c) else 0.0 for c in range(num_labels)])
+    if w.sum() <= 0:
+        raise ValueError("--labels rare: no class has training samples")
+    return (w / w.sum()).tolist()
+
+
 class MapSource:
     """Candidate index -> (label map at the generator's size, class id or None, provenance).
 
     Label-map generators use the maps of ``cfg.masks`` as they are or, with ``sample``, new
     maps from :class:`~synthseg_tf.masks.LabelMapSampler`. Class-conditional generators
     trained on classification data (``conditioning`` edges or class) get, for candidate
-    ``i``, a class id (balanced by default) and the edge map of a real image of that class
+    ``i``, a class id (``cfg.labels``) and the edge map of a real image of that class
     (transformed by the sampler when sampling), or an empty map.
+
+    ``plan`` (from :func:`plan_map_source`, plus optional ``label_weights`` for ``labels="rare"``
+    and ``class_mean_loss`` for ``hardness``) fixes the source samples; without it the plan is
+    made here. Provenance ``source_ids`` lists every source map a candidate was built from:
+    the base map, a cut-mix partner and every copy-paste donor.
     """
 
-    def __init__(self, cfg: GenerationConfig, gen_config: Dict, num_classes: int):
+    def __init__(self, cfg: GenerationConfig, gen_config: Dict, num_classes: int, plan: Optional[Dict] = None):
         from synthseg_tf.data import load
         from synthseg_tf.masks import LabelMapSampler, resize_nearest
 
+        plan = dict(plan) if plan is not None else plan_map_source(cfg, gen_config, log=lambda m: None)
         self.sampling = cfg.masks == "sample" or cfg.masks.startswith("sample:")
-        spec = cfg.masks[len("sample:"):] if cfg.masks.startswith("sample:") else cfg.masks
-        if cfg.masks == "sample":
-            spec = gen_config.get("data")
-            if not spec:
-                raise ValueError(f"{cfg.generator}: the generator does not record its training data; "
-                                 "pass --masks sample:SPEC or --masks SPEC")
+        spec = plan["spec"]
         self.conditioning = gen_config.get("conditioning", "labelmap")
         self.size = tuple(gen_config["image_size"])
         self.seed = cfg.seed
         self.labels_mode = cfg.labels
         self.num_labels = gen_config.get("num_labels")
         ds = load(spec)
+        if plan.get("source_ids") is not None:
+            ds, _ = select_source_ids(ds, plan["source_ids"], cfg.generator)
         if self.conditioning == "labelmap":
             if ds.task != "segmentation":
                 raise ValueError(f"--masks {spec}: needs a segmentation dataset with label maps")
@@ -109,14 +229,25 @@ class MapSource:
                 groups.setdefault(s.label, []).append(j)
         self.maps, self.groups = maps, groups
         self.source_ids = [s.source_id for s in ds.samples]
+        lw = plan.get("label_weights")
+        self._label_cdf = None if lw is None else np.cumsum(np.asarray(lw, dtype=np.float64))
+        if self.labels_mode == "rare" and self.num_labels and self._label_cdf is None:
+            counts = {k: len(v) for k, v in groups.items()}
+            self._label_cdf = np.cumsum(rare_label_weights(counts, int(self.num_labels)))
+        self.map_weights = None
+        if plan.get("class_mean_loss") is not None:
+            from synthseg_tf.generation.filtering import hardness_weights, map_hardness
+
+            self.map_weights = hardness_weights([map_hardness(m, plan["class_mean_loss"]) for m in maps])
         self.samplers = {}
         if self.sampling:
             ops = ("flip", "affine", "elastic", "copypaste", "mix") if self.conditioning == "labelmap" \
                 else ("flip", "affine", "elastic")
             for key, idx in groups.items():
+                w = None if self.map_weights is None else self.map_weights[idx]
                 self.samplers[key] = LabelMapSampler([maps[j] for j in idx], num_classes=num_classes,
                                                      seed=cfg.seed, class_balance=cfg.class_balance,
-                                                     size=self.size, ops=ops)
+                                                     size=self.size, ops=ops, map_weights=w)
 
     def _condition_map(self, ds, sample):
         import cv2
@@ -136,6 +267,9 @@ class MapSource:
             return i % self.num_labels
         if self.labels_mode == "random":
             return int(np.random.default_rng([self.seed, i, 7]).integers(self.num_labels))
+        if self.labels_mode == "rare":
+            u = np.random.default_rng([self.seed, i, 11]).random() * self._label_cdf[-1]
+            return min(int(np.searchsorted(self._label_cdf, u, side="right")), int(self.num_labels) - 1)
         return int(self.labels_mode)
 
     def get(self, i: int):
@@ -159,28 +293,29 @@ def _dofns():
     import apache_beam as beam
 
     class MakeMaps(beam.DoFn):
-        def __init__(self, cfg, gen_config, num_classes):
-            self.cfg, self.gen_config, self.num_classes = cfg, gen_config, num_classes
+        def __init__(self, cfg, gen_config, num_classes, plan=None):
+            self.cfg, self.gen_config, self.num_classes, self.plan = cfg, gen_config, num_classes, plan
 
         def setup(self):
-            self.source = MapSource(self.cfg, self.gen_config, self.num_classes)
+            self.source = MapSource(self.cfg, self.gen_config, self.num_classes, self.plan)
 
         def process(self, index):
             m, label, prov = self.source.get(index)
             yield {"index": index, "map": m, "label": label, "prov": prov}
 
     class RenderAndScore(beam.DoFn):
-        """Batched generator inference, then the per-sample quality score, then PNG encoding."""
+        """Batched generator inference, then the per-sample quality score (and the FreeMask pixel
+        filter), then PNG encoding."""
 
-        def __init__(self, cfg: GenerationConfig):
-            self.cfg = cfg
+        def __init__(self, cfg: GenerationConfig, class_mean_loss: Optional[List] = None):
+            self.cfg, self.class_mean_loss = cfg, class_mean_loss
 
         def setup(self):
             import synthseg_tf  # noqa: F401
             from synthseg_tf.generation.renderer import Renderer
 
             self.renderer = Renderer(self.cfg.generator)
-            self.scorer = QualityScorer(self.cfg.quality_model, self.renderer) if self.cfg.quality_model else None
+            self.scorer = make_scorer(self.cfg.quality_model, self.renderer) if self.cfg.quality_model else None
 
         def process(self, batch):
             from synthseg_tf.data.io import encode_png
@@ -188,14 +323,26 @@ def _dofns():
             maps = np.stack([b["map"] for b in batch])
             labels = np.array([b["label"] for b in batch]) if batch[0]["label"] is not None else None
             images = self.renderer.render(maps, labels)
-            scores = self.scorer.scores(images, maps) if self.scorer else [None] * len(batch)
-            for b, img, s in zip(batch, images, scores):
+            masks, voided = maps, None
+            if self.scorer is None:
+                scores = [None] * len(batch)
+            elif self.scorer.kind == "classifier":
+                scores = self.scorer.scores(images, labels)
+            else:
+                scores, probs = self.scorer.scores_and_probabilities(images, maps)
+                if self.cfg.pixel_filter is not None:
+                    from synthseg_tf.generation.filtering import pixel_losses, void_hard_pixels
+
+                    masks, voided = void_hard_pixels(maps, pixel_losses(probs, maps), self.class_mean_loss,
+                                                     self.cfg.pixel_filter)
+            for j, (b, img, s) in enumerate(zip(batch, images, scores)):
                 kept = s is None or self.cfg.min_quality is None or s >= self.cfg.min_quality
-                out = {"index": b["index"], "label": b["label"], "prov": b["prov"],
+                prov = b["prov"] if voided is None else dict(b["prov"], voided_fraction=voided[j])
+                out = {"index": b["index"], "label": b["label"], "prov": prov,
                        "quality": None if s is None else float(s), "kept": bool(kept)}
                 if kept:
                     out["image_png"] = encode_png(img)
-                    out["mask_png"] = encode_png(b["map"])
+                    out["mask_png"] = encode_png(masks[j])
                 yield out
 
     class WriteShard(beam.DoFn):
@@ -213,6 +360,8 @@ def _dofns():
 class QualityScorer:
     """Per-sample mIoU of a segmenter's prediction on a generated image vs its conditioning map."""
 
+    kind = "segmenter"
+
     def __init__(self, model_dir: str, renderer=None):
         from synthseg_tf.metrics.segmentation import per_sample_miou
         from synthseg_tf.models.unet import load_segmenter
@@ -221,10 +370,39 @@ class QualityScorer:
         self._miou = per_sample_miou
         self.num_classes = renderer.config.get("num_classes") if renderer is not None else None
 
-    def scores(self, images: np.ndarray, maps: np.ndarray) -> List[float]:
-        pred = np.asarray(self._seg(images.astype(np.float32) / 255.0))
+    def scores_and_probabilities(self, images: np.ndarray, maps: np.ndarray):
+        """``(mIoU per sample, probabilities float32 [B,H,W,K])`` for uint8 images ``[B,H,W,3]``."""
+        out = self._seg.predict(images.astype(np.float32) / 255.0)
+        pred = np.asarray(out["label_ids"])
         k = self.num_classes or int(max(pred.max(), maps[maps != 255].max(initial=0))) + 1
-        return [float(v) for v in self._miou(maps, pred, k)]
+        return [float(v) for v in self._miou(maps, pred, k)], out["probabilities"]
+
+    def scores(self, images: np.ndarray, maps: np.ndarray) -> List[float]:
+        return self.scores_and_probabilities(images, maps)[0]
+
+
+class ClassifierScorer:
+    """Per-sample probability a classifier gives the class a class-conditional generator was asked for."""
+
+    kind = "classifier"
+
+    def __init__(self, model_dir: str, renderer=None):
+        from synthseg_tf.models.classifier import load_classifier
+
+        self._clf = load_classifier(model_dir)
+
+    def scores(self, images: np.ndarray, labels) -> List[float]:
+        probs = self._clf.predict_proba(images.astype(np.float32) / 255.0)
+        labels = np.asarray(labels, dtype=np.int64).reshape(-1)
+        return [float(p) for p in probs[np.arange(len(labels)), labels]]
+
+
+def make_scorer(model_dir: str, renderer=None):
+    """:class:`QualityScorer` for a segmenter export, :class:`ClassifierScorer` for a classifier export."""
+    from synthseg_tf.generation.filtering import quality_model_kind
+
+    kind = quality_model_kind(model_dir)
+    return (ClassifierScorer if kind == "classifier" else QualityScorer)(model_dir, renderer)
 
 
 # --------------------------------------------------------------------------- shard I/O
@@ -277,6 +455,36 @@ def read_parts(out: str) -> Dict[int, Dict]:
     return parts
 
 
+def manifest_source_ids(out_dir: str, include_loss_stats: bool = True) -> set:
+    """Every real ``source_id`` the kept samples of a finished generation folder were built from.
+
+    The union of the manifest entries' ``source_ids`` (base map, cut-mix partner and every
+    copy-paste donor of each sample) and, with ``include_loss_stats`` (default), the ids of the
+    real pairs ``loss_stats.json`` was computed on (they shaped the pixel filter / hardness).
+    ``FileNotFoundError`` without ``manifest.jsonl``; ``ValueError`` for an entry without
+    ``source_ids`` (written by an older version: its provenance cannot be checked).
+    """
+    from synthseg_tf.generation.filtering import LOSS_STATS_FILE, load_loss_stats
+
+    path = os.path.join(out_dir, "manifest.jsonl")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{out_dir}: no manifest.jsonl (not a finished `synthseg generate` folder)")
+    ids: set = set()
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            entry = json.loads(line)
+            if not isinstance(entry.get("source_ids"), list):
+                raise ValueError(f"{path} line {n}: no source_ids (written by an older version?); its provenance "
+                                 "cannot be checked: generate the set again")
+            ids.update(entry["source_ids"])
+    stats = os.path.join(out_dir, LOSS_STATS_FILE)
+    if include_loss_stats and os.path.isfile(stats):
+        ids.update(load_loss_stats(stats).get("source_ids") or [])
+    return ids
+
+
 # --------------------------------------------------------------------------- driver
 def beam_options(cfg: GenerationConfig):
     """PipelineOptions for the chosen runner; extra ``beam_args`` (e.g. Dataflow's) pass through."""
@@ -289,7 +497,8 @@ def beam_options(cfg: GenerationConfig):
     return PipelineOptions(args)
 
 
-def _run_wave(cfg: GenerationConfig, gen_config: Dict, num_classes: int, fingerprint: str, shards: List[int]):
+def _run_wave(cfg: GenerationConfig, gen_config: Dict, num_classes: int, fingerprint: str, shards: List[int],
+              plan: Optional[Dict] = None):
     import apache_beam as beam
 
     MakeMaps, RenderAndScore, WriteShard = _dofns()
@@ -300,9 +509,9 @@ def _run_wave(cfg: GenerationConfig, gen_config: Dict, num_classes: int, fingerp
             shard_ids
             | "Candidates" >> beam.FlatMap(lambda s: range(s * per, (s + 1) * per))
             | "Spread" >> beam.Reshuffle()
-            | "LabelMaps" >> beam.ParDo(MakeMaps(cfg, gen_config, num_classes))
+            | "LabelMaps" >> beam.ParDo(MakeMaps(cfg, gen_config, num_classes, plan))
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.batch_size)
-            | "RenderScore" >> beam.ParDo(RenderAndScore(cfg))
+            | "RenderScore" >> beam.ParDo(RenderAndScore(cfg, (plan or {}).get("pixel_class_mean_loss")))
             | "ByShard" >> beam.Map(lambda s: (s["index"] // per, s))
         )
         markers = shard_ids | "Markers" >> beam.Map(lambda s: (s, None))  # empty shards still get written
@@ -326,32 +535,117 @@ def _prepare_out(cfg: GenerationConfig, identity: Dict) -> Optional[Dict]:
     return None
 
 
+def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
+    """Validate option combinations against the generator; returns the quality model kind (or None)."""
+    from synthseg_tf.generation.filtering import quality_model_kind
+
+    if cfg.labels not in LABEL_MODES and not str(cfg.labels).isdigit():
+        raise ValueError(f"--labels must be one of {', '.join(LABEL_MODES)} or a class id, got {cfg.labels!r}")
+    if str(cfg.labels).isdigit() and renderer.conditional and int(cfg.labels) >= int(renderer.num_labels or 0):
+        raise ValueError(f"--labels {cfg.labels}: the generator knows class ids 0..{int(renderer.num_labels) - 1}")
+    if cfg.min_quality is not None and not cfg.quality_model:
+        raise ValueError("--min-quality needs --quality-model (a segmenter SavedModel: the model/ folder of "
+                         "`synthseg unet train`; or a classifier export for a class-conditional generator)")
+    for name, on in (("--pixel-filter", cfg.pixel_filter is not None), ("--hardness", cfg.hardness)):
+        if on and not cfg.quality_model:
+            raise ValueError(f"{name} needs --quality-model (a segmenter SavedModel: the model/ folder of "
+                             "`synthseg unet train`)")
+        if on and renderer.conditional:
+            raise ValueError(f"{name} needs a label-map generator; {cfg.generator} is class-conditional")
+    if cfg.pixel_filter is not None and not (np.isfinite(cfg.pixel_filter) and cfg.pixel_filter > 0):
+        raise ValueError(f"--pixel-filter must be a positive margin (e.g. 1.25), got {cfg.pixel_filter}")
+    if cfg.hardness and not (cfg.masks == "sample" or cfg.masks.startswith("sample:")):
+        raise ValueError("--hardness weights the sampler's base maps: it needs --masks sample or sample:SPEC")
+    if not cfg.quality_model:
+        return None
+    kind = quality_model_kind(cfg.quality_model)
+    with open(os.path.join(cfg.quality_model, "config.json"), encoding="utf-8") as f:
+        qcfg = json.load(f)
+    if renderer.conditional:
+        if kind != "classifier":
+            raise ValueError(f"--quality-model {cfg.quality_model}: {cfg.generator} is class-conditional, so the "
+                             "quality model must be a classifier export (`synthseg classifier train`), not a segmenter")
+        if qcfg.get("num_classes") != renderer.num_labels:
+            raise ValueError(f"--quality-model {cfg.quality_model} has {qcfg.get('num_classes')} classes but the "
+                             f"generator is conditioned on {renderer.num_labels}")
+    else:
+        if kind != "segmenter":
+            raise ValueError(f"--quality-model {cfg.quality_model}: a label-map generator needs a segmenter export "
+                             "(the model/ folder of `synthseg unet train`), not a classifier")
+        if qcfg.get("num_classes") != renderer.config.get("num_classes"):
+            raise ValueError(f"--quality-model {cfg.quality_model} has {qcfg.get('num_classes')} classes but the "
+                             f"generator has {renderer.config.get('num_classes')}")
+    return kind
+
+
+def _loss_stats(cfg: GenerationConfig, gen_config: Dict, log: Callable) -> Dict:
+    """``loss_stats.json`` of the output folder: computed once on the generator's training pairs, reused on resume."""
+    from synthseg_tf.generation.filtering import LOSS_STATS_FILE, load_loss_stats, real_loss_stats, save_loss_stats
+
+    path = os.path.join(cfg.out, LOSS_STATS_FILE)
+    if os.path.isfile(path):
+        return load_loss_stats(path)
+    if not gen_config.get("data"):
+        raise ValueError(f"--pixel-filter/--hardness: {cfg.generator} does not record its training data (config.json "
+                         "'data'), so the real per-class losses cannot be computed")
+    ds, how = generator_training_data(gen_config, cfg.generator, log)
+    if ds.task != "segmentation":
+        raise ValueError(f"{gen_config.get('data')}: loss statistics need the generator's label-map training data")
+    log(f"loss statistics of {cfg.quality_model} on the generator's {len(ds)} real training pairs ({how})")
+    stats = real_loss_stats(cfg.quality_model, ds, tuple(gen_config["image_size"]), batch_size=cfg.batch_size)
+    stats["selection"] = how
+    save_loss_stats(path, stats)
+    return stats
+
+
 def run_generation(cfg: GenerationConfig, log=print) -> Dict:
     """Run (or resume) a generation job; returns the summary written to generation.json."""
     import logging
 
     import synthseg_tf  # noqa: F401
+    from synthseg_tf.generation.filtering import check_quality_model
     from synthseg_tf.generation.renderer import Renderer
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # worker chatter; errors still surface
     if cfg.n < 1:
         raise ValueError("--n must be at least 1")
-    if cfg.min_quality is not None and not cfg.quality_model:
-        raise ValueError("--min-quality needs --quality-model (a segmenter SavedModel: the model/ folder of `synthseg unet train`)")
     renderer = Renderer(cfg.generator)  # validates the path early, and gives the fingerprint
     gen_config = dict(renderer.config)
     if not gen_config.get("image_size") or not gen_config.get("num_classes"):
         raise ValueError(f"{cfg.generator}: config.json lacks image_size/num_classes")
     num_classes = int(gen_config["num_classes"])
-    identity = cfg.identity(renderer.fingerprint)
+    kind = _check_options(cfg, renderer)
+    quality_check = None
+    if kind == "segmenter":
+        quality_check = check_quality_model(cfg.quality_model, cfg.allow_weak_quality_model, log)
+    plan = plan_map_source(cfg, gen_config, log)
+    map_sources = {"spec": plan["spec"], "how": plan["how"],
+                   "count": None if plan["source_ids"] is None else len(plan["source_ids"]),
+                   "source_ids_sha256": None if plan["source_ids"] is None else _sha(plan["source_ids"])}
+    identity = cfg.identity(renderer.fingerprint, map_sources)
     state = _prepare_out(cfg, identity)
     if state and state.get("status") == "complete":
         log(f"{cfg.out} is already complete ({state['kept']} samples); nothing to do")
         return state
+    if renderer.conditional and cfg.labels == "rare":
+        train_ds, _ = (generator_training_data(gen_config, cfg.generator, lambda m: None) if gen_config.get("data")
+                       else (None, None))
+        counts: Dict[int, int] = {}
+        for smp in (train_ds.samples if train_ds is not None else []):
+            counts[smp.label] = counts.get(smp.label, 0) + 1
+        if counts:  # else MapSource counts the classes of the maps it uses
+            plan["label_weights"] = rare_label_weights(counts, int(renderer.num_labels))
+    if cfg.pixel_filter is not None or cfg.hardness:
+        stats = _loss_stats(cfg, gen_config, log)
+        if cfg.hardness:
+            plan["class_mean_loss"] = stats["class_mean_loss"]
+        if cfg.pixel_filter is not None:
+            plan["pixel_class_mean_loss"] = stats["class_mean_loss"]
     if renderer.classes is not None:
         renderer.classes.save(os.path.join(cfg.out, "classes.json"))
     base = {"identity": identity, "generator": os.path.abspath(cfg.generator), "status": "running",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "quality_check": quality_check,
+            "label_weights": plan.get("label_weights")}
     atomic_write_text(os.path.join(cfg.out, STATE_FILE), json.dumps(base, indent=1))
     del renderer  # workers load their own copy
 
@@ -382,7 +676,7 @@ def run_generation(cfg: GenerationConfig, log=print) -> Dict:
                 todo.append(s)
             s += 1
         log(f"wave: shards {todo[0]}..{todo[-1]} ({len(todo) * per} candidates; {kept}/{cfg.n} kept so far)")
-        _run_wave(cfg, gen_config, num_classes, identity["generator_fingerprint"], todo)
+        _run_wave(cfg, gen_config, num_classes, identity["generator_fingerprint"], todo, plan)
     summary = _finish(cfg, parts, contiguous, base, time.time() - t0)
     log(f"wrote {summary['kept']} samples to {cfg.out} ({summary['candidates']} candidates, "
         f"{summary['rejected']} rejected by the quality filter)")

@@ -202,6 +202,11 @@ class LabelMapSampler:
     rescaled to it where needed. Void (``ignore_id``) is never created except by ``border="void"``;
     ``preserve_void=True`` also keeps existing void pixels void under pastes and mixes.
 
+    ``map_weights`` (one non-negative weight per map, e.g. from
+    :func:`synthseg_tf.generation.filtering.hardness_weights`) draws the base map of a sample
+    with probability proportional to its weight instead of uniformly (``base_order="random"``
+    only; mix partners and paste donors stay uniform). ``None`` (default) is the uniform draw.
+
     ``sample_at(i)`` is deterministic per ``(seed, i)``; ``sample()``/iteration/``take`` walk
     ``i = 0, 1, 2, ...``. Each call returns ``(map, info)``, ``info`` being a JSON-able record of
     the source maps and the ops with their drawn parameters.
@@ -218,7 +223,7 @@ class LabelMapSampler:
                  min_component_area: int = 8, max_component_fraction: float = 0.1,
                  exclude_border_components: bool = False, balance_power: float = 1.0,
                  mix_modes: Sequence[str] = MIX_MODES, mix_fraction=(0.2, 0.5),
-                 preserve_void: bool = False, max_tries: int = 8):
+                 preserve_void: bool = False, max_tries: int = 8, map_weights=None):
         self.num_classes, self.ignore_id = _check_num_classes(num_classes, ignore_id)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
@@ -307,6 +312,23 @@ class LabelMapSampler:
         self._fingerprint: Optional[str] = None
         self.position = 0
 
+        # ---- base-map weights
+        self.map_weights: Optional[np.ndarray] = None
+        self._map_cdf = None
+        if map_weights is not None:
+            if self.base_order != "random":
+                raise ValueError("map_weights needs base_order='random' (they weight the random base-map draw)")
+            try:
+                mw = np.asarray(map_weights, dtype=np.float64).reshape(-1)
+            except (TypeError, ValueError) as e:
+                raise ValueError(f"map_weights must be {len(maps)} numbers, got {map_weights!r}") from e
+            if mw.shape != (len(maps),):
+                raise ValueError(f"map_weights needs one weight per map ({len(maps)}), got {mw.size}")
+            if not np.all(np.isfinite(mw)) or np.any(mw < 0) or mw.sum() <= 0:
+                raise ValueError("map_weights must be finite, >= 0 and not all zero")
+            self.map_weights = mw / mw.sum()
+            self._map_cdf = np.cumsum(self.map_weights)
+
     # ------------------------------------------------------------------ basics
     def __len__(self) -> int:
         """Number of source maps."""
@@ -339,6 +361,7 @@ class LabelMapSampler:
             "mix_modes": list(self.mix_modes), "mix_fraction": list(self.mix_fraction),
             "preserve_void": self.preserve_void, "max_tries": self.max_tries,
             "num_maps": len(self._maps), "maps_sha256": self.fingerprint(),
+            "map_weights": None if self.map_weights is None else [float(v) for v in self.map_weights],
         }
 
     def fingerprint(self) -> str:
@@ -385,7 +408,10 @@ class LabelMapSampler:
             raise ValueError(f"sample index must be a non-negative int, got {i!r}")
         rng = self.rng_for(i)
         n = len(self._maps)
-        drawn = int(rng.integers(n))
+        if self._map_cdf is None:
+            drawn = int(rng.integers(n))
+        else:  # weighted: inverse CDF of one uniform draw (zero-weight maps are never hit)
+            drawn = min(int(np.searchsorted(self._map_cdf, rng.random() * self._map_cdf[-1], side="right")), n - 1)
         if index is None:
             base = drawn if self.base_order == "random" else int(i) % n
         else:

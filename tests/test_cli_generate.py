@@ -1,0 +1,321 @@
+"""`synthseg generate` / `synthseg gan evaluate`: leak-free map sources, FreeMask filtering, the classifier
+filter for class-conditional generators, the FCN-score; through the API and the CLI (in-process)."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from synthseg_tf.cli import main
+from synthseg_tf.data import ClassTable
+from synthseg_tf.generation.pipeline import GenerationConfig, MapSource, manifest_source_ids, plan_map_source
+
+from conftest import save, scene
+from test_filtering import export_known_segmenter
+
+TRAIN = [f"t{i}" for i in range(6)]
+VAL = [f"v{i}" for i in range(4)]
+GAN_IDS = ["t0", "t1", "t2", "t3"]  # the generator trained on a subset of the train split
+
+
+def _save_generator(run, config, num_classes=3, num_labels=None, table=None):
+    import tensorflow as tf
+
+    from synthseg_tf.models.pix2pix import build_generator
+    from synthseg_tf.training.gan import save_generator
+
+    tf.keras.utils.set_random_seed(0)
+    gen = build_generator(num_classes, (32, 32), base_filters=8, norm="instance", num_labels=num_labels)
+    save_generator(gen, str(run / "generator"))
+    (run / "config.json").write_text(json.dumps({"num_classes": num_classes, "image_size": [32, 32],
+                                                 "num_labels": num_labels, **config}))
+    (table or ClassTable(names=["a", "b", "c"])).save(str(run / "classes.json"))
+    return str(run)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A CamVid-layout set with train/val splits (3 classes, 32x32) and two untrained generators on it:
+    one recording train_source_ids (a subset of train), one from before that record existed."""
+    root = tmp_path_factory.mktemp("world")
+    data = root / "camvid"
+    rng = np.random.default_rng(0)
+    for split, names in (("train", TRAIN), ("val", VAL)):
+        for name in names:
+            img, m = scene(rng, h=32, w=32, values=(0, 1, 2))
+            save(data / split / f"{name}.png", img)
+            save(data / f"{split}annot" / f"{name}.png", m)
+    ClassTable(names=["a", "b", "c"]).save(str(data / "classes.json"))
+    spec = f"camvid:{data}"
+    gen = _save_generator(root / "gen", {"data": spec, "conditioning": "labelmap", "train_source_ids": GAN_IDS})
+    old = _save_generator(root / "old", {"data": spec, "conditioning": "labelmap"})
+    seg = export_known_segmenter(root / "segrun" / "model")
+    support = np.array([500, 300, 200])
+    weak = np.zeros((3, 3), np.int64)
+    weak[:, 0] = support  # the majority-class predictor: mIoU 0.5/3
+    (root / "segrun" / "metrics.json").write_text(json.dumps({"val": {"confusion_matrix": weak.tolist()}}))
+    return {"root": root, "spec": spec, "gen": gen, "old": old, "seg": seg}
+
+
+def _gen_config(gen):
+    with open(os.path.join(gen, "config.json")) as f:
+        return json.load(f)
+
+
+def _manifest(out):
+    with open(os.path.join(out, "manifest.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+# ------------------------------------------------------------------------ leak-free map sources
+def test_sampled_maps_come_only_from_the_generator_training_samples(world, tmp_path):
+    cfg = GenerationConfig(generator=world["gen"], out=str(tmp_path / "x"), n=1, seed=1)
+    gc = _gen_config(world["gen"])
+    logs = []
+    plan = plan_map_source(cfg, gc, log=logs.append)
+    assert plan["how"] == "train_source_ids" and sorted(plan["source_ids"]) == GAN_IDS and not logs
+    src = MapSource(cfg, gc, 3, plan)
+    donors = 0
+    for i in range(80):
+        m, label, prov = src.get(i)
+        assert label is None and m.shape == (32, 32)
+        assert set(prov["source_ids"]) <= set(GAN_IDS), prov["source_ids"]
+        info = prov["sampler"]
+        assert len(prov["source_ids"]) == len(info["source_maps"])
+        for op in info["ops"]:  # every cut-mix partner and copy-paste donor is recorded
+            used = [op["map"]] if op["op"] == "mix" else [p["map"] for p in op.get("pastes", [])]
+            for j in used:
+                assert src.source_ids[j] in prov["source_ids"]
+                donors += src.source_ids[j] != src.source_ids[info["base_map"]]
+    assert donors > 0  # some samples really were built from several maps
+
+    # A generator without train_source_ids: only the train split, with a warning.
+    logs = []
+    plan = plan_map_source(GenerationConfig(generator=world["old"], out="x", n=1), _gen_config(world["old"]),
+                           log=logs.append)
+    assert plan["how"] == "train_split" and sorted(plan["source_ids"]) == TRAIN
+    assert len(logs) == 1 and "train_source_ids" in logs[0] and "train split" in logs[0]
+    old_src = MapSource(GenerationConfig(generator=world["old"], out="x", n=1), _gen_config(world["old"]), 3, plan)
+    seen = {s for i in range(80) for s in old_src.get(i)[2]["source_ids"]}
+    assert seen <= set(TRAIN) and not seen & set(VAL)
+
+    # An explicit SPEC is used exactly as named (here: every split).
+    spec_cfg = GenerationConfig(generator=world["gen"], out="x", n=1, masks="sample:" + world["spec"])
+    plan = plan_map_source(spec_cfg, gc)
+    assert plan["how"] == "spec" and plan["source_ids"] is None
+    assert sorted(MapSource(spec_cfg, gc, 3, plan).source_ids) == sorted(TRAIN + VAL)
+
+
+def test_missing_or_ambiguous_training_ids_are_explained(world, tmp_path):
+    gc = dict(_gen_config(world["gen"]), train_source_ids=["nope1", "nope2"])
+    with pytest.raises(ValueError, match="none of its 2 training source ids"):
+        plan_map_source(GenerationConfig(generator=world["gen"], out="x", n=1), gc)
+    gc = dict(_gen_config(world["gen"]), train_source_ids=["t0", "gone"])
+    logs = []
+    plan = plan_map_source(GenerationConfig(generator=world["gen"], out="x", n=1), gc, log=logs.append)
+    assert plan["source_ids"] == ["t0"] and "1 of the generator's 2" in logs[0]
+
+
+# ------------------------------------------------------------------------ CLI: quality check, FreeMask
+def test_cli_generate_quality_check_pixel_filter_and_hardness(world, tmp_path, capsys):
+    from synthseg_tf.data import load
+    from synthseg_tf.data.io import read_image, read_mask_raw
+    from synthseg_tf.generation.filtering import (
+        hardness_weights,
+        map_hardness,
+        pixel_losses,
+        real_loss_stats,
+        void_hard_pixels,
+    )
+    from synthseg_tf.models.unet import load_segmenter
+
+    out = tmp_path / "g"
+    args = ["generate", "--generator", world["gen"], "--out", str(out), "--n", "6", "--samples-per-shard", "4",
+            "--batch-size", "3", "--seed", "2", "--quality-model", world["seg"], "--pixel-filter", "1.25",
+            "--hardness"]
+    assert main(args) == 1  # the quality model is no better than the majority class
+    err = capsys.readouterr().err
+    assert "not clearly better than always predicting class 0" in err and "--allow-weak-quality-model" in err
+    assert not out.exists()
+
+    assert main(args + ["--allow-weak-quality-model"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out.splitlines()[0]) == {"kept": 6, "candidates": 6, "rejected": 0}
+    assert "kept because of --allow-weak-quality-model" in captured.err
+    entries = _manifest(out)
+    assert [e["index"] for e in entries] == list(range(6))
+    assert manifest_source_ids(str(out)) <= set(GAN_IDS)
+    state = json.loads((out / "generation.json").read_text())
+    assert state["identity"]["pixel_filter"] == 1.25 and state["identity"]["hardness"] is True
+    assert state["identity"]["map_sources"]["how"] == "train_source_ids"
+    assert state["quality_check"]["passed"] is False
+
+    # loss_stats.json: the segmenter's losses on exactly the generator's real training pairs.
+    stats = json.loads((out / "loss_stats.json").read_text())
+    assert stats["source_ids"] == GAN_IDS
+    ds = load(world["spec"])
+    ds = ds.select([i for i, s in enumerate(ds.samples) if s.source_id in GAN_IDS])
+    seg = load_segmenter(world["seg"])
+    assert np.allclose(stats["class_mean_loss"], real_loss_stats(seg, ds, (32, 32))["class_mean_loss"])
+
+    # The same maps again: base maps drawn with the hardness weights, then pixels voided where loss > 1.25 x mean.
+    gc = _gen_config(world["gen"])
+    cfg = GenerationConfig(generator=world["gen"], out=str(out), n=6, seed=2)
+    plan = dict(plan_map_source(cfg, gc), class_mean_loss=stats["class_mean_loss"])
+    src = MapSource(cfg, gc, 3, plan)
+    expected_w = hardness_weights([map_hardness(m, stats["class_mean_loss"]) for m in src.maps])
+    assert np.allclose(src.map_weights, expected_w) and not np.allclose(expected_w, expected_w[0])
+    voided_any = 0
+    for e in entries:
+        original = src.get(e["index"])[0]
+        image = read_image(os.path.join(out, e["image"]))[0]
+        stored = read_mask_raw(os.path.join(out, e["mask"]))[0]
+        probs = seg.predict(image[None].astype(np.float32) / 255.0)["probabilities"]
+        want, frac = void_hard_pixels(original[None], pixel_losses(probs, original[None]),
+                                      stats["class_mean_loss"], 1.25)
+        assert np.array_equal(stored, want[0])
+        assert e["voided_fraction"] == pytest.approx(frac[0])
+        voided_any += int((stored == 255).any())
+    assert voided_any > 0  # the filter did something on these images
+
+    # Resume finds it complete; other filter settings are refused.
+    assert main(args + ["--allow-weak-quality-model"]) == 0
+    assert "already complete" in capsys.readouterr().err
+    other = [a if a != "1.25" else "1.5" for a in args] + ["--allow-weak-quality-model"]
+    assert main(other) == 1
+    assert "other settings (pixel_filter)" in capsys.readouterr().err
+    assert main(["generate", "--generator", world["gen"], "--out", str(tmp_path / "y"), "--n", "2",
+                 "--pixel-filter", "1.25"]) == 1
+    assert "--pixel-filter needs --quality-model" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ class-conditional: classifier filter
+@pytest.fixture(scope="module")
+def conditional(tmp_path_factory):
+    """Class folders with 4/2/1 images, an untrained class-conditional generator and classifier."""
+    from synthseg_tf.data.conditioning import EMPTY_CLASSES
+    from synthseg_tf.models.classifier import build_classifier, export_classifier
+
+    root = tmp_path_factory.mktemp("cond")
+    rng = np.random.default_rng(1)
+    ids = []
+    for c, n in (("cat", 4), ("dog", 2), ("fox", 1)):
+        for i in range(n):
+            save(root / "cf" / c / f"{c}{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+            ids.append(f"{c}/{c}{i}")
+    gen = _save_generator(root / "gen", {"data": f"classfolders:{root / 'cf'}", "conditioning": "class",
+                                         "train_source_ids": sorted(ids)},
+                          num_classes=1, num_labels=3, table=EMPTY_CLASSES)
+    import tensorflow as tf
+
+    tf.keras.utils.set_random_seed(1)
+    clf = build_classifier(3, (32, 32, 3), filters=(4,), dense_units=(8,), dropout=0.0)
+    export_classifier(clf, str(root / "clf"), ["cat", "dog", "fox"], (32, 32))
+    return {"gen": gen, "clf": str(root / "clf")}
+
+
+def test_rare_labels_follow_inverse_class_counts(conditional):
+    cfg = GenerationConfig(generator=conditional["gen"], out="x", n=1, labels="rare", seed=3)
+    src = MapSource(cfg, _gen_config(conditional["gen"]), 1)
+    labels = np.array([src.label_for(i) for i in range(3000)])
+    want = np.array([1 / 4, 1 / 2, 1.0]) / 1.75
+    assert np.allclose(np.bincount(labels, minlength=3) / 3000, want, atol=0.03)
+    assert [src.label_for(i) for i in range(20)] == labels[:20].tolist()  # deterministic per index
+
+
+def test_classifier_confidence_filter_keeps_first_n_passing(conditional, world, tmp_path):
+    from synthseg_tf.generation.pipeline import run_generation
+    from synthseg_tf.generation.renderer import Renderer
+    from synthseg_tf.models.classifier import load_classifier
+
+    gc = _gen_config(conditional["gen"])
+    cfg = GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "c"), n=4, samples_per_shard=6,
+                           batch_size=4, labels="rare", seed=3, quality_model=conditional["clf"])
+    src = MapSource(cfg, gc, 1, plan_map_source(cfg, gc))
+    renderer, clf = Renderer(conditional["gen"]), load_classifier(conditional["clf"])
+    scores, labels = {}, {}
+    for i in range(24):
+        m, label, _ = src.get(i)
+        image = renderer.render(m[None], np.array([label]))
+        scores[i], labels[i] = float(clf.predict_proba(image.astype(np.float32) / 255.0)[0, label]), label
+    distinct = sorted(set(round(s, 6) for s in scores.values()))
+    assert len(distinct) >= 2
+    threshold = (distinct[0] + distinct[-1]) / 2
+    cfg.min_quality = threshold
+    summary = run_generation(cfg, log=lambda m: None)
+    kept = _manifest(cfg.out)
+    want = [i for i in range(24) if scores[i] >= threshold][:4]
+    assert [e["index"] for e in kept] == want and summary["kept"] == 4
+    for e in kept:
+        assert e["label"] == labels[e["index"]] and e["quality"] == pytest.approx(scores[e["index"]], abs=1e-5)
+    assert manifest_source_ids(cfg.out) <= set(gc["train_source_ids"])
+
+    with pytest.raises(ValueError, match="--pixel-filter needs a label-map generator"):
+        run_generation(GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "d"), n=1,
+                                        quality_model=conditional["clf"], pixel_filter=1.2), log=lambda m: None)
+    with pytest.raises(ValueError, match="must be a classifier export"):
+        run_generation(GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "d"), n=1,
+                                        quality_model=world["seg"]), log=lambda m: None)
+    assert not os.path.exists(tmp_path / "d")
+
+
+# ------------------------------------------------------------------------ FCN-score
+@pytest.fixture(scope="module")
+def real_segmenter(world):
+    from synthseg_tf.training.segmentation import train_unet
+
+    out = world["root"] / "unet"
+    res = train_unet(world["spec"], None, str(out), image_size=(32, 32), batch_size=4, steps=1,
+                     backbone="resnet18", verbose=0, seed=0)
+    return res["model_dir"]
+
+
+def test_evaluate_generator_matches_a_recomputation(world, real_segmenter, tmp_path):
+    import cv2
+
+    from synthseg_tf.data import load
+    from synthseg_tf.generation.evaluate import evaluate_generator
+    from synthseg_tf.generation.renderer import Renderer
+    from synthseg_tf.metrics.segmentation import ConfusionMatrix
+    from synthseg_tf.models.unet import load_segmenter
+
+    val = world["spec"] + "?split=val"
+    res = evaluate_generator(world["gen"], real_segmenter, val, batch_size=3, out_dir=str(tmp_path / "ev"))
+    ds, r, seg = load(val), Renderer(world["gen"]), load_segmenter(real_segmenter)
+    cm_real, cm_fake = ConfusionMatrix(3), ConfusionMatrix(3)
+    for s in ds.samples:
+        image, mask = ds.read(s)
+        image = cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, (32, 32), interpolation=cv2.INTER_NEAREST)
+        cm_real.update(mask[None], seg(image[None]))
+        cm_fake.update(mask[None], seg(r.render(mask[None])))
+    assert res["images"] == len(VAL) and res["image_size"] == [32, 32]
+    assert res["fcn_score_miou"] == pytest.approx(cm_fake.mean_iou(), abs=1e-6)
+    assert res["real_miou"] == pytest.approx(cm_real.mean_iou(), abs=1e-6)
+    assert res["fcn_to_real_ratio"] == pytest.approx(res["fcn_score_miou"] / res["real_miou"])
+    assert set(res["per_class_iou"]) == {"a", "b", "c"}
+    assert res["fid_domain_encoder"] is not None and np.isfinite(res["fid_domain_encoder"])
+    saved = json.loads((tmp_path / "ev" / "gan_eval.json").read_text())
+    assert saved["fcn_score_miou"] == res["fcn_score_miou"]
+    grid = read_png_shape(tmp_path / "ev" / "gan_eval_grid.png")
+    assert grid[1] == 3 * 32 + 2 * 4  # label map | real | generated
+
+
+def read_png_shape(path):
+    from synthseg_tf.data.io import read_image
+
+    return read_image(str(path))[0].shape
+
+
+def test_cli_gan_evaluate(world, real_segmenter, conditional, tmp_path, capsys):
+    out = tmp_path / "cli"
+    val = world["spec"] + "?split=val"
+    assert main(["gan", "evaluate", "--generator", world["gen"], "--segmenter", real_segmenter, "--data", val,
+                 "--max-images", "2", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "FCN-score" in printed and "gan_eval.json" in printed
+    saved = json.loads((out / "gan_eval.json").read_text())
+    assert saved["images"] == 2 and saved["data"] == val and os.path.isfile(out / "gan_eval_grid.png")
+    assert main(["gan", "evaluate", "--generator", conditional["gen"], "--segmenter", real_segmenter,
+                 "--data", val]) == 1
+    assert "class counts differ" in capsys.readouterr().err
