@@ -28,8 +28,18 @@ def cmd_gan_train(args) -> int:
 
     size = _size(args.image_size)
     ds, _ = _checked_dataset(args.data, args.skip_bad)
+    if args.fraction is not None and not 0 < args.fraction <= 1:
+        raise CliError(f"--fraction must be in (0, 1], got {args.fraction}")
+    if args.monitor < 0:
+        raise CliError(f"--monitor must be >= 0, got {args.monitor}")
     try:
-        gd = gan_datasets(ds, size, args.batch_size, args.seed, args.conditioning)
+        ema = None if str(args.ema_decay).strip().lower() in ("none", "off") else float(args.ema_decay)
+    except ValueError:
+        raise CliError(f"--ema-decay must be a number in (0, 1) or 'none', got {args.ema_decay!r}") from None
+    ema = None if ema == 0 else ema
+    try:
+        gd = gan_datasets(ds, size, args.batch_size, args.seed, args.conditioning, fraction=args.fraction,
+                          subset_seed=args.subset_seed, monitor=args.monitor)
     except ValueError as e:
         raise CliError(str(e)) from None
     steps = args.steps
@@ -37,14 +47,25 @@ def cmd_gan_train(args) -> int:
         steps = args.epochs * max(1, gd.train_size // args.batch_size)
     if not steps:
         raise CliError("give --steps or --epochs")
-    res = train_gan(gd.train, args.out, num_classes=gd.classes.num_classes, image_size=size, steps=steps,
-                    batch_size=args.batch_size, class_table=gd.classes, val_ds=gd.val, num_labels=gd.num_labels,
-                    resume=args.resume, seed=args.seed, log_every=args.log_every, image_every=args.image_every,
-                    checkpoint_every=args.checkpoint_every, norm=args.norm, gan_loss=args.gan_loss,
-                    l1_weight=args.l1_weight, feature_matching_weight=args.feature_matching,
-                    spectral_norm=args.spectral_norm, base_filters=args.base_filters, strategy=strategy,
-                    extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
-                                      label_names=ds.classes.names if gd.num_labels else None))
+    n_monitor = len(gd.monitor_source_ids)
+    print(f"GAN training samples: {gd.train_size} (training part of {args.data}"
+          + (f", fraction {args.fraction} seed {args.subset_seed}" if args.fraction is not None else "")
+          + f"); monitoring samples: {n_monitor or 'none'}", file=sys.stderr)
+    try:
+        res = train_gan(gd.train, args.out, num_classes=gd.classes.num_classes, image_size=size, steps=steps,
+                        batch_size=args.batch_size, class_table=gd.classes, val_ds=gd.val, num_labels=gd.num_labels,
+                        resume=args.resume, seed=args.seed, log_every=args.log_every, image_every=args.image_every,
+                        checkpoint_every=args.checkpoint_every, norm=args.norm, gan_loss=args.gan_loss,
+                        l1_weight=args.l1_weight, feature_matching_weight=args.feature_matching,
+                        spectral_norm=args.spectral_norm, base_filters=args.base_filters, strategy=strategy,
+                        val_steps=max(1, -(-n_monitor // args.batch_size)), upsample=args.upsample,
+                        label_conditioning=args.label_conditioning if gd.num_labels else None,
+                        diffaugment=args.diffaugment, ema_decay=ema,
+                        extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
+                                          label_names=ds.classes.names if gd.num_labels else None,
+                                          fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
+    except ValueError as e:
+        raise CliError(str(e)) from None
     print(f"trained {res.step} steps; generator, checkpoints, samples/ and log.csv in {res.out_dir}")
     print(f"tensorboard --logdir {os.path.join(res.out_dir, 'tensorboard')}")
     return 0
@@ -61,8 +82,11 @@ def cmd_gan_export(args) -> int:
 def cmd_gan_evaluate(args) -> int:
     from synthseg_tf.generation.evaluate import evaluate_generator
 
-    res = evaluate_generator(args.generator, args.segmenter, args.data, max_images=args.max_images,
-                             out_dir=args.out)
+    try:
+        res = evaluate_generator(args.generator, args.segmenter, args.data, max_images=args.max_images,
+                                 out_dir=args.out)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     print(f"FCN-score (segmenter mIoU on generated images vs their label maps): {res['fcn_score_miou']:.3f}")
     print(f"segmenter mIoU on the real images (same size):                     {res['real_miou']:.3f}")
     print(f"ratio {res['fcn_to_real_ratio']:.2f}")
@@ -82,10 +106,11 @@ def cmd_generate(args) -> int:
                            quality_model=args.quality_model, labels=args.labels,
                            samples_per_shard=args.samples_per_shard, batch_size=args.batch_size,
                            write_png=not args.no_png, runner=args.runner, workers=args.workers,
-                           beam_args=args.beam_args)
+                           beam_args=args.beam_args, pixel_filter=args.pixel_filter, hardness=args.hardness,
+                           allow_weak_quality_model=args.allow_weak_quality_model)
     try:
         summary = run_generation(cfg, log=lambda m: print(m, file=sys.stderr))
-    except RuntimeError as e:
+    except (RuntimeError, ValueError) as e:
         raise CliError(str(e)) from None
     print(json.dumps({k: summary[k] for k in ("kept", "candidates", "rejected") if k in summary}))
     print(f"samples: {os.path.join(args.out, 'manifest.jsonl')} (TFRecords, images/ and masks/ in {args.out})")
@@ -114,6 +139,25 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--feature-matching", type=float, default=0.0, help="discriminator feature-matching weight")
     t.add_argument("--spectral-norm", action="store_true", help="spectral normalisation in the discriminator")
     t.add_argument("--base-filters", type=int, default=64)
+    t.add_argument("--upsample", choices=("resize", "transpose"), default="resize",
+                   help="decoder upsampling: nearest resize + 3x3 conv (no checkerboard, default) or the original "
+                        "4x4 transposed conv")
+    t.add_argument("--label-conditioning", choices=("film", "bottleneck"), default="film",
+                   help="class-conditional generators: class FiLM in every decoder block (default) or the class "
+                        "embedding at the bottleneck only")
+    t.add_argument("--diffaugment", default="color,translation,cutout", metavar="POLICY",
+                   help="DiffAugment of the discriminator's (label map, image) pairs: comma-separated subset of "
+                        "color,translation,cutout, or 'none' (default color,translation,cutout)")
+    t.add_argument("--ema-decay", default="0.999", metavar="DECAY",
+                   help="EMA of the generator weights (the saved generator), with warm-up; 'none' or 0 disables "
+                        "(default 0.999)")
+    t.add_argument("--fraction", type=float, default=None, metavar="F",
+                   help="train on a random fraction F of the training split (train.fraction(F, seed=S), the "
+                        "subset an experiment with the same fraction and seed uses)")
+    t.add_argument("--subset-seed", type=int, default=0, metavar="S", help="seed of the --fraction subset (default 0)")
+    t.add_argument("--monitor", type=int, default=4, metavar="N",
+                   help="training-split samples the GAN does not train on, for validation losses and sample grids "
+                        "(taken outside the --fraction subset when possible; 0 = none; default 4)")
     t.add_argument("--conditioning", choices=("auto", "labelmap", "edges", "class"), default="auto",
                    help="for classification data: Canny edge maps (default) or the class alone")
     t.add_argument("--log-every", type=int, default=50)
@@ -147,10 +191,23 @@ def register(sub, spec_help: str) -> None:
     gen.add_argument("--class-balance", default=None,
                      help="'rare' pastes rare classes more often when sampling maps")
     gen.add_argument("--min-quality", type=float, default=None,
-                     help="keep a sample only if the quality model's mIoU vs its map reaches this")
-    gen.add_argument("--quality-model", default=None, help="segmenter SavedModel: the model/ folder of `synthseg unet train`")
+                     help="keep a sample only if its quality score reaches this: the segmenter's mIoU vs its map, "
+                          "or for a class-conditional generator the classifier's probability of the intended class")
+    gen.add_argument("--quality-model", default=None,
+                     help="segmenter SavedModel (the model/ folder of `synthseg unet train`); for a class-conditional "
+                          "generator a classifier export")
+    gen.add_argument("--allow-weak-quality-model", action="store_true",
+                     help="only warn (instead of refusing) when the segmenter is not clearly better than always "
+                          "predicting the majority class on its run's selection split")
+    gen.add_argument("--pixel-filter", type=float, default=None, metavar="MARGIN",
+                     help="FreeMask pixel filter (needs --quality-model): void mask pixels whose segmenter loss "
+                          "exceeds MARGIN x their class's mean loss on the real training pairs, e.g. 1.25")
+    gen.add_argument("--hardness", action="store_true",
+                     help="hardness-aware sampling (needs --quality-model): draw base maps in proportion to their "
+                          "classes' mean segmenter loss on real data (mixed 50/50 with uniform)")
     gen.add_argument("--labels", default="balanced",
-                     help="class ids for class-conditional generators: balanced | random | ID")
+                     help="class ids for class-conditional generators: balanced | random | rare (1/count of the "
+                          "class among the generator's training samples) | ID")
     gen.add_argument("--samples-per-shard", type=int, default=200)
     gen.add_argument("--batch-size", type=int, default=16, help="generator inference batch size")
     gen.add_argument("--no-png", action="store_true", help="write TFRecords and the manifest only")

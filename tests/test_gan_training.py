@@ -44,8 +44,10 @@ def dataset(seed=0):
 
 
 def all_weights(model):
+    """Every trained state: networks, optimisers, and (train_gan's defaults) the EMA generator and DiffAugment RNG."""
     return (model.generator.get_weights() + model.discriminator.get_weights()
-            + [v.numpy() for v in model.g_optimizer.variables + model.d_optimizer.variables])
+            + [v.numpy() for v in model.g_optimizer.variables + model.d_optimizer.variables]
+            + model.ema_generator.get_weights() + [model.augment_rng.state.numpy()])
 
 
 @pytest.fixture(scope="module")
@@ -75,6 +77,10 @@ def test_run_directory_outputs(finished_run):
     with open(os.path.join(out, "config.json")) as f:
         config = json.load(f)
     assert config["status"] == "finished" and config["steps_done"] == 4 and config["image_size"] == [SIZE, SIZE]
+    # the quality levers' defaults for new runs
+    assert (config["upsample"], config["diffaugment"], config["ema_decay"], config["label_conditioning"]) == (
+        "resize", "color,translation,cutout", 0.999, None)
+    assert set(gan.ARCHITECTURE_KEYS) >= {"upsample", "diffaugment", "ema_decay", "label_conditioning"}
 
 
 def test_refuses_previous_run_without_resume(finished_run):
@@ -87,6 +93,47 @@ def test_resume_refuses_different_architecture(finished_run):
     out, _, _ = finished_run
     with pytest.raises(ValueError, match="num_classes"):
         gan.train_gan(dataset(), out, K + 1, SIZE, steps=8, batch_size=B, resume=True, **SMALL)
+    for change, key in ((dict(diffaugment=None), "diffaugment"), (dict(ema_decay=0.99), "ema_decay"),
+                        (dict(upsample="transpose"), "upsample")):
+        with pytest.raises(ValueError, match=f"{key}: run has"):
+            gan.train_gan(dataset(), out, K, SIZE, steps=8, batch_size=B, resume=True, **SMALL, **change)
+
+
+def test_resume_refuses_other_training_samples(finished_run, tmp_path):
+    out = str(tmp_path / "run")
+    shutil.copytree(finished_run[0], out)
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["train_source_ids"] = ["a", "b"]
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ValueError, match="different training samples"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=8, batch_size=B, resume=True, **SMALL,
+                      extra_config={"train_source_ids": ["a", "c"]})
+
+
+def test_legacy_run_settings_and_resume(tmp_path):
+    """A run whose config.json predates the quality options keeps its old behaviour."""
+    assert gan.run_settings({"num_labels": 3}) == {"num_labels": 3, "upsample": "transpose",
+                                                   "label_conditioning": "bottleneck", "diffaugment": None,
+                                                   "ema_decay": None}
+    assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
+    assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
+    out = str(tmp_path / "old")
+    old = dict(SMALL, upsample="transpose", diffaugment=None, ema_decay=None)
+    gan.train_gan(dataset(), out, K, SIZE, steps=1, batch_size=B, **old)
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    for k in gan.LEGACY_DEFAULTS:  # as an older version wrote it
+        cfg.pop(k)
+    with open(os.path.join(out, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    generator, loaded = gan.load_generator(out)
+    assert (loaded["upsample"], loaded["diffaugment"], loaded["ema_decay"]) == ("transpose", None, None)
+    assert any(isinstance(l, tf.keras.layers.Conv2DTranspose) for l in generator.layers)
+    with pytest.raises(ValueError, match="upsample: run has 'transpose', asked 'resize'"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, resume=True, **SMALL)
+    assert gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, resume=True, **old).step == 2
 
 
 def test_load_generator(finished_run):
@@ -94,7 +141,10 @@ def test_load_generator(finished_run):
     generator, cfg = gan.load_generator(out)
     assert cfg["num_classes"] == K and cfg["num_labels"] is None
     mask = tf.constant(blob_data()["mask"][:2].astype(np.int32))
-    np.testing.assert_allclose(generator(mask).numpy(), res.model.generator(mask, training=False).numpy(), atol=1e-5)
+    # the saved generator is the EMA generator (train_gan's default), not the raw one
+    np.testing.assert_allclose(generator(mask).numpy(), res.model.ema_generator(mask, training=False).numpy(),
+                               atol=1e-5)
+    assert not np.allclose(generator(mask).numpy(), res.model.generator(mask, training=False).numpy(), atol=1e-5)
 
 
 def test_resume_truncates_log_rows_past_the_checkpoint(finished_run, tmp_path):
@@ -185,3 +235,90 @@ def test_two_replica_training_and_resume(tmp_path):
     assert (int(step), int(replicas)) == (2, 2) and np.isfinite(float(g_loss))
     with open(os.path.join(out, "config.json")) as f:
         assert json.load(f)["replicas"] == 2
+
+
+# --------------------------------------------------------------------------- which samples the GAN sees
+def camvid_tree(root, counts=(("train", 10), ("val", 3), ("test", 2)), size=SIZE):
+    """A tiny CamVid layout (train/ trainannot/ val/ valannot/ test/ testannot/)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in counts:
+        for d in (split, split + "annot"):
+            os.makedirs(os.path.join(root, d), exist_ok=True)
+        for i in range(n):
+            Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+                os.path.join(root, split, f"{split}_{i:02d}.png"))
+            Image.fromarray(rng.integers(0, 12, (size, size), dtype=np.uint8)).save(
+                os.path.join(root, split + "annot", f"{split}_{i:02d}.png"))
+    return str(root)
+
+
+def ids(ds):
+    return sorted(s.source_id for s in ds.samples)
+
+
+def test_gan_train_part_rules(tmp_path):
+    from synthseg_tf.data import load
+    from synthseg_tf.training.gan_data import gan_train_part
+
+    root = camvid_tree(tmp_path / "camvid")
+    ds = load(f"camvid:{root}")
+    assert ids(gan_train_part(ds)) == [f"train_{i:02d}" for i in range(10)]  # never val or test
+    assert ids(gan_train_part(load(f"camvid:{root}?split=val"))) == [f"val_{i:02d}" for i in range(3)]  # explicit
+    unlabelled = load(f"pairs:{root}/train:{root}/trainannot")  # no split labels: the experiments' holdout
+    assert ids(gan_train_part(unlabelled)) == ids(unlabelled.train_val()[0]) and len(unlabelled.train_val()[1])
+
+
+def test_gan_datasets_fraction_monitor_and_provenance(tmp_path):
+    from synthseg_tf.data import load
+    from synthseg_tf.training.gan_data import gan_datasets
+
+    ds = load(f"camvid:{camvid_tree(tmp_path / 'camvid')}")
+    train = ds.train_val()[0]
+    evaluation = {s.source_id for s in ds.samples if s.split != "train"}
+
+    gd = gan_datasets(ds, SIZE, 2, fraction=0.5, subset_seed=1, monitor=2)
+    assert gd.train_source_ids == ids(train.fraction(0.5, seed=1)) and gd.train_size == 5  # Dataset.fraction's rule
+    assert gd.train_source_ids != ids(train.fraction(0.5, seed=2))
+    mon = set(gd.monitor_source_ids)
+    assert len(mon) == 2 and not mon & set(gd.train_source_ids) and not mon & evaluation  # outside the subset
+    assert gd.provenance() == {"train_source_ids": gd.train_source_ids, "monitor_source_ids": sorted(mon)}
+    first = next(iter(gd.val))
+    assert first["image"].shape == (2, SIZE, SIZE, 3) and first["mask"].shape == (2, SIZE, SIZE)
+
+    whole = gan_datasets(ds, SIZE, 2, monitor=2)  # 10 >= 5 * 2: two held out of the train split
+    assert len(whole.train_source_ids) == 8 and len(whole.monitor_source_ids) == 2
+    assert sorted(whole.train_source_ids + whole.monitor_source_ids) == ids(train)
+    few = gan_datasets(ds, SIZE, 2)  # 10 < 5 * 4: no monitoring rather than losing 40%
+    assert few.val is None and few.monitor_source_ids == [] and few.train_source_ids == ids(train)
+
+    given = train.fraction(0.3, seed=0)  # library use: an explicit, already subsetted training set
+    lib = gan_datasets(given, SIZE, 2, val=False)
+    assert lib.train_source_ids == ids(given) and lib.val is None and lib.monitor_source_ids == []
+
+
+def test_cli_gan_train_records_its_training_samples(tmp_path, capsys):
+    from synthseg_tf.cli import main
+    from synthseg_tf.data import load
+
+    root = camvid_tree(tmp_path / "camvid")
+    out = str(tmp_path / "run")
+    rc = main(["gan", "train", "--data", f"camvid:{root}", "--out", out, "--image-size", str(SIZE), "--steps", "1",
+               "--batch-size", "2", "--base-filters", "4", "--fraction", "0.5", "--subset-seed", "1", "--monitor", "2",
+               "--log-every", "1", "--image-every", "1", "--checkpoint-every", "1", "--ema-decay", "0.99"])
+    assert rc == 0
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    train = load(f"camvid:{root}").train_val()[0]
+    assert cfg["data"] == f"camvid:{os.path.abspath(root)}"
+    assert cfg["train_source_ids"] == ids(train.fraction(0.5, seed=1))
+    assert len(cfg["monitor_source_ids"]) == 2 and all(i.startswith("train_") for i in cfg["monitor_source_ids"])
+    assert not set(cfg["monitor_source_ids"]) & set(cfg["train_source_ids"])
+    assert (cfg["fraction"], cfg["subset_seed"], cfg["ema_decay"], cfg["upsample"], cfg["diffaugment"]) == (
+        0.5, 1, 0.99, "resize", "color,translation,cutout")
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        assert "val_g_l1" in next(csv.DictReader(f))  # validation losses on the monitoring samples
+    assert main(["gan", "train", "--data", f"camvid:{root}", "--out", str(tmp_path / "bad"), "--steps", "1",
+                 "--image-size", str(SIZE), "--diffaugment", "color,flip"]) != 0
+    assert "diffaugment: unknown op(s) ['flip']" in capsys.readouterr().err

@@ -184,13 +184,15 @@ REPLICA_SCRIPT = textwrap.dedent(r"""
         with strategy.scope():
             tf.keras.utils.set_random_seed(1)
             m = P.build_pix2pix(4, 32, base_filters=8, norm="instance", dropout=0.0,
-                                num_labels=cfg.get("num_labels"), spectral_norm=cfg.get("sn", False))
+                                num_labels=cfg.get("num_labels"), spectral_norm=cfg.get("sn", False),
+                                ema_decay=cfg.get("ema"))
             m.compile(tf.keras.optimizers.SGD(0.01), tf.keras.optimizers.SGD(0.01), gan_loss=cfg["loss"],
                       feature_matching_weight=cfg.get("fm", 0.0))
         return m
 
     def weights(m):
-        return m.generator.get_weights() + m.discriminator.get_weights()
+        ema = m.ema_generator.get_weights() if m.ema_generator is not None else []
+        return m.generator.get_weights() + m.discriminator.get_weights() + ema
 
     rng = np.random.default_rng(0)
     B = 4  # global batch: 4 on one replica, 2 + 2 on two
@@ -201,11 +203,13 @@ REPLICA_SCRIPT = textwrap.dedent(r"""
     ds = tf.data.Dataset.from_tensor_slices(data).batch(B)
     two_replicas = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one per process (collective keys)
     report = []
-    for cfg in [dict(loss="bce", fm=10.0), dict(loss="lsgan", sn=True, num_labels=3)]:
+    for cfg in [dict(loss="bce", fm=10.0), dict(loss="lsgan", sn=True, num_labels=3), dict(loss="bce", ema=0.9)]:
         one = make(tf.distribute.get_strategy(), cfg)
         two = make(two_replicas, cfg)
         two.generator.set_weights(one.generator.get_weights())
         two.discriminator.set_weights(one.discriminator.get_weights())
+        if cfg.get("ema"):
+            two.ema_generator.set_weights(one.ema_generator.get_weights())
         w0 = weights(one)
         for step in range(2):
             h1 = one.fit(ds.skip(step).take(1), verbose=0).history
@@ -213,7 +217,10 @@ REPLICA_SCRIPT = textwrap.dedent(r"""
             report.append(dict(cfg=cfg, step=step, replicas=two.distribute_strategy.num_replicas_in_sync,
                                losses1={k: v[0] for k, v in h1.items()}, losses2={k: v[0] for k, v in h2.items()},
                                max_diff=max(float(np.abs(a - b).max()) for a, b in zip(weights(one), weights(two))),
-                               max_update=max(float(np.abs(a - b).max()) for a, b in zip(weights(one), w0))))
+                               max_update=max(float(np.abs(a - b).max()) for a, b in zip(weights(one), w0)),
+                               ema_update=(max(float(np.abs(a - b).max()) for a, b in zip(
+                                   one.ema_generator.get_weights(), w0[-len(one.ema_generator.get_weights()):]))
+                                   if cfg.get("ema") else None)))
     print("REPORT" + json.dumps(report))
 """)
 
@@ -225,7 +232,8 @@ def test_one_and_two_replicas_give_the_same_losses_and_updates():
     lines = [l for l in proc.stdout.splitlines() if l.startswith("REPORT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     report = json.loads(lines[-1][len("REPORT"):])
-    assert len(report) == 4
+    assert len(report) == 6
+    assert all(r["ema_update"] > 1e-4 for r in report if r["cfg"].get("ema"))  # the EMA copy moved too
     for r in report:
         assert r["replicas"] == 2
         assert set(r["losses1"]) == set(r["losses2"])
@@ -233,3 +241,184 @@ def test_one_and_two_replicas_give_the_same_losses_and_updates():
             assert r["losses2"][k] == pytest.approx(v, rel=1e-4, abs=1e-5), (r["cfg"], r["step"], k)
         assert r["max_update"] > 1e-3  # the weights really moved ...
         assert r["max_diff"] < 1e-5 * max(1.0, r["max_update"]) + 1e-6, r  # ... identically
+
+
+# --------------------------------------------------------------------------- quality levers
+@pytest.mark.parametrize("upsample", ["resize", "transpose"])
+def test_upsample_modes_build_every_decoder_layer(upsample):
+    g = P.build_generator(3, 32, base_filters=4, norm="instance", upsample=upsample)
+    depth = P.generator_depth(32)
+    transposed = [l for l in g.layers if isinstance(l, tf.keras.layers.Conv2DTranspose)]
+    resized = [l for l in g.layers if isinstance(l, tf.keras.layers.UpSampling2D)]
+    if upsample == "resize":  # every decoder block and the output layer: nearest 2x + 3x3 conv
+        assert not transposed and len(resized) == depth
+        assert all(l.interpolation == "nearest" for l in resized)
+        assert g.get_layer("rgb").kernel_size == (3, 3) and g.get_layer("up0_conv").kernel_size == (3, 3)
+    else:
+        assert not resized and len(transposed) == depth and g.get_layer("rgb").kernel_size == (4, 4)
+    out = g(tf.zeros((1, 32, 32), tf.int32)).numpy()
+    assert out.shape == (1, 32, 32, 3) and np.abs(out).max() <= 1.0
+    with pytest.raises(ValueError, match="upsample"):
+        P.build_generator(3, 32, base_filters=4, upsample="bilinear")
+
+
+def test_resize_decoder_has_no_checkerboard_at_init():
+    """On a constant map the transposed-conv decoder paints a 2-periodic pattern; resize does not."""
+    def period2_energy(upsample):
+        tf.keras.utils.set_random_seed(3)
+        g = P.build_generator(2, 64, base_filters=8, norm="none", upsample=upsample, dropout=0.0)
+        img = g(tf.zeros((1, 64, 64), tf.int32)).numpy()[0, 16:48, 16:48].mean(-1)  # away from the borders
+        spec = np.abs(np.fft.fft2(img - img.mean()))
+        return spec[16, 16] + spec[0, 16] + spec[16, 0], spec.sum()  # Nyquist frequencies vs all
+
+    (t_nyq, t_all), (r_nyq, r_all) = period2_energy("transpose"), period2_energy("resize")
+    assert t_nyq / t_all > 5 * (r_nyq / r_all)
+
+
+def test_parse_diffaugment_policy():
+    assert P.parse_diffaugment(None) is None and P.parse_diffaugment("none") is None and P.parse_diffaugment("") is None
+    assert P.parse_diffaugment(" Color, cutout ") == "color,cutout"
+    assert P.parse_diffaugment(["translation"]) == "translation"
+    with pytest.raises(ValueError, match="diffaugment.*'flip'"):
+        P.parse_diffaugment("color,flip")
+    with pytest.raises(ValueError, match="repeated"):
+        P.parse_diffaugment("color,color")
+
+
+def test_diffaugment_moves_label_map_and_image_together():
+    n, s = 4, 16
+    rng = np.random.default_rng(0)
+    mask = tf.constant(rng.integers(0, 3, (n, s, s)), tf.int32)
+    image = tf.constant(rng.uniform(-0.9, 0.9, (n, s, s, 3)), tf.float32)
+    draw = P.draw_diffaugment(tf.random.Generator.from_seed(1), "translation", n, s, s)
+    dy, dx = draw["shift_y"].numpy(), draw["shift_x"].numpy()
+    assert np.abs(dy).max() <= 2 and np.abs(dx).max() <= 2  # 1/8 of 16
+    m2, i2 = (t.numpy() for t in P.diffaugment_pair(mask, image, draw, "translation"))
+    for b in range(n):
+        for y in range(s):
+            for x in range(s):
+                sy, sx = y + dy[b], x + dx[b]
+                if 0 <= sy < s and 0 <= sx < s:  # moved content: same offset in map and image
+                    assert m2[b, y, x] == mask[b, sy, sx]
+                    np.testing.assert_allclose(i2[b, y, x], image[b, sy, sx])
+                else:  # translated in: void map, zero image
+                    assert m2[b, y, x] == IGNORE_ID and not i2[b, y, x].any()
+
+    draw = P.draw_diffaugment(tf.random.Generator.from_seed(2), "cutout", n, s, s)
+    m3, i3 = (t.numpy() for t in P.diffaugment_pair(mask, image, draw, "cutout"))
+    cut = m3 == IGNORE_ID
+    assert cut.any() and np.all(i3[cut] == 0) and np.all(i3[~cut] == image.numpy()[~cut])
+    assert cut.reshape(n, -1).sum(1).max() <= 8 * 8  # a square of half each side, maybe clipped
+
+    draw = P.draw_diffaugment(tf.random.Generator.from_seed(3), "color", n, s, s)
+    m4, i4 = (t.numpy() for t in P.diffaugment_pair(mask, image, draw, "color"))
+    np.testing.assert_array_equal(m4, mask.numpy())  # colour ops leave the label map alone
+    assert not np.allclose(i4, image.numpy())
+
+
+def test_diffaugment_is_differentiable_and_reproducible():
+    policy = "color,translation,cutout"
+    image = tf.Variable(tf.random.uniform((2, 16, 16, 3), -1, 1, seed=0))
+    mask = tf.zeros((2, 16, 16), tf.int32)
+    draw = P.draw_diffaugment(tf.random.Generator.from_seed(5), policy, 2, 16, 16)
+    again = P.draw_diffaugment(tf.random.Generator.from_seed(5), policy, 2, 16, 16)
+    for k in draw:
+        np.testing.assert_array_equal(draw[k].numpy(), again[k].numpy())
+    with tf.GradientTape() as tape:
+        _, out = P.diffaugment_pair(mask, image, draw, policy)
+        loss = tf.reduce_sum(out ** 2)
+    grad = tape.gradient(loss, image)
+    assert grad is not None and np.isfinite(grad.numpy()).all() and np.abs(grad.numpy()).sum() > 0
+
+
+def test_discriminator_sees_augmented_pairs_only_in_training():
+    tf.keras.utils.set_random_seed(0)
+    model = P.build_pix2pix(4, 32, base_filters=4, norm="instance", dropout=0.0, diffaugment="translation,cutout",
+                            augment_seed=7)
+    model.compile()
+    b = batch()
+    seen = []
+    real_call = model._d_features.call
+
+    def spy(inputs, *a, **k):
+        seen.append(inputs["mask"])
+        return real_call(inputs, *a, **k)
+
+    model._d_features.call = spy
+    model.train_step(b)
+    model._forward(b, training=False)
+    masks = [m.numpy() for m in seen]
+    assert len(masks) == 4
+    void = [int((m == IGNORE_ID).sum()) for m in masks]
+    base = int((b["mask"].numpy() == IGNORE_ID).sum())
+    assert void[0] > base and void[1] > base and not np.array_equal(masks[0], masks[1])  # own draw each
+    np.testing.assert_array_equal(masks[2], b["mask"].numpy())  # evaluation: un-augmented
+    assert P.build_pix2pix(4, 32, base_filters=4, diffaugment="none").augment_rng is None
+
+
+def test_film_generator_is_class_conditional_at_init_and_after_training():
+    tf.keras.utils.set_random_seed(0)
+    g = P.build_generator(4, 32, base_filters=8, norm="instance", num_labels=3, dropout=0.0)
+    films = [l for l in g.layers if isinstance(l, P.ClassFiLM)]
+    depth = P.generator_depth(32)
+    assert sorted(l.name for l in films) == sorted(["bottleneck_film"] + [f"up{j}_film" for j in range(depth - 1)])
+    assert "bottleneck_label" not in [l.name for l in g.layers]
+    mask = tf.constant(batch(n=1)["mask"].numpy().repeat(2, 0), tf.int32)  # the same map twice
+    labels = tf.constant([0, 2])
+    out = g({"mask": mask, "label": labels}).numpy()
+    assert np.abs(out[0] - out[1]).mean() > 1e-3
+
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(g({"mask": mask, "label": labels}, training=True) ** 2)
+    weights = [w for l in films for w in (l.kernel, l.bias)]
+    grads = tape.gradient(loss, weights)
+    for w, gr in zip(weights, grads):
+        assert gr is not None and np.abs(gr.numpy()).max() > 0, w.name
+
+    model = P.Pix2Pix(g, P.build_discriminator(4, 32, base_filters=8, num_labels=3))
+    model.compile(gan_loss="lsgan")
+    step = tf.function(model.train_step)
+    b = batch(n=4, num_labels=3)
+    before = [w.numpy().copy() for w in weights]
+    for _ in range(3):
+        step(b)
+    assert all(not np.allclose(a, w.numpy()) for a, w in zip(before, weights))  # every FiLM layer learns
+    out = g({"mask": mask, "label": labels}).numpy()
+    assert np.abs(out[0] - out[1]).mean() > 1e-3
+
+
+def test_bottleneck_conditioning_still_available():
+    g = P.build_generator(4, 32, base_filters=4, num_labels=3, label_conditioning="bottleneck")
+    names = [l.name for l in g.layers]
+    assert "bottleneck_label" in names and not any(isinstance(l, P.ClassFiLM) for l in g.layers)
+    with pytest.raises(ValueError, match="label_conditioning"):
+        P.build_generator(4, 32, base_filters=4, num_labels=3, label_conditioning="concat")
+
+
+def test_ema_follows_the_generator_with_warmup():
+    tf.keras.utils.set_random_seed(0)
+    model = P.build_pix2pix(4, 32, base_filters=4, norm="batch", dropout=0.0, ema_decay=0.5)
+    model.compile(tf.keras.optimizers.SGD(0.1), tf.keras.optimizers.SGD(0.1))
+    assert model.inference_generator is model.ema_generator and not model.ema_generator.trainable_weights
+    g_vars = model.generator.trainable_weights
+    ema = [v.numpy() for v in g_vars]  # the EMA starts as a copy
+    step = tf.function(model.train_step)
+    b = batch(n=2)
+    for t in (1, 2, 3):
+        step(b)
+        d = min(0.5, (1 + t) / (P.EMA_WARMUP + t))  # warm-up: 2/11, 3/12, 4/13
+        ema = [d * e + (1 - d) * v.numpy() for e, v in zip(ema, g_vars)]
+    got = {w.name: w.numpy() for w in model.ema_generator.weights}
+    for e, v in zip(ema, g_vars):
+        np.testing.assert_allclose(got[v.name], e, rtol=1e-5, atol=1e-6)
+    for v in model.generator.non_trainable_weights:  # batch-norm statistics are copied
+        np.testing.assert_allclose(got[v.name], v.numpy(), rtol=1e-6)
+    assert not np.allclose(got[g_vars[0].name], g_vars[0].numpy())
+    with pytest.raises(ValueError, match="ema_decay"):
+        P.build_pix2pix(4, 32, base_filters=4, ema_decay=1.0)
+
+
+def test_resize_output_layer_sees_the_full_resolution_label_map():
+    g = P.build_generator(3, 32, base_filters=4, norm="instance", upsample="resize")
+    assert g.get_layer("rgb_skip").output_shape == (None, 32, 32, 4 * 2 + 3)  # up features + one-hot
+    assert "rgb_skip" not in [l.name for l in P.build_generator(3, 32, base_filters=4, upsample="transpose").layers]

@@ -86,7 +86,13 @@ def export_generator(generator: tf.keras.Model, export_dir: str, image_size, cla
 
 
 def export_run(run_dir: str, export_dir: str, overwrite: bool = False) -> str:
-    """Export the generator of a ``synthseg gan train`` run folder."""
+    """Export the generator of a ``synthseg gan train`` run folder.
+
+    The export's ``config.json`` is the run's (with the settings older runs lack filled in, see
+    :func:`synthseg_tf.training.gan.run_settings`), so it keeps e.g. ``data`` and
+    ``train_source_ids``. The generator is the run's ``generator/``: its EMA weights when the run
+    used ``ema_decay``.
+    """
     from synthseg_tf.generation.renderer import _read_json
 
     import tensorflow_addons  # noqa: F401  (custom layers)
@@ -96,8 +102,11 @@ def export_run(run_dir: str, export_dir: str, overwrite: bool = False) -> str:
     gen_dir = os.path.join(run_dir, "generator")
     if not os.path.isdir(gen_dir):
         raise FileNotFoundError(f"{run_dir}: no generator/ folder (is this a finished `synthseg gan train` run?)")
+    from synthseg_tf.training.gan import run_settings
+
     generator = tf.keras.models.load_model(gen_dir, compile=False)
-    config = _read_json(os.path.join(run_dir, "config.json"))
+    # settings older runs lack (upsample, label_conditioning, ...) recorded as those runs used them
+    config = run_settings(_read_json(os.path.join(run_dir, "config.json")))
     cj = os.path.join(run_dir, "classes.json")
     classes = ClassTable.load(cj) if os.path.isfile(cj) else None
     return export_generator(generator, export_dir, config["image_size"], classes, config, overwrite=overwrite)

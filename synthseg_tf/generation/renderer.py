@@ -30,7 +30,13 @@ def directory_fingerprint(path: str) -> str:
 
 
 class Renderer:
-    """Label maps -> photos with a trained pix2pix generator."""
+    """Label maps -> photos with a trained pix2pix generator.
+
+    A run folder's ``generator/`` holds the EMA weights when the run used ``ema_decay``, and the
+    SavedModel carries its own architecture (``upsample``, ``label_conditioning``), so old and
+    new runs render as trained. ``config`` is the run's ``config.json`` with the settings older
+    runs lack filled in (:func:`synthseg_tf.training.gan.run_settings`).
+    """
 
     def __init__(self, path: str):
         import tensorflow as tf
@@ -44,6 +50,10 @@ class Renderer:
             raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
                                     "generator/ or an exported SavedModel with saved_model.pb)")
         self.config: Dict = _read_json(os.path.join(self.path, "config.json"))
+        if self.config:
+            from synthseg_tf.training.gan import run_settings
+
+            self.config = run_settings(self.config)  # what older runs lack, as they used it (upsample, ...)
         cj = os.path.join(self.path, "classes.json")
         self.classes: Optional[ClassTable] = ClassTable.load(cj) if os.path.isfile(cj) else None
         self.fingerprint = directory_fingerprint(model_dir)

@@ -22,12 +22,27 @@ Design follows the TensorFlow pix2pix tutorial (Isola et al. 2017) with two deli
 differences: the innermost encoder layer has no normalisation (as in the authors' PyTorch code;
 instance norm over a 1x1 bottleneck would erase it) and the PatchGAN uses ``same`` padding so
 any image size works (the receptive field of the 3-downsampling version is still 70x70).
+
+Quality levers (each optional, see the functions' docstrings):
+
+- ``upsample="resize"`` (default): the decoder upsamples by nearest-neighbour 2x resizing and a
+  3x3 convolution instead of a 4x4 stride-2 transposed convolution, which paints checkerboard
+  artefacts (Odena et al. 2016); the output layer also sees the full-resolution label map.
+  ``"transpose"`` is the original pix2pix decoder.
+- ``label_conditioning="film"`` (default for class-conditional generators): a learned class
+  embedding gives every decoder block (and the bottleneck) a per-channel scale and shift after
+  its normalisation (FiLM, Perez et al. 2018), so the class reaches every scale instead of only
+  the bottleneck, which the U-Net skips bypass. ``"bottleneck"``: the original concatenation.
+- ``diffaugment``: Differentiable Augmentation (Zhao et al. 2020) of the discriminator's input
+  pairs, see :func:`diffaugment_pair`.
+- ``ema_decay``: an exponential moving average of the generator weights
+  (:attr:`Pix2Pix.ema_generator`), the generator to deliver.
 """
 from __future__ import annotations
 
 import math
 import random
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import tensorflow as tf
 import tensorflow_addons as tfa
@@ -36,6 +51,13 @@ from synthseg_tf.data.classes import IGNORE_ID
 
 GAN_LOSSES = ("bce", "lsgan", "hinge")
 NORMS = ("batch", "instance", "none")
+UPSAMPLES = ("resize", "transpose")
+LABEL_CONDITIONINGS = ("film", "bottleneck")
+DIFFAUGMENT_OPS = ("color", "translation", "cutout")
+DEFAULT_DIFFAUGMENT = "color,translation,cutout"
+DIFFAUGMENT_TRANSLATION = 0.125  # max shift, as a fraction of each side (DiffAugment's default)
+DIFFAUGMENT_CUTOUT = 0.5  # cut-out square side, as a fraction of each side (DiffAugment's default)
+EMA_WARMUP = 10  # EMA decay at generator step t is min(ema_decay, (1 + t) / (EMA_WARMUP + t))
 MAX_DEPTH = 8  # pix2pix's 256x256 generator downsamples 8 times (to 1x1)
 BOTTLENECK_MAX = 4  # automatic depth keeps the bottleneck's short side at most this big
 FEATURE_PREFIX = "d_feat_"  # discriminator activations used for feature matching
@@ -88,6 +110,33 @@ class GeneratorDropout(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+@tf.keras.utils.register_keras_serializable(package="synthseg_tf")
+class ClassFiLM(tf.keras.layers.Layer):
+    """Feature-wise linear modulation by a class embedding: ``x * (1 + gamma) + beta``.
+
+    Called on ``[x, embedding]`` with ``x`` ``[B,H,W,C]`` and ``embedding`` ``[B,D]``;
+    ``(gamma, beta) = embedding @ kernel + bias`` give one scale and shift per example and
+    channel (class-conditional normalisation when placed after a normalisation layer). The
+    kernel starts small (N(0, 0.02)) and the bias at zero, so the layer starts near the identity
+    but already class-dependent.
+    """
+
+    def build(self, input_shape):
+        x_shape, e_shape = input_shape
+        channels, embed_dim = int(x_shape[-1]), int(e_shape[-1])
+        self.kernel = self.add_weight(name="kernel", shape=(embed_dim, 2 * channels), initializer=_init())
+        self.bias = self.add_weight(name="bias", shape=(2 * channels,), initializer="zeros")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        x, e = inputs
+        gamma, beta = tf.split(tf.matmul(tf.cast(e, self.compute_dtype), self.kernel) + self.bias, 2, axis=-1)
+        return x * (1.0 + gamma[:, None, None, :]) + beta[:, None, None, :]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[0]
 
 
 def _normalization(norm: str, name: str) -> Optional[tf.keras.layers.Layer]:
@@ -157,13 +206,35 @@ def _down_block(x, filters: int, norm: str, name: str):
     return tf.keras.layers.LeakyReLU(0.2, name=f"{name}_act")(x)
 
 
-def _up_block(x, filters: int, norm: str, dropout: float, name: str):
-    """Transposed conv 4x4 stride 2 -> norm -> (dropout) -> ReLU."""
+def _check_upsample(upsample: str) -> str:
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
+    return upsample
+
+
+def _upsample_conv(x, filters: int, upsample: str, name: str, use_bias: bool, activation=None,
+                   conv_name: Optional[str] = None):
+    """2x upsampling convolution: nearest resize + 3x3 conv ("resize") or 4x4 stride-2 transposed conv."""
+    if upsample == "resize":
+        x = tf.keras.layers.UpSampling2D(2, interpolation="nearest", name=f"{name}_upsample")(x)
+        return tf.keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer=_init(), use_bias=use_bias,
+                                      activation=activation, name=conv_name or f"{name}_conv")(x)
+    return tf.keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", kernel_initializer=_init(),
+                                           use_bias=use_bias, activation=activation,
+                                           name=conv_name or f"{name}_deconv")(x)
+
+
+def _up_block(x, filters: int, norm: str, dropout: float, name: str, upsample: str = "transpose", film=None):
+    """Upsampling conv (see :func:`_upsample_conv`) -> norm -> (FiLM) -> (dropout) -> ReLU.
+
+    ``film``: the class embedding ``[B, D]`` tensor when the block is class-modulated.
+    """
     norm_layer = _normalization(norm, f"{name}_norm")
-    x = tf.keras.layers.Conv2DTranspose(filters, 4, strides=2, padding="same", kernel_initializer=_init(),
-                                        use_bias=norm_layer is None, name=f"{name}_deconv")(x)
+    x = _upsample_conv(x, filters, upsample, name, use_bias=norm_layer is None)
     if norm_layer is not None:
         x = norm_layer(x)
+    if film is not None:
+        x = ClassFiLM(name=f"{name}_film")([x, film])
     if dropout > 0:
         x = GeneratorDropout(dropout, name=f"{name}_dropout")(x)
     return tf.keras.layers.ReLU(name=f"{name}_act")(x)
@@ -181,30 +252,48 @@ def _broadcast_label(label, num_labels: int, embed_dim: int, height: int, width:
 def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
                     norm: str = "batch", num_labels: Optional[int] = None, label_embed_dim: int = 32,
                     max_filters: int = 512, depth: Optional[int] = None, dropout: float = 0.5,
-                    dropout_blocks: Optional[int] = None, name: str = "generator") -> tf.keras.Model:
+                    dropout_blocks: Optional[int] = None, name: str = "generator", upsample: str = "resize",
+                    label_conditioning: Optional[str] = None) -> tf.keras.Model:
     """The pix2pix U-Net generator: label map (+ optional class label) -> RGB in ``[-1, 1]``.
 
     Inputs: ``mask`` int32 ``[B,H,W]`` of class ids (void = ``IGNORE_ID``, becomes an all-zero
-    one-hot vector) and, when ``num_labels`` is given, ``label`` int32 ``[B]`` embedded into
-    ``label_embed_dim`` channels and concatenated at the bottleneck. Call a conditional
-    generator with ``{"mask": ..., "label": ...}``; an unconditional one with the mask tensor.
+    one-hot vector) and, when ``num_labels`` is given, ``label`` int32 ``[B]``. Call a
+    conditional generator with ``{"mask": ..., "label": ...}``; an unconditional one with the
+    mask tensor.
 
     ``depth`` stride-2 encoder steps (automatic: see :func:`generator_depth`) with
     ``min(base_filters * 2**i, max_filters)`` filters; the decoder mirrors them with skip
     connections. As in pix2pix, the first decoder blocks use dropout (``dropout`` rate, in
     ``dropout_blocks`` blocks, default ``min(3, (depth - 1) // 2)``), the only noise source.
+
+    ``upsample``: "resize" (nearest 2x + 3x3 conv, no checkerboard; default) or "transpose"
+    (4x4 stride-2 transposed conv, the original pix2pix) in every decoder block and the output
+    layer. With "resize" the output conv also sees the full-resolution one-hot label map
+    (``rgb_skip``): a resize-conv cannot tell the four pixels of a 2x2 block apart the way a
+    transposed conv's phases do, and the label map restores pixel-exact class boundaries.
+
+    ``label_conditioning`` (class-conditional only; default "film"): "film" embeds the label into
+    ``label_embed_dim`` channels (``g_label_embed``) and modulates the bottleneck and every
+    decoder block after its normalisation with a :class:`ClassFiLM` layer (``bottleneck_film``,
+    ``up<j>_film``); "bottleneck" concatenates the tiled embedding to the bottleneck only (the
+    original design; the U-Net skips bypass it).
     """
     h, w = _image_size(image_size)
     depth = generator_depth((h, w), depth)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    _check_upsample(upsample)
+    if num_labels:
+        label_conditioning = label_conditioning or "film"
+        if label_conditioning not in LABEL_CONDITIONINGS:
+            raise ValueError(f"label_conditioning must be one of {LABEL_CONDITIONINGS}, got {label_conditioning!r}")
     if dropout_blocks is None:
         dropout_blocks = min(3, (depth - 1) // 2)
     filters = [min(base_filters * 2**i, max_filters) for i in range(depth)]
 
     mask = tf.keras.Input((h, w), dtype=tf.int32, name="mask")
     inputs = [mask]
-    x = OneHotMask(num_classes, name="one_hot")(mask)
+    x = one_hot = OneHotMask(num_classes, name="one_hot")(mask)
 
     skips = []
     for i, f in enumerate(filters):
@@ -212,19 +301,30 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
         x = _down_block(x, f, "none" if first_or_innermost else norm, name=f"down{i}")
         skips.append(x)
 
+    film = None
     if num_labels:
         label = tf.keras.Input((), dtype=tf.int32, name="label")
         inputs.append(label)
-        bh, bw = h // 2**depth, w // 2**depth
-        lab = _broadcast_label(label, int(num_labels), int(label_embed_dim), bh, bw, name="g_label")
-        x = tf.keras.layers.Concatenate(name="bottleneck_label")([x, lab])
+        if label_conditioning == "film":
+            film = tf.keras.layers.Embedding(int(num_labels), int(label_embed_dim), name="g_label_embed",
+                                             embeddings_initializer=tf.keras.initializers.RandomNormal(0.0, 1.0))(label)
+            x = ClassFiLM(name="bottleneck_film")([x, film])
+        else:
+            bh, bw = h // 2**depth, w // 2**depth
+            lab = _broadcast_label(label, int(num_labels), int(label_embed_dim), bh, bw, name="g_label")
+            x = tf.keras.layers.Concatenate(name="bottleneck_label")([x, lab])
 
     for j, i in enumerate(reversed(range(depth - 1))):  # decoder block j mirrors encoder block i
-        x = _up_block(x, filters[i], norm, dropout if j < dropout_blocks else 0.0, name=f"up{j}")
+        x = _up_block(x, filters[i], norm, dropout if j < dropout_blocks else 0.0, name=f"up{j}",
+                      upsample=upsample, film=film)
         x = tf.keras.layers.Concatenate(name=f"skip{j}")([x, skips[i]])
 
-    rgb = tf.keras.layers.Conv2DTranspose(3, 4, strides=2, padding="same", kernel_initializer=_init(),
-                                          activation="tanh", name="rgb")(x)
+    if upsample == "resize":  # the output conv also sees the full-resolution label map (pixel-exact boundaries)
+        x = tf.keras.layers.UpSampling2D(2, interpolation="nearest", name="rgb_upsample")(x)
+        x = tf.keras.layers.Concatenate(name="rgb_skip")([x, one_hot])
+        rgb = tf.keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), activation="tanh", name="rgb")(x)
+    else:
+        rgb = _upsample_conv(x, 3, upsample, "rgb", use_bias=True, activation="tanh", conv_name="rgb")
     return tf.keras.Model(inputs if num_labels else mask, rgb, name=name)
 
 
@@ -288,6 +388,99 @@ def discriminator_features(discriminator: tf.keras.Model) -> tf.keras.Model:
     if not feats:
         raise ValueError(f"{discriminator.name} has no '{FEATURE_PREFIX}*' layers; build it with build_discriminator")
     return tf.keras.Model(discriminator.inputs, feats + [discriminator.output], name=f"{discriminator.name}_features")
+
+
+# --------------------------------------------------------------------------- DiffAugment
+def parse_diffaugment(policy) -> Optional[str]:
+    """Canonical DiffAugment policy string (e.g. ``"color,translation,cutout"``) or ``None`` (off).
+
+    ``policy``: ``None``, ``""`` or ``"none"`` (off), a comma-separated string or a sequence
+    of ops from ``DIFFAUGMENT_OPS``, applied in the given order. Raises ``ValueError`` naming the
+    ``diffaugment`` option on unknown or repeated ops.
+    """
+    if policy is None:
+        return None
+    parts = policy.split(",") if isinstance(policy, str) else list(policy)
+    parts = [str(p).strip().lower() for p in parts if str(p).strip()]
+    if not parts or parts == ["none"]:
+        return None
+    bad = [p for p in parts if p not in DIFFAUGMENT_OPS]
+    if bad:
+        raise ValueError(f"diffaugment: unknown op(s) {bad} in {policy!r}; use a comma-separated subset of "
+                         f"{','.join(DIFFAUGMENT_OPS)} (or 'none')")
+    if len(set(parts)) != len(parts):
+        raise ValueError(f"diffaugment: repeated op in {policy!r}")
+    return ",".join(parts)
+
+
+def draw_diffaugment(rng: tf.random.Generator, policy: str, batch_size, height: int,
+                     width: int) -> Dict[str, tf.Tensor]:
+    """Random parameters of one DiffAugment draw for a batch, from ``rng`` (see :func:`diffaugment_pair`).
+
+    As in the DiffAugment reference code: brightness ``+U(-0.5, 0.5)``, saturation ``x U(0, 2)``,
+    contrast ``x U(0.5, 1.5)`` (on ``[-1, 1]`` images); translation by up to 1/8 of each side;
+    cutout of a square of half each side centred anywhere in the image.
+    """
+    ops = parse_diffaugment(policy) or ""
+    shape = tf.stack([batch_size, 1, 1, 1])
+    p: Dict[str, tf.Tensor] = {}
+    for op in ops.split(","):
+        if op == "color":
+            p["brightness"] = rng.uniform(shape) - 0.5
+            p["saturation"] = rng.uniform(shape) * 2.0
+            p["contrast"] = rng.uniform(shape) + 0.5
+        elif op == "translation":
+            sy, sx = int(height * DIFFAUGMENT_TRANSLATION + 0.5), int(width * DIFFAUGMENT_TRANSLATION + 0.5)
+            p["shift_y"] = rng.uniform([batch_size], -sy, sy + 1, dtype=tf.int32)
+            p["shift_x"] = rng.uniform([batch_size], -sx, sx + 1, dtype=tf.int32)
+        elif op == "cutout":
+            ch, cw = int(height * DIFFAUGMENT_CUTOUT + 0.5), int(width * DIFFAUGMENT_CUTOUT + 0.5)
+            p["cut_y"] = rng.uniform([batch_size], 0, height + (1 - ch % 2), dtype=tf.int32) - ch // 2
+            p["cut_x"] = rng.uniform([batch_size], 0, width + (1 - cw % 2), dtype=tf.int32) - cw // 2
+    return p
+
+
+def _shift(mask, image, shift, axis: int, ignore_id: int):
+    """Translate along ``axis`` (1 rows, 2 columns) by ``shift`` [B]; uncovered pixels: image 0, mask void."""
+    n = image.shape[axis]
+    src = tf.range(n)[None, :] + shift[:, None]  # [B, n]: output index i reads input index i + shift
+    valid = (src >= 0) & (src < n)
+    src = tf.clip_by_value(src, 0, n - 1)
+    image = tf.gather(image, src, axis=axis, batch_dims=1)
+    mask = tf.gather(mask, src, axis=axis, batch_dims=1)
+    valid = valid[:, :, None] if axis == 1 else valid[:, None, :]  # [B,H,W] broadcastable
+    return tf.where(valid, mask, tf.cast(ignore_id, mask.dtype)), image * tf.cast(valid, image.dtype)[..., None]
+
+
+def diffaugment_pair(mask, image, params: Dict[str, tf.Tensor], policy: str, ignore_id: int = IGNORE_ID):
+    """Apply one DiffAugment draw (``params`` from :func:`draw_diffaugment`) to a (label map, image) pair.
+
+    ``mask``: int ``[B,H,W]`` class ids; ``image``: float ``[B,H,W,3]`` in ``[-1, 1]``. Colour ops
+    change the image only; translation and cutout move/cut the label map and the image
+    identically: pixels translated in or cut out become 0 in the image and void (``ignore_id``,
+    an all-zero one-hot vector in the discriminator) in the label map. Every op is
+    differentiable w.r.t. ``image``. Returns ``(mask, image)``.
+    """
+    ops = parse_diffaugment(policy) or ""
+    for op in ops.split(","):
+        if op == "color":
+            image = image + params["brightness"]
+            mean = tf.reduce_mean(image, axis=3, keepdims=True)
+            image = (image - mean) * params["saturation"] + mean
+            mean = tf.reduce_mean(image, axis=[1, 2, 3], keepdims=True)
+            image = (image - mean) * params["contrast"] + mean
+        elif op == "translation":
+            mask, image = _shift(mask, image, params["shift_y"], 1, ignore_id)
+            mask, image = _shift(mask, image, params["shift_x"], 2, ignore_id)
+        elif op == "cutout":
+            h, w = image.shape[1], image.shape[2]
+            ch, cw = int(h * DIFFAUGMENT_CUTOUT + 0.5), int(w * DIFFAUGMENT_CUTOUT + 0.5)
+            ys, xs = tf.range(h)[None, :], tf.range(w)[None, :]
+            y0, x0 = params["cut_y"][:, None], params["cut_x"][:, None]
+            box = (((ys >= y0) & (ys < y0 + ch))[:, :, None]) & (((xs >= x0) & (xs < x0 + cw))[:, None, :])
+            mask = tf.where(box, tf.cast(ignore_id, mask.dtype), mask)
+            image = image * tf.cast(~box, image.dtype)[..., None]
+    return mask, image
 
 
 # --------------------------------------------------------------------------- losses
@@ -365,6 +558,21 @@ class Pix2Pix(tf.keras.Model):
     After :meth:`compile`, ``fit()`` reports ``g_loss`` (total generator objective), ``g_gan``,
     ``g_l1``, ``d_loss`` and, with feature matching, ``g_fm``.
 
+    ``diffaugment`` (policy, see :func:`parse_diffaugment`; default off): during training the
+    discriminator sees DiffAugment-ed (label map, image) pairs, real and fake each with their
+    own draw from ``augment_rng`` (a ``tf.random.Generator`` seeded with ``augment_seed``,
+    checkpointable, one stream per replica); the generator's adversarial gradient flows through
+    the augmentation. Feature matching compares the real pair's features with the fake image
+    augmented by the *real* pair's draw (one extra discriminator pass), so matched positions
+    stay aligned. The L1 term and evaluation (``test_step``) see un-augmented images.
+
+    ``ema_decay`` (default off): :attr:`ema_generator`, a non-trainable copy of the generator,
+    follows ``ema = d * ema + (1 - d) * w`` after every generator step with
+    ``d = min(ema_decay, (1 + t) / (EMA_WARMUP + t))`` at generator step ``t`` (a warm-up so
+    short runs are not dominated by the random initialisation); non-trainable weights (batch
+    norm statistics) are copied. :attr:`inference_generator` is the EMA generator when there is
+    one (else the generator); ``test_step`` evaluates it.
+
     Under ``tf.distribute.MirroredStrategy``: build the models, this wrapper and ``compile``
     inside ``strategy.scope()`` and pass ``fit()`` a dataset of global batches (it is
     distributed for you) or a distributed dataset. Use one ``MirroredStrategy`` object per
@@ -373,7 +581,8 @@ class Pix2Pix(tf.keras.Model):
     ``norm="instance"`` when distributing: batch norm uses per-replica batch statistics.
     """
 
-    def __init__(self, generator: tf.keras.Model, discriminator: tf.keras.Model, **kwargs):
+    def __init__(self, generator: tf.keras.Model, discriminator: tf.keras.Model, diffaugment=None,
+                 ema_decay: Optional[float] = None, augment_seed: Optional[int] = None, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
@@ -387,6 +596,36 @@ class Pix2Pix(tf.keras.Model):
         self.gan_loss = None
         self.l1_weight = 100.0
         self.feature_matching_weight = 0.0
+
+        self.diffaugment = parse_diffaugment(diffaugment)
+        self.augment_rng = None
+        if self.diffaugment:
+            # Drawn from Python's RNG (seeded by tf.keras.utils.set_random_seed) when not given.
+            self.augment_seed = int(augment_seed) if augment_seed is not None else random.randrange(2**31)
+            self.augment_rng = tf.random.Generator.from_seed(self.augment_seed)
+
+        self.ema_decay = None if ema_decay is None else float(ema_decay)
+        self.ema_generator = None
+        if self.ema_decay is not None:
+            if not 0.0 < self.ema_decay < 1.0:
+                raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
+            ema = tf.keras.models.clone_model(generator)
+            ema.set_weights(generator.get_weights())
+            pairs = [list(zip(ema.trainable_weights, generator.trainable_weights)),
+                     list(zip(ema.non_trainable_weights, generator.non_trainable_weights))]
+            if (len(ema.trainable_weights), len(ema.non_trainable_weights)) != (
+                    len(generator.trainable_weights), len(generator.non_trainable_weights)) or any(
+                    e.shape != w.shape for e, w in pairs[0] + pairs[1]):
+                raise RuntimeError(f"the EMA copy of {generator.name} does not mirror its weights")
+            self._ema_averaged = pairs[0]
+            self._ema_copied = [(e, w) for e, w in pairs[1] if w.dtype.is_floating]  # e.g. batch-norm statistics
+            ema.trainable = False  # (after pairing: freezing reorders non_trainable_weights)
+            self.ema_generator = ema
+
+    @property
+    def inference_generator(self) -> tf.keras.Model:
+        """The generator to deliver: the EMA generator when ``ema_decay`` is set, else the generator."""
+        return self.ema_generator if self.ema_generator is not None else self.generator
 
     # ---------------------------------------------------------------- setup
     def compile(self, g_optimizer=None, d_optimizer=None, gan_loss: str = "bce", l1_weight: float = 100.0,
@@ -445,22 +684,38 @@ class Pix2Pix(tf.keras.Model):
         *feats, logits = self._d_features(inputs, training=training)
         return feats, logits
 
-    def _forward(self, data, training: bool):
-        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, d)``."""
+    def _forward(self, data, training: bool, generator: Optional[tf.keras.Model] = None):
+        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, d)``.
+
+        DiffAugment is applied to the discriminator's inputs when ``training`` (see the class doc).
+        """
         if self.gan_loss is None:
             raise RuntimeError("call compile() before training or evaluating Pix2Pix")
         mask = tf.cast(data["mask"], tf.int32)
         label = tf.cast(data["label"], tf.int32) if self.conditional else None
         real = tf.cast(data["image"], tf.float32) * 2.0 - 1.0
-        fake = self.generator(self.generator_inputs(data), training=training)
-        real_feats, real_logits = self._discriminate(mask, real, label, training)
-        fake_feats, fake_logits = self._discriminate(mask, fake, label, training)
+        fake = (generator or self.generator)(self.generator_inputs(data), training=training)
+        augment = training and self.diffaugment is not None
+        if augment:
+            n, h, w = tf.shape(real)[0], real.shape[1], real.shape[2]
+            real_draw = draw_diffaugment(self.augment_rng, self.diffaugment, n, h, w)
+            fake_draw = draw_diffaugment(self.augment_rng, self.diffaugment, n, h, w)
+            real_feats, real_logits = self._discriminate(*diffaugment_pair(mask, real, real_draw, self.diffaugment),
+                                                         label, training)
+            fake_feats, fake_logits = self._discriminate(*diffaugment_pair(mask, fake, fake_draw, self.diffaugment),
+                                                         label, training)
+        else:
+            real_feats, real_logits = self._discriminate(mask, real, label, training)
+            fake_feats, fake_logits = self._discriminate(mask, fake, label, training)
 
         g_gan = self._g_loss_fn(fake_logits)
         g_l1 = masked_l1_per_example(real, fake, mask)
         g_total = g_gan + self.l1_weight * g_l1
         g_fm = None
         if self.feature_matching_weight > 0:
+            if augment:  # the fake under the real pair's draw, so matched features are aligned
+                fake_feats, _ = self._discriminate(*diffaugment_pair(mask, fake, real_draw, self.diffaugment),
+                                                   label, training)
             g_fm = feature_matching_per_example(real_feats, fake_feats)
             g_total = g_total + self.feature_matching_weight * g_fm
         d = self._d_loss_fn(real_logits, fake_logits)
@@ -496,21 +751,51 @@ class Pix2Pix(tf.keras.Model):
         d_vars = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
+        if self.ema_generator is not None:
+            self._update_ema()
         return self._track(g_total, g_gan, g_l1, g_fm, d)
+
+    def _update_ema(self):
+        """One EMA step of :attr:`ema_generator` towards the generator (call in replica context).
+
+        The update runs once, in cross-replica context (``merge_call``), on every replica's copy
+        of the (mirrored) weights, which are equal after the synchronous optimizer step.
+        """
+        t = tf.cast(self.g_optimizer.iterations, tf.float32)
+        decay = tf.minimum(self.ema_decay, (1.0 + t) / (EMA_WARMUP + t))
+
+        def average(e, w, d):
+            return e.assign(d * e + (1.0 - d) * w)
+
+        def copy(e, w):
+            return e.assign(w)
+
+        def update(strategy, d):
+            for e, w in self._ema_averaged:
+                strategy.extended.update(e, average, args=(w, d))
+            for e, w in self._ema_copied:
+                strategy.extended.update(e, copy, args=(w,))
+
+        tf.distribute.get_replica_context().merge_call(update, args=(decay,))
 
     @tf.autograph.experimental.do_not_convert  # pure TF ops; see NO_AUTOGRAPH note in synthseg_tf/_env.py
     def test_step(self, data):
-        """The same losses with the networks in inference mode and no updates."""
-        return self._track(*self._forward(data, training=False))
+        """The same losses, un-augmented, for :attr:`inference_generator` in inference mode; no updates."""
+        return self._track(*self._forward(data, training=False, generator=self.inference_generator))
 
 
 def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
                   norm: str = "batch", spectral_norm: bool = False, num_labels: Optional[int] = None,
-                  dropout: float = 0.5, d_norm: Optional[str] = None, **generator_kwargs) -> Pix2Pix:
+                  dropout: float = 0.5, d_norm: Optional[str] = None, diffaugment=None,
+                  ema_decay: Optional[float] = None, augment_seed: Optional[int] = None,
+                  **generator_kwargs) -> Pix2Pix:
     """Generator + discriminator + :class:`Pix2Pix` wrapper (not compiled) in one call.
 
     ``d_norm`` is the discriminator's normalisation (default: ``norm``, or "none" with
-    ``spectral_norm``). Call inside ``strategy.scope()`` when distributing.
+    ``spectral_norm``). ``generator_kwargs`` go to :func:`build_generator` (``upsample``,
+    ``label_conditioning``, ...); ``diffaugment``, ``ema_decay`` and ``augment_seed`` to
+    :class:`Pix2Pix` (both off by default here; ``train_gan`` turns them on for new runs). Call
+    inside ``strategy.scope()`` when distributing.
     """
     if d_norm is None:
         d_norm = "none" if spectral_norm else norm
@@ -518,4 +803,4 @@ def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_fil
                         dropout=dropout, **generator_kwargs)
     d = build_discriminator(num_classes, image_size, base_filters=base_filters, norm=d_norm,
                             spectral_norm=spectral_norm, num_labels=num_labels)
-    return Pix2Pix(g, d, name="pix2pix")
+    return Pix2Pix(g, d, diffaugment=diffaugment, ema_decay=ema_decay, augment_seed=augment_seed, name="pix2pix")

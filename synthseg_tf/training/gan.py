@@ -5,12 +5,14 @@ Run directory layout (``out_dir``)::
     config.json          model/training settings (read back by load_generator and on resume)
     classes.json         the class table, when one is given
     checkpoints/         tf.train.Checkpoint: generator, discriminator, both optimisers, step,
-                         the dropout RNG state (inside the generator) and, when the input
-                         pipeline supports it, the tf.data iterator position
+                         the dropout RNG state (inside the generator), the EMA generator and
+                         the DiffAugment RNG state (when used) and, when the input pipeline
+                         supports it, the tf.data iterator position
     log.csv              step, time, training losses (mean over the last log window), val losses
     tensorboard/         scalars and image grids (label map | real | generated)
     samples/step_XXXXXX.png   the same grids as PNG
-    generator/           the trained generator, a Keras SavedModel that takes class-id masks
+    generator/           the trained generator (its EMA weights when ``ema_decay`` is set), a
+                         Keras SavedModel that takes class-id masks
 
 Multiple replicas: :func:`make_strategy` builds a ``MirroredStrategy`` over GPUs, or over
 logical CPU devices when there is no GPU (useful for testing). Splitting the CPU must happen
@@ -20,8 +22,8 @@ before TensorFlow initialises its devices, i.e. before any dataset or tensor is 
 Exact resume: training draws batches from a host-side iterator of global batches that is
 checkpointed with the model (or, for pipelines tf.data cannot checkpoint, fast-forwarded by the
 number of steps done), each replica takes its slice of the global batch, and the only training
-randomness (generator dropout) comes from ``tf.random.Generator`` states stored in the
-checkpoint. Training 2 steps, resuming and training 2 more gives the weights of 4 straight steps.
+randomness (generator dropout, DiffAugment draws) comes from ``tf.random.Generator`` states
+stored in the checkpoint. Training 2 steps, resuming and training 2 more gives the weights of 4 straight steps.
 """
 from __future__ import annotations
 
@@ -38,7 +40,8 @@ import numpy as np
 import tensorflow as tf
 
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
-from synthseg_tf.models.pix2pix import Pix2Pix, build_pix2pix, generator_depth
+from synthseg_tf.models.pix2pix import (DEFAULT_DIFFAUGMENT, LABEL_CONDITIONINGS, UPSAMPLES, Pix2Pix, build_pix2pix,
+                                        generator_depth, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -50,7 +53,12 @@ TENSORBOARD_DIR = "tensorboard"
 
 # Settings that define the networks or the optimisation; a resumed run must use the same ones.
 ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
-                     "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1")
+                     "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
+                     "upsample", "label_conditioning", "diffaugment", "ema_decay")
+# What a run whose config.json predates a key did (transposed-conv decoder, label at the
+# bottleneck, no DiffAugment, no EMA); see run_settings.
+LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
+                   "ema_decay": None}
 
 DatasetLike = Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
 
@@ -123,11 +131,32 @@ def _write_config(out_dir: str, config: Dict) -> None:
     atomic_write_text(os.path.join(out_dir, CONFIG_FILE), json.dumps(config, indent=1))
 
 
+def run_settings(config: Dict) -> Dict:
+    """``config`` with the settings an older run's ``config.json`` lacks filled in as that run used them.
+
+    Runs written before ``upsample``, ``label_conditioning``, ``diffaugment`` and ``ema_decay``
+    existed used :data:`LEGACY_DEFAULTS` (``label_conditioning`` only applies to
+    class-conditional runs: ``None`` for the others). Present keys are kept.
+    """
+    out = dict(config)
+    for k, v in LEGACY_DEFAULTS.items():
+        if k not in out:
+            out[k] = v if (k != "label_conditioning" or out.get("num_labels")) else None
+    return out
+
+
 def _check_same_architecture(saved: Dict, current: Dict, out_dir: str) -> None:
+    saved = run_settings(saved)
     diffs = [f"{k}: run has {saved.get(k)!r}, asked {current.get(k)!r}"
              for k in ARCHITECTURE_KEYS if saved.get(k) != current.get(k)]
     if diffs:
-        raise ValueError(f"cannot resume {out_dir} with different settings: " + "; ".join(diffs))
+        raise ValueError(f"cannot resume {out_dir} with different settings (pass the run's own): " + "; ".join(diffs))
+    if saved.get("train_source_ids") is not None and current.get("train_source_ids") is not None \
+            and sorted(saved["train_source_ids"]) != sorted(current["train_source_ids"]):
+        a, b = set(saved["train_source_ids"]), set(current["train_source_ids"])
+        raise ValueError(f"cannot resume {out_dir} on different training samples: the run trained on {len(a)} "
+                         f"samples, asked {len(b)} ({len(a - b)} missing, {len(b - a)} new); use the same data, "
+                         "--fraction and --subset-seed")
 
 
 class _CsvLog:
@@ -249,11 +278,14 @@ def _save_png(path: str, image: np.ndarray) -> None:
 
 # --------------------------------------------------------------------------- model + checkpoint
 def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters, dropout,
-                 gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1) -> Pix2Pix:
+                 gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1, upsample="transpose",
+                 label_conditioning=None, diffaugment=None, ema_decay=None) -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
-                              spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout)
+                              spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout,
+                              upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
+                              ema_decay=ema_decay)
         g_opt = tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="g_adam")
         d_opt = tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="d_adam")
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
@@ -265,6 +297,10 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
 def _make_checkpoint(model: Pix2Pix, step: tf.Variable, iterator=None) -> tf.train.Checkpoint:
     parts = dict(step=step, generator=model.generator, discriminator=model.discriminator,
                  g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
+    if model.ema_generator is not None:
+        parts["ema_generator"] = model.ema_generator
+    if model.augment_rng is not None:
+        parts["augment_rng"] = model.augment_rng
     if iterator is not None:
         parts["iterator"] = iterator
     return tf.train.Checkpoint(**parts)
@@ -289,14 +325,16 @@ def load_generator(run_dir: str) -> Tuple[tf.keras.Model, Dict]:
     """The trained generator of a run directory and the run's ``config.json`` contents.
 
     The generator takes ``mask`` int32 ``[B,H,W]`` class ids (plus ``label`` int32 ``[B]`` for
-    class-conditional runs, as a dict) and returns RGB in ``[-1, 1]``.
+    class-conditional runs, as a dict) and returns RGB in ``[-1, 1]``. For runs with
+    ``ema_decay`` it carries the EMA weights. The config has the settings older runs lack
+    filled in with what they used (see :func:`run_settings`).
     """
     import synthseg_tf.models.pix2pix  # noqa: F401  (registers the custom layers)
 
     path = os.path.join(run_dir, GENERATOR_DIR)
     if not os.path.isdir(path):
         raise FileNotFoundError(f"{run_dir} has no trained generator ({GENERATOR_DIR}/); did training finish?")
-    config = read_config(run_dir)
+    config = run_settings(read_config(run_dir))
     generator = tf.keras.models.load_model(path, compile=False)
     return generator, config
 
@@ -321,7 +359,9 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               learning_rate: float = 2e-4, beta_1: float = 0.5, val_steps: int = 10, num_samples: int = 4,
               max_checkpoints: int = 3, checkpoint_iterator: bool = True,
               strategy: Optional[tf.distribute.Strategy] = None, verbose: bool = True,
-              extra_config: Optional[Dict] = None) -> TrainResult:
+              extra_config: Optional[Dict] = None, upsample: str = "resize",
+              label_conditioning: Optional[str] = None, diffaugment: Optional[str] = DEFAULT_DIFFAUGMENT,
+              ema_decay: Optional[float] = 0.999) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -337,7 +377,17 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     otherwise a resume skips the consumed batches (exact for deterministic pipelines).
     Pass ``strategy`` to use one you made; else :func:`make_strategy` ``(replicas)``.
     ``extra_config`` is recorded in ``config.json`` (e.g. the data spec and conditioning,
-    which ``synthseg generate --masks sample`` reads).
+    which ``synthseg generate --masks sample`` reads, and ``train_source_ids``, the sorted
+    ``source_id`` s trained on; a resume with different ``train_source_ids`` is refused).
+
+    Generator quality options (recorded in ``config.json``; a resume must keep them):
+    ``upsample`` "resize" (nearest 2x + 3x3 conv, no checkerboard) or "transpose" (original
+    pix2pix); ``label_conditioning`` for class-conditional runs, "film" (default: class FiLM in
+    every decoder block) or "bottleneck"; ``diffaugment`` the DiffAugment policy applied to the
+    discriminator's inputs (default "color,translation,cutout"; ``None``/"none" disables);
+    ``ema_decay`` the generator weight EMA decay (default 0.999 with a warm-up, ``None``
+    disables): the EMA generator is the one saved to ``generator/``, drawn in the sample grids and
+    evaluated on ``val_ds``. See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     for name, every in (("log_every", log_every), ("image_every", image_every), ("checkpoint_every", checkpoint_every)):
@@ -349,13 +399,26 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
         raise ValueError(f"batch_size={batch_size} must be divisible by the number of replicas ({n})")
     image_size = list(_pair(image_size))
     generator_depth(image_size)  # fail fast on an unsupported size
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
+    if num_labels:
+        label_conditioning = label_conditioning or "film"
+        if label_conditioning not in LABEL_CONDITIONINGS:
+            raise ValueError(f"label_conditioning must be one of {LABEL_CONDITIONINGS}, got {label_conditioning!r}")
+    else:
+        label_conditioning = None  # nothing to condition on
+    diffaugment = parse_diffaugment(diffaugment)
+    if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
+        raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
+    ema_decay = None if ema_decay is None else float(ema_decay)
     config = dict(model="pix2pix", num_classes=int(num_classes), image_size=image_size,
                   num_labels=int(num_labels) if num_labels else None, norm=norm, spectral_norm=bool(spectral_norm),
                   base_filters=int(base_filters), dropout=float(dropout), gan_loss=gan_loss,
                   l1_weight=float(l1_weight), feature_matching_weight=float(feature_matching_weight),
                   learning_rate=float(learning_rate), beta_1=float(beta_1), batch_size=int(batch_size),
                   replicas=int(n), seed=int(seed), steps=int(steps), ignore_id=IGNORE_ID,
-                  generator_inputs=["mask", "label"] if num_labels else ["mask"],
+                  upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
+                  ema_decay=ema_decay, generator_inputs=["mask", "label"] if num_labels else ["mask"],
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
     saved = _prepare_run_dir(out_dir, resume, config, class_table)
@@ -364,7 +427,9 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
 
     tf.keras.utils.set_random_seed(seed)
     model = _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters,
-                         dropout, gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1)
+                         dropout, gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1,
+                         upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
+                         ema_decay=ema_decay)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
@@ -403,7 +468,13 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     done = int(step.numpy())
     if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{done}"):
         manager.save(checkpoint_number=done)
-    save_generator(model.generator, os.path.join(out_dir, GENERATOR_DIR))
+    delivered = model.inference_generator  # the EMA generator when there is one
+    frozen = not delivered.trainable
+    delivered.trainable = True  # the EMA copy is frozen while training; save it as a normal, trainable model
+    try:
+        save_generator(delivered, os.path.join(out_dir, GENERATOR_DIR))
+    finally:
+        delivered.trainable = not frozen
     _write_config(out_dir, {**config, "status": "finished", "steps_done": done})
     return TrainResult(model=model, step=done, out_dir=out_dir, metrics=metrics)
 
@@ -493,7 +564,7 @@ class _TrainLoop:
 
     def _write_samples(self, writer, s: int) -> None:
         """The sample grid as ``samples/step_XXXXXX.png`` and as a TensorBoard image."""
-        grid = sample_grid(self.model.generator, self.sample_batch, self.palette)
+        grid = sample_grid(self.model.inference_generator, self.sample_batch, self.palette)
         _save_png(os.path.join(self.out_dir, SAMPLES_DIR, f"step_{s:06d}.png"), grid)
         with writer.as_default(step=s):
             tf.summary.image("samples/label_real_generated", grid[None], max_outputs=1)
