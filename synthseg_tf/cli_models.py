@@ -175,12 +175,18 @@ def cmd_unet_evaluate(args) -> int:
 def cmd_classifier_train(args) -> int:
     from synthseg_tf.training.classification import train_classifier
 
+    if args.no_augment and args.augment not in (None, "none"):
+        raise CliError(f"--no-augment contradicts --augment {args.augment}")
+    # options left unset use train_classifier's defaults (one source of truth)
+    optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
+                "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
+                "lr_schedule": args.lr_schedule}
     res = train_classifier(
-        args.data, args.out, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
-        synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed, patience=args.patience,
+        args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
+        synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
         fractions=args.split, train_fraction=args.train_fraction, split_seed=args.split_seed,
-        learning_rate=args.lr, augment=not args.no_augment, verbose=0 if args.quiet else 1,
-        overwrite=args.overwrite)
+        verbose=0 if args.quiet else 1, overwrite=args.overwrite,
+        **{k: v for k, v in optional.items() if v is not None})
     t = res["metrics"]["test"]
     print(f"test accuracy {_pct(t['accuracy'])}, macro F1 {_pct(t['macro']['f1'])} ({t['num_samples']} images)")
     print(f"run folder: {res['out_dir']}")
@@ -194,12 +200,8 @@ def _generation_options(args) -> Optional[dict]:
     opts = {}
     if args.n is not None:
         opts["n"] = args.n
-    if args.min_quality is not None:
-        opts["min_quality"] = args.min_quality
-    if args.quality_model is not None:
-        opts["quality_model"] = args.quality_model
-    if args.masks is not None:
-        opts["masks"] = args.masks
+    if args.n_per_image is not None:
+        opts["n_per_image"] = args.n_per_image
     return opts or None
 
 
@@ -217,7 +219,37 @@ def _print_summary(summary: dict) -> None:
         if d and d["mean"] is not None:
             dtxt = f"   ({'+' if d['mean'] >= 0 else ''}{100 * d['mean']:.1f}" + (
                 f" ± {100 * d['std']:.1f}" if d["std"] is not None else "") + f" vs {base})"
-        print(f"  fraction {r['fraction']:<5g} {r['setting']:<15} {txt}{dtxt}")
+        budget = r.get("budget", {})
+        btxt = ""
+        if budget.get("steps_run", {}).get("mean") is not None:
+            btxt = f"   [{budget['steps_run']['mean']:.0f} steps"
+            if budget.get("train_seconds", {}).get("mean") is not None:
+                btxt += f", {budget['train_seconds']['mean']:.0f} s"
+            btxt += "]"
+        print(f"  fraction {r['fraction']:<5g} {r['setting']:<15} {txt}{dtxt}{btxt}")
+    _print_verdicts(summary)
+
+
+def _print_verdicts(summary: dict) -> None:
+    """Per class: helps / hurts / no evidence from the seed-paired deltas, and the protocol."""
+    for r in summary["rows"]:
+        for key, d in r.items():
+            if not key.startswith("delta_vs_") or not d:
+                continue
+            base = key[len("delta_vs_"):]
+            groups = {}
+            for c, v in d.get("verdicts", {}).items():
+                groups.setdefault(v, []).append(c)
+            print(f"  verdict, fraction {r['fraction']:g}, {r['setting']} vs {base} ({d['n_pairs']} paired seeds): "
+                  f"overall {d.get('verdict', 'n/a')}; " + "; ".join(
+                      f"{v}: {', '.join(cs)}" for v, cs in sorted(groups.items())))
+    proto = summary.get("protocol")
+    if proto:
+        print(f"protocol: evaluated on {proto.get('evaluation')}; {proto.get('verdict_rule', '')}")
+        for c in proto.get("cells", []):
+            print(f"  fraction {c['subset']['fraction']:g}, subset seed {c['subset']['seed']}: "
+                  f"{c['subset']['images']} images ({c['fit_images']} fit, {c['selection_images']} selection: "
+                  f"{c['selection']}); generator trained on {c.get('generator_trained_on') or 'n/a'}")
 
 
 def _finish_experiment(args, summary) -> int:
@@ -239,13 +271,15 @@ def _experiment_options(args) -> dict:
     opts = dict(
         synthetic=args.synthetic, generator=args.generator, fractions=args.fractions, seeds=args.seeds,
         settings=args.settings, image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
-        synthetic_ratio=args.synthetic_ratio, generation=_generation_options(args),
-        export_models=args.export_models, verbose=0 if args.quiet else 1)
+        synthetic_ratio=args.synthetic_ratio, generation=_generation_options(args), gan=_gan_options(args),
+        subset_seed=args.subset_seed, export_models=args.export_models, verbose=0 if args.quiet else 1)
+    if args.patience is not None:
+        opts["patience"] = args.patience
     if args.lr != 1e-3:
         opts["learning_rate"] = args.lr
     if args.no_augment:
         opts["augment"] = False
-    return opts
+    return {k: v for k, v in opts.items() if v is not None or k in ("synthetic", "generator", "subset_seed")}
 
 
 @_user_errors
@@ -257,8 +291,16 @@ def cmd_experiment_segmentation(args) -> int:
         extra["class_weights"] = args.class_weights
     if args.backbone != "resnet34":
         extra["backbone"] = args.backbone
-    summary = run_segmentation_experiment(args.data, args.out, val=args.val, steps=args.steps,
-                                          **_experiment_options(args), **extra)
+    opts = _experiment_options(args)
+    gen = dict(opts.pop("generation", None) or {})
+    for key, attr in (("quality_factor", "quality_factor"), ("pixel_filter", "pixel_filter")):
+        v = getattr(args, attr)
+        if v is not None:
+            gen[key] = None if v <= 0 else v
+    if args.no_hardness:
+        gen["hardness"] = False
+    summary = run_segmentation_experiment(args.data, args.out, evaluation=args.eval, selection=args.selection,
+                                          steps=args.steps, generation=gen or None, **opts, **extra)
     return _finish_experiment(args, summary)
 
 
@@ -266,9 +308,13 @@ def cmd_experiment_segmentation(args) -> int:
 def cmd_experiment_classification(args) -> int:
     from synthseg_tf.experiments.classification import run_classification_experiment
 
+    opts = _experiment_options(args)
+    gen = dict(opts.pop("generation", None) or {})
+    if args.min_confidence is not None:
+        gen["min_confidence"] = None if args.min_confidence <= 0 else args.min_confidence
     summary = run_classification_experiment(
-        args.data, args.out, patience=args.patience, split_fractions=args.split, split_seed=args.split_seed,
-        **_experiment_options(args))
+        args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
+        **opts)
     return _finish_experiment(args, summary)
 
 
@@ -294,16 +340,28 @@ def _common_training(p, image_size: str, batch_size: int):
 
 
 def _generator_args(p, what: str):
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--synthetic", metavar="DIR", help=f"folder of generated {what} (synthseg generate output)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--synthetic", metavar="DIR", help=f"folder of generated {what} (synthseg generate output); "
+                     "refused unless its provenance lies inside each cell's training subset. Default: the "
+                     "experiment trains a GAN per subset and generates from it")
     src.add_argument("--generator", metavar="DIR",
-                     help="a generator export: samples are generated into OUT/synthetic first")
-    g = p.add_argument_group("generation (with --generator)")
-    g.add_argument("--n", type=_positive_int, help="number of samples to generate (default: training set size)")
-    g.add_argument("--masks", help="label maps: sample (default), sample:SPEC or SPEC")
-    g.add_argument("--min-quality", type=float, help="quality filter threshold (needs --quality-model)")
-    g.add_argument("--quality-model", metavar="DIR", help="segmenter SavedModel for the quality filter "
-                   "(RUN_DIR/model of `synthseg unet train`)")
+                     help="a generator trained on the subset (its train_source_ids are checked); default: trained "
+                          "per subset")
+    g = p.add_argument_group("per-subset GAN and generation (when neither --synthetic nor --generator is given)")
+    g.add_argument("--gan-steps", type=_positive_int, help="pix2pix training steps per subset")
+    g.add_argument("--gan-batch-size", type=_positive_int, help="pix2pix batch size")
+    g.add_argument("--gan-base-filters", type=_positive_int, help="pix2pix base filters")
+    g.add_argument("--n", type=_positive_int, help="number of samples to generate per subset")
+    g.add_argument("--n-per-image", type=float, help="samples to generate per training image (default 6 "
+                   "segmentation, 1 classification)")
+
+
+def _gan_options(args) -> Optional[dict]:
+    opts = {}
+    for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters")):
+        if getattr(args, attr, None) is not None:
+            opts[key] = getattr(args, attr)
+    return opts or None
 
 
 def _command_group(sub, name: str, help_text: str):
@@ -360,6 +418,8 @@ def register(sub, spec_help: str) -> None:
     e.set_defaults(func=cmd_unet_evaluate)
 
     # ---------------------------------------------------------------- classifier
+    from synthseg_tf.training.classification import CLASSIFIER_DEFAULTS as cls  # no TensorFlow import
+
     csub = _command_group(sub, "classifier", "train the image classifier CNN")
     c = csub.add_parser("train", help="train the CNN with early stopping; report on a held-out test split",
                         description="Stratified train/val/test split (or the layout's own), early stopping on "
@@ -368,14 +428,27 @@ def register(sub, spec_help: str) -> None:
     c.add_argument("--synthetic", metavar="DIR", help="labelled generated images (TFRecord folder)")
     c.add_argument("--synthetic-ratio", type=_ratio, default=None,
                    help="mix synthetic images at this rate for the real set's steps (default: append them all)")
-    c.add_argument("--epochs", type=_positive_int, default=30, help="maximum epochs (default 30)")
-    c.add_argument("--patience", type=_positive_int, default=5, help="early-stopping patience (default 5)")
+    c.add_argument("--epochs", type=_positive_int, default=None, help="maximum epochs (default %s)" % cls["epochs"])
+    c.add_argument("--patience", type=_positive_int, default=None,
+                   help="early-stopping patience in epochs (default %s)" % cls["patience"])
     c.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), metavar="TRAIN,VAL,TEST",
-                   help="split fractions (default 0.7,0.15,0.15)")
+                   help="fractions for a dataset without split folders (default 0.7,0.15,0.15); with train/ "
+                   "(+ test/ or val/) folders those are kept and only a missing val/test is carved from train/")
     c.add_argument("--split-seed", type=int, default=0)
     c.add_argument("--train-fraction", type=_fraction, default=1.0, help="use part of the training split")
     c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--augment", choices=("none", "standard", "strong"), default=None,
+                   help="training augmentation (default %s); standard = flip, scale-crop, mild colour jitter; "
+                   "strong adds rotation, strong colour jitter, blur and noise"
+                   % ("standard" if cls["augment"] is True else cls["augment"] or "none"))
+    c.add_argument("--label-smoothing", type=float, default=None, help="default %s" % cls["label_smoothing"])
+    c.add_argument("--lr-schedule", choices=("constant", "cosine", "plateau"), default=None,
+                   help="learning-rate schedule (default %s)" % cls["lr_schedule"])
     _common_training(c, "64", 32)
+    c.set_defaults(lr=None)  # unset: train_classifier's default learning rate
+    for action in c._actions:
+        if action.dest == "lr":
+            action.help = "peak learning rate (default %s)" % cls["learning_rate"]
     c.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must not exist)")
     c.add_argument("--overwrite", action="store_true")
     c.set_defaults(func=cmd_classifier_train)
@@ -383,22 +456,36 @@ def register(sub, spec_help: str) -> None:
     # ---------------------------------------------------------------- experiments
     esub = _command_group(sub, "experiment", "controlled real vs real+synthetic experiments")
 
-    s = esub.add_parser("segmentation", help="U-Nets on real / real+synthetic / synthetic data over fractions x seeds",
-                        description="For each fraction of the real training data and each seed, train U-Nets "
-                        "with identical hyper-parameters, seed and step budget on real, real+synthetic and "
-                        "synthetic-only data; evaluate on the real validation split. Resumable: finished runs are "
-                        "reused. Writes results.json, summary.json and a report.")
+    s = esub.add_parser("segmentation", help="U-Nets on real / augmented / copy-paste / synthetic data, honest protocol",
+                        description="For each fraction of the training split and each seed: draw the subset, carve "
+                        "a selection part from it, train a GAN, a quality U-Net, the synthetic and copy-paste sets "
+                        "on the subset's fit images only, then U-Nets in every setting (early stopping on the "
+                        "selection images) scored once on the evaluation split (default: the val split), which "
+                        "nothing else reads. Prints per-class verdicts. Resumable: finished steps are reused.")
     s.add_argument("--data", required=True, help=spec_help)
-    s.add_argument("--val", help="validation data; default: --data's own train/val split")
+    s.add_argument("--eval", help="evaluation data (default: --data's val split), e.g. camvid:DIR?split=test")
+    s.add_argument("--selection", help="select on this split instead of carving 20%% of each subset "
+                   "(must not be the evaluation data)")
     _generator_args(s, "samples")
-    s.add_argument("--fractions", type=_fractions, default=[0.1, 0.25, 1.0], help="default 0.1,0.25,1.0")
+    s.add_argument("--fractions", type=_fractions, default=[0.1, 0.25], help="default 0.1,0.25")
     s.add_argument("--seeds", type=_seeds, default=3, help="number of seeds (default 3) or a comma list")
-    s.add_argument("--settings", type=_settings, default=["real", "real+synthetic", "synthetic"],
-                   help="comma list of real, real+synthetic, synthetic (default: all three)")
+    s.add_argument("--subset-seed", type=int, default=None,
+                   help="draw one subset per fraction with this seed (one GAN per fraction); default: a subset per seed")
+    s.add_argument("--settings", type=_settings,
+                   default=["real", "real+augment", "real+copypaste", "real+synthetic", "synthetic"],
+                   help="comma list of real, real+augment, real+copypaste, real+synthetic, synthetic (default: all)")
     sched = s.add_mutually_exclusive_group()
-    sched.add_argument("--epochs", type=_positive_int, help="epochs over the real subset (default 10)")
-    sched.add_argument("--steps", type=_positive_int, help="total optimizer steps per run instead of --epochs")
+    sched.add_argument("--epochs", type=_positive_int, help="maximum epochs over the fit images (default 10)")
+    sched.add_argument("--steps", type=_positive_int, help="maximum optimizer steps per run instead of --epochs")
+    s.add_argument("--patience", type=_positive_int, default=None,
+                   help="early stopping: epochs without a better selection mIoU (default: none)")
     s.add_argument("--synthetic-ratio", type=_ratio, default=0.5)
+    s.add_argument("--quality-factor", type=float, default=None,
+                   help="keep a generated sample when the quality U-Net's mIoU on it reaches this times its "
+                        "selection mIoU (default 0.5; 0 disables)")
+    s.add_argument("--pixel-filter", type=float, default=None,
+                   help="FreeMask pixel filter margin (default 1.25; 0 disables)")
+    s.add_argument("--no-hardness", action="store_true", help="no hardness-aware sampling of source maps")
     s.add_argument("--class-weights", type=_class_weights, default=None)
     s.add_argument("--backbone", default="resnet34")
     s.add_argument("--export-models", action="store_true", help="export every run's SavedModel (~100 MB each)")
@@ -407,21 +494,27 @@ def register(sub, spec_help: str) -> None:
     s.add_argument("--out", required=True, metavar="DIR", help="experiment folder (reused to resume)")
     s.set_defaults(func=cmd_experiment_segmentation)
 
-    k = esub.add_parser("classification", help="classifiers on real vs real+synthetic images over seeds",
-                        description="Train the CNN classifier on real and real+synthetic training images with the "
-                        "same split, hyper-parameters and seeds; compare test accuracy and macro-F1. Resumable.")
+    k = esub.add_parser("classification", help="classifiers on real / augmented / synthetic images, honest protocol",
+                        description="Select on the val split, evaluate on the test split (the layout's own folders "
+                        "when it has them). Per fraction of the train split, a class-conditional GAN and a "
+                        "confidence-filter classifier are trained on that subset only. Resumable.")
     k.add_argument("--data", required=True, help="classfolders:DIR or demo-classes")
     _generator_args(k, "labelled images")
     k.add_argument("--fractions", type=_fractions, default=[1.0], help="parts of the training split (default 1.0)")
     k.add_argument("--seeds", type=_seeds, default=3, help="number of seeds (default 3) or a comma list")
-    k.add_argument("--settings", type=_settings, default=["real", "real+synthetic"],
-                   help="comma list of real, real+synthetic, synthetic (default: real,real+synthetic)")
-    k.add_argument("--epochs", type=_positive_int, default=30, help="maximum epochs (default 30)")
-    k.add_argument("--patience", type=_positive_int, default=5)
+    k.add_argument("--subset-seed", type=int, default=None, help="one subset per fraction drawn with this seed")
+    k.add_argument("--settings", type=_settings, default=["real", "real+augment", "real+synthetic"],
+                   help="comma list of real, real+augment, real+synthetic, synthetic "
+                        "(default: real,real+augment,real+synthetic)")
+    k.add_argument("--epochs", type=_positive_int, default=40, help="maximum epochs (default 40)")
+    k.add_argument("--patience", type=_positive_int, default=12)
     k.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), metavar="TRAIN,VAL,TEST")
     k.add_argument("--split-seed", type=int, default=0)
     k.add_argument("--synthetic-ratio", type=_ratio, default=None,
                    help="mix synthetic images at this rate (default: append them all to the training split)")
+    k.add_argument("--min-confidence", type=float, default=None,
+                   help="keep a generated image when the subset-trained classifier gives its class at least this "
+                        "probability (default 0.5; 0 disables)")
     k.add_argument("--export-models", action="store_true")
     k.add_argument("--no-report", action="store_true")
     _common_training(k, "64", 32)

@@ -93,6 +93,26 @@ def test_adapter_and_early_stopping():
     np.testing.assert_array_equal(y.numpy(), [[0, 0, 1], [1, 0, 0]])
     cb = early_stopping(patience=3)
     assert cb.monitor == "val_loss" and cb.patience == 3 and cb.restore_best_weights
+    acc = early_stopping(patience=2, monitor="val_accuracy")
+    assert acc.monitor == "val_accuracy" and acc.monitor_op(0.6, 0.5)  # higher is better
+    with pytest.raises(ValueError, match="monitor"):
+        early_stopping(monitor="loss")
+
+
+def test_compile_options():
+    model = build_classifier(3, **SMALL)
+    compile_classifier(model)
+    assert type(model.optimizer).__name__ == "Adam" and model.loss.get_config()["label_smoothing"] == 0.0
+    compile_classifier(model, learning_rate=tf.keras.optimizers.schedules.CosineDecay(1e-3, 10),
+                       label_smoothing=0.1, weight_decay=1e-4)
+    assert type(model.optimizer).__name__ == "AdamW" and model.loss.get_config()["label_smoothing"] == 0.1
+    # smoothed targets: a confident correct prediction still has a loss well above zero
+    y = tf.one_hot([0], 3)
+    assert float(model.loss(y, tf.constant([[0.999, 0.0005, 0.0005]]))) > 0.2
+    with pytest.raises(ValueError, match="label_smoothing"):
+        compile_classifier(model, label_smoothing=1.0)
+    with pytest.raises(ValueError, match="weight_decay"):
+        compile_classifier(model, weight_decay=-1)
 
 
 @pytest.fixture(scope="module")

@@ -1,17 +1,39 @@
-"""Experiments: the fraction x seed x setting grid, results/summary statistics, resume, CLI."""
+"""Experiments under the honest protocol: per-subset GAN, quality model, synthetic and copy-paste sets,
+every setting trained on the fit images only, scored on an evaluation split nothing else read;
+provenance refusals, resume, statistics, verdicts and the CLI."""
 import argparse
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
 
 import synthseg_tf  # noqa: F401
-from test_training_cls import SMALL, write_classfolders, write_synthetic_classes
-from test_training_seg import CLASSES, write_scenes, write_synthetic
+from test_training_cls import SMALL, write_classfolders
+from test_training_seg import CLASSES, write_scenes
 
 # A small backbone, eager execution and 2 steps keep each U-Net run to a few seconds.
 FAST = dict(image_size=32, batch_size=4, steps=2, backbone="resnet18", run_eagerly=True)
+TINY = dict(gan={"steps": 2, "batch_size": 4, "base_filters": 8},
+            generation={"n": 6, "samples_per_shard": 4, "batch_size": 4, "quality_factor": 0.01,
+                        "allow_weak_quality_model": True},
+            copypaste={"n": 6})
+ALL = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic")
+
+
+def _load(*parts):
+    with open(os.path.join(*parts)) as f:
+        return json.load(f)
+
+
+def _manifest_ids(folder):
+    ids = set()
+    with open(os.path.join(folder, "manifest.jsonl")) as f:
+        for line in f:
+            if line.strip():
+                ids.update(json.loads(line)["source_ids"])
+    return ids
 
 
 @pytest.fixture(scope="module")
@@ -19,118 +41,127 @@ def seg_experiment(tmp_path_factory):
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
     root = tmp_path_factory.mktemp("segexp")
-    spec = write_scenes(str(root / "real"))
-    syn = write_synthetic(str(root / "synthetic"))
+    spec = write_scenes(str(root / "real"), n=16)
     out = str(root / "exp")
     logs = []
-    summary = run_segmentation_experiment(spec, out, synthetic=syn, fractions=(0.5, 1.0), seeds=(0,),
-                                          log=logs.append, **FAST)
-    return {"spec": spec, "synthetic": syn, "out": out, "summary": summary, "logs": logs}
+    summary = run_segmentation_experiment(spec, out, fractions=(1.0,), seeds=(0,), settings=ALL, patience=2,
+                                          log=logs.append, **TINY, **FAST)
+    return {"spec": spec, "out": out, "summary": summary, "logs": logs, "root": root}
 
 
-def _load(out, name):
-    with open(os.path.join(out, name)) as f:
-        return json.load(f)
+def test_every_artifact_stays_inside_the_fit_images(seg_experiment):
+    """The protocol test: nothing the experiment used touched an image outside the fit part of the
+    subset, and the evaluation images were read by nothing but the final scoring."""
+    from synthseg_tf.data import load
 
-
-def test_results_and_summary_structure(seg_experiment):
     out = seg_experiment["out"]
+    cell = os.path.join(out, "subsets", "frac1-subset0")
+    sub = _load(cell, "subset.json")
+    fit, sel = set(sub["fit"]), set(sub["selection"])
+    assert fit and sel and not fit & sel
+    _, ev = load(seg_experiment["spec"]).train_val()
+    eval_ids = {s.source_id for s in ev.samples}
+    assert eval_ids and not eval_ids & (fit | sel)
+
+    assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
+    syn_ids, cp_ids = _manifest_ids(os.path.join(cell, "synthetic")), _manifest_ids(os.path.join(cell, "copypaste"))
+    assert syn_ids and syn_ids <= fit
+    assert cp_ids and cp_ids <= fit
+    q = _load(cell, "quality", "config.json")
+    assert set(q["experiment"]["fit"]) == fit and q["train_samples"] == len(fit) and q["val_samples"] == len(sel)
+
     results = _load(out, "results.json")
-    summary = _load(out, "summary.json")
-    assert summary == json.loads(json.dumps(seg_experiment["summary"]))
-    runs = results["runs"]
-    assert {(r["fraction"], r["setting"]) for r in runs} == {(f, s) for f in (0.5, 1.0)
-                                                             for s in ("real", "real+synthetic", "synthetic")}
-    for r in runs:
-        assert set(r["metrics"]) == {"mean_iou", "mean_dice", "pixel_accuracy"}
-        assert set(r["per_class"]["iou"]) == set(CLASSES)
-        assert os.path.isfile(os.path.join(out, r["run"], "metrics.json"))
-        assert not os.path.exists(os.path.join(out, r["run"], "model"))  # per-run export is opt-in
-    # identical budget for every setting of a fraction; the real subset is shared
-    for f in (0.5, 1.0):
-        rs = [r for r in runs if r["fraction"] == f]
-        assert len({r["total_steps"] for r in rs}) == 1
-        cfgs = [_load(out, os.path.join(r["run"], "config.json")) for r in rs if r["setting"] != "synthetic"]
-        assert cfgs[0]["experiment"]["real_subset"] == cfgs[1]["experiment"]["real_subset"]
-        assert cfgs[0]["seed"] == cfgs[1]["seed"] == 0
-    # with steps= the synthetic-only run does not depend on the fraction: trained once, shared
-    syn_runs = {r["run"] for r in runs if r["setting"] == "synthetic"}
-    assert len(syn_runs) == 1
-    assert len(os.listdir(os.path.join(out, "runs"))) == 5
-    assert summary["class_names"] == CLASSES and summary["baseline"] == "real"
-    assert summary["settings"] == ["real", "real+synthetic", "synthetic"] and summary["fractions"] == [0.5, 1.0]
-    assert len(summary["rows"]) == 6
+    assert {r["setting"] for r in results["runs"]} == set(ALL)
+    for r in results["runs"]:
+        cfg = _load(out, r["run"], "config.json")
+        assert set(cfg["experiment"]["real_subset"]) == fit
+        assert cfg["train_samples"] == len(fit) and cfg["val_samples"] == len(sel)
+        assert cfg["evaluate_samples"] == len(ev)
+        assert cfg["augment"] == ("strong" if r["setting"] == "real+augment" else True)
+        m = _load(out, r["run"], "metrics.json")
+        # the reported figure is the evaluation split's, not the selection split's
+        assert r["metrics"]["mean_iou"] == m["eval"]["mean_iou"]
+        assert r["selection_mean_iou"] == m["val"]["mean_iou"]
+        assert r["steps_run"] is not None and r["train_seconds"] is not None
+    syn_cfg = _load(out, "runs", "frac1-seed0-real_synthetic", "config.json")
+    assert syn_cfg["synthetic"].endswith(os.path.join("frac1-subset0", "synthetic"))
+    cp_cfg = _load(out, "runs", "frac1-seed0-real_copypaste", "config.json")
+    assert cp_cfg["synthetic"].endswith(os.path.join("frac1-subset0", "copypaste"))
 
 
-def test_resume_extend_and_statistics(seg_experiment, monkeypatch):
+def test_summary_has_deltas_verdicts_and_protocol(seg_experiment):
+    summary = seg_experiment["summary"]
+    assert summary == _load(seg_experiment["out"], "summary.json")
+    assert summary["settings"] == list(ALL) and summary["baseline"] == "real"
+    rows = {r["setting"]: r for r in summary["rows"]}
+    syn = rows["real+synthetic"]
+    for base in ("real", "real+augment", "real+copypaste"):
+        d = syn[f"delta_vs_{base}"]
+        assert d["n_pairs"] == 1 and d["verdict"] == "no evidence"  # one seed is never evidence
+        assert set(d["verdicts"]) == set(CLASSES)
+    assert rows["real"]["delta_vs_real"] is None
+    proto = summary["protocol"]
+    assert "nothing else reads" in proto["rule"] and "helps" in proto["verdict_rule"]
+    (c,) = proto["cells"]
+    assert c["fit_images"] + c["selection_images"] == c["subset"]["images"]
+    assert c["generator_trained_on"].endswith(os.path.join("frac1-subset0", "gan"))
+
+
+def test_resume_trains_nothing_and_other_settings_refuse(seg_experiment, monkeypatch):
+    import synthseg_tf.training.gan as gan
     import synthseg_tf.training.segmentation as seg
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
-    out, spec, syn = seg_experiment["out"], seg_experiment["spec"], seg_experiment["synthetic"]
     trained = []
-    real_train = seg.train_unet
-
-    def counting(*a, **k):
-        trained.append(a[2])
-        return real_train(*a, **k)
-
-    monkeypatch.setattr(seg, "train_unet", counting)
-    # add a second seed for fraction 0.5 (real and real+synthetic only): two new runs, the rest kept
-    summary = run_segmentation_experiment(spec, out, synthetic=syn, fractions=(0.5,), seeds=(1,),
-                                          settings=("real", "real+synthetic"), log=lambda m: None, **FAST)
-    assert len(trained) == 2
-    results = _load(out, "results.json")
-    assert len(results["runs"]) == 8  # 6 earlier + 2 new; results cover every finished run
-
-    # the summary's statistics are the mean and sample std of the per-run values
-    runs = results["runs"]
-    for row in summary["rows"]:
-        rs = [r for r in runs if r["fraction"] == row["fraction"] and r["setting"] == row["setting"]]
-        vals = [r["metrics"]["mean_iou"] for r in rs]
-        st = row["metrics"]["mean_iou"]
-        assert st["n"] == len(vals) and st["mean"] == pytest.approx(np.mean(vals))
-        assert st["std"] == (pytest.approx(np.std(vals, ddof=1)) if len(vals) > 1 else None)
-        for c in CLASSES:
-            cv = [r["per_class"]["iou"][c] for r in rs if r["per_class"]["iou"][c] is not None]
-            if cv:
-                assert row["per_class"]["iou"][c]["mean"] == pytest.approx(np.mean(cv))
-        delta = row["delta_vs_real"]
-        if row["setting"] == "real":
-            assert delta is None
-            continue
-        base = {r["seed"]: r for r in runs if r["fraction"] == row["fraction"] and r["setting"] == "real"}
-        diffs = [r["metrics"]["mean_iou"] - base[r["seed"]]["metrics"]["mean_iou"] for r in rs if r["seed"] in base]
-        assert delta["metrics"]["mean_iou"]["mean"] == pytest.approx(np.mean(diffs))
-        assert delta["n_pairs"] == len(diffs)
-        for c in CLASSES:
-            cd = [r["per_class"]["iou"][c] - base[r["seed"]]["per_class"]["iou"][c] for r in rs
-                  if r["seed"] in base and r["per_class"]["iou"][c] is not None
-                  and base[r["seed"]]["per_class"]["iou"][c] is not None]
-            if cd:
-                assert delta["per_class"][c]["mean"] == pytest.approx(np.mean(cd))
-    row = next(r for r in summary["rows"] if r["fraction"] == 0.5 and r["setting"] == "real+synthetic")
-    assert row["n_runs"] == 2 and row["metrics"]["mean_iou"]["std"] is not None
-    assert row["delta_vs_real"]["metrics"]["mean_iou"]["n"] == 2
-
-    # rerunning the whole grid trains nothing
-    trained.clear()
-    run_segmentation_experiment(spec, out, synthetic=syn, fractions=(0.5, 1.0), seeds=(0,), log=lambda m: None,
-                                **FAST)
+    monkeypatch.setattr(seg, "train_unet", lambda *a, **k: trained.append(a[2]))
+    monkeypatch.setattr(gan, "train_gan", lambda *a, **k: trained.append(a[1]))
+    run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"], fractions=(1.0,), seeds=(0,),
+                                settings=ALL, patience=2, log=lambda m: None, **TINY, **FAST)
     assert trained == []
-    assert len(_load(out, "results.json")["runs"]) == 8
+    with pytest.raises(FileExistsError, match="other settings"):
+        run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"], fractions=(1.0,), seeds=(0,),
+                                    settings=ALL, patience=3, log=lambda m: None, **TINY, **FAST)
+    with pytest.raises(ValueError, match="unknown setting"):
+        run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"] + "_y", settings=("fake",), **FAST)
 
 
-def test_other_settings_are_refused(seg_experiment):
+def test_synthetic_or_generator_from_outside_the_subset_is_refused(seg_experiment, tmp_path):
+    from synthseg_tf.data import load
+    from synthseg_tf.experiments.protocol import ProtocolError
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
-    with pytest.raises(FileExistsError, match="other settings"):
-        run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"],
-                                    synthetic=seg_experiment["synthetic"], **dict(FAST, image_size=64))
-    with pytest.raises(ValueError, match="need synthetic data"):
-        run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"] + "_x", **FAST)
-    with pytest.raises(ValueError, match="unknown setting"):
-        run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"] + "_y",
-                                    synthetic=seg_experiment["synthetic"], settings=("fake",), **FAST)
+    cell = os.path.join(seg_experiment["out"], "subsets", "frac1-subset0")
+    _, ev = load(seg_experiment["spec"]).train_val()
+    leaked = ev.samples[0].source_id
+
+    # a synthetic set one of whose samples was built from an evaluation label map
+    syn = str(tmp_path / "leaky_synthetic")
+    shutil.copytree(os.path.join(cell, "synthetic"), syn)
+    lines = open(os.path.join(syn, "manifest.jsonl")).read().splitlines()
+    first = json.loads(lines[0])
+    first["source_ids"] = first["source_ids"] + [leaked]
+    lines[0] = json.dumps(first)
+    open(os.path.join(syn, "manifest.jsonl"), "w").write("\n".join(lines) + "\n")
+    with pytest.raises(ProtocolError, match=f"outside the experiment's training subset.*{leaked}"):
+        run_segmentation_experiment(seg_experiment["spec"], str(tmp_path / "e1"), synthetic=syn, fractions=(1.0,),
+                                    seeds=(0,), settings=("real+synthetic",), log=lambda m: None, **FAST)
+
+    # a generator trained on more images than the subset (here: one evaluation image)
+    gen = str(tmp_path / "leaky_gan")
+    shutil.copytree(os.path.join(cell, "gan"), gen)
+    cfg = _load(gen, "config.json")
+    cfg["train_source_ids"] = cfg["train_source_ids"] + [leaked]
+    with open(os.path.join(gen, "config.json"), "w") as f:
+        json.dump(cfg, f)
+    with pytest.raises(ProtocolError, match="generator"):
+        run_segmentation_experiment(seg_experiment["spec"], str(tmp_path / "e2"), generator=gen, fractions=(1.0,),
+                                    seeds=(0,), settings=("real+synthetic",), log=lambda m: None, **FAST)
+
+    # the subset's own synthetic set is accepted as --synthetic
+    summary = run_segmentation_experiment(seg_experiment["spec"], str(tmp_path / "e3"),
+                                          synthetic=os.path.join(cell, "synthetic"), fractions=(1.0,), seeds=(0,),
+                                          settings=("real+synthetic",), log=lambda m: None, **FAST)
+    assert summary["rows"][0]["setting"] == "real+synthetic"
 
 
 def test_summarize_numbers():
@@ -153,26 +184,36 @@ def test_summarize_numbers():
     assert d["metrics"]["mean_iou"]["std"] == pytest.approx(np.std([0.05, 0.02], ddof=1))
     assert d["per_class"]["a"]["values"] == pytest.approx([-0.1, 0.1])
     assert d["per_class"]["b"]["n"] == 0
+    assert d["verdict"] == "helps" and d["verdicts"] == {"a": "no evidence", "b": "no evidence"}
 
 
-def test_classification_experiment(tmp_path):
+def test_classification_experiment_follows_the_protocol(tmp_path):
     from synthseg_tf.experiments.classification import run_classification_experiment
 
     spec = write_classfolders(str(tmp_path / "cf"))
-    syn = write_synthetic_classes(str(tmp_path / "syn"))
     out = str(tmp_path / "exp")
-    summary = run_classification_experiment(spec, out, synthetic=syn, seeds=2, image_size=32, batch_size=8, epochs=1,
-                                            split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
-                                            **SMALL)
+    summary = run_classification_experiment(
+        spec, out, seeds=2, subset_seed=0, settings=("real", "real+augment", "real+synthetic"), image_size=32,
+        batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
+        gan={"steps": 2, "batch_size": 4, "base_filters": 8},
+        generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": 0.0}, **SMALL)
     results = _load(out, "results.json")
-    assert len(results["runs"]) == 4 and summary["primary_metric"] == "macro_f1"
+    assert len(results["runs"]) == 6 and summary["primary_metric"] == "macro_f1"
+    cell = os.path.join(out, "subsets", "frac1-subset0")
+    fit = set(_load(cell, "subset.json")["fit"])
+    assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
+    assert _manifest_ids(os.path.join(cell, "synthetic")) <= fit
     for r in results["runs"]:
-        assert set(r["metrics"]) == {"accuracy", "macro_f1", "weighted_f1"} and r["test_samples"] == 6
-        assert set(r["per_class"]["f1"]) == {"blue", "green", "red"}
+        assert set(r["metrics"]) == {"accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"} and r["test_samples"] == 6
+        cfg = _load(out, r["run"], "config.json")
+        splits = _load(out, r["run"], "splits.json")
+        assert set(splits["train"]) == fit and not set(splits["test"]) & (fit | set(splits["val"]))
+        assert cfg["augment"] == ("strong" if r["setting"] == "real+augment" else True)
     row = next(r for r in summary["rows"] if r["setting"] == "real+synthetic")
     acc = [r["metrics"]["accuracy"] for r in results["runs"] if r["setting"] == "real+synthetic"]
     assert row["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(acc))
     assert row["delta_vs_real"]["n_pairs"] == 2 and set(row["delta_vs_real"]["per_class"]) == {"blue", "green", "red"}
+    assert "delta_vs_real+augment" in row and summary["rare_classes"]["names"] == ["blue", "green", "red"]
 
 
 def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys, monkeypatch):
@@ -187,16 +228,17 @@ def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys,
 
     def spy(*a, **k):
         calls.append(k)
-        return orig(*a, run_eagerly=True, **k)  # (eager only matters if something had to train)
+        return orig(*a, run_eagerly=True, **dict(k, gan=TINY["gan"], generation=TINY["generation"],
+                                                  copypaste=TINY["copypaste"]))
 
     monkeypatch.setattr(exp, "run_segmentation_experiment", spy)
-    # same settings as the fixture's experiment: every run is reused, then the report is written
-    args = p.parse_args(["experiment", "segmentation", "--data", seg_experiment["spec"], "--synthetic",
-                         seg_experiment["synthetic"], "--fractions", "0.5,1", "--seeds", "1", "--image-size", "32",
-                         "--batch-size", "4", "--steps", "2", "--backbone", "resnet18", "--out", seg_experiment["out"]])
+    args = p.parse_args(["experiment", "segmentation", "--data", seg_experiment["spec"], "--fractions", "1",
+                         "--seeds", "0,", "--patience", "2", "--image-size", "32", "--batch-size", "4", "--steps",
+                         "2", "--backbone", "resnet18", "--out", seg_experiment["out"]])
     assert args.func(args) == 0
     text = capsys.readouterr().out
-    assert calls and calls[0]["seeds"] == 1 and calls[0]["fractions"] == [0.5, 1.0]
+    assert calls and calls[0]["seeds"] == [0] and calls[0]["fractions"] == [1.0] and calls[0]["evaluation"] is None
     assert "reusing" in text and "experiment folder:" in text and "report:" in text
+    assert "verdict, fraction 1, real+synthetic vs real+augment" in text and "protocol: evaluated on" in text
     assert "training U-Net" not in text
     assert os.path.isfile(os.path.join(seg_experiment["out"], "report", "report.html"))

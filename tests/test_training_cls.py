@@ -144,3 +144,47 @@ def test_cli_classifier_train(cls_data, tmp_path, capsys):
     assert "test accuracy" in text and f"run folder: {out}" in text
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["synthetic_mode"] == "mix" and cfg["steps_per_epoch"] == 3  # ceil(18 real / 8)
+
+
+def test_training_options_are_used_and_recorded(cls_data, tmp_path):
+    from synthseg_tf.training.classification import CLASSIFIER_DEFAULTS, train_classifier
+
+    out = str(tmp_path / "opts")
+    res = train_classifier(cls_data["spec"], out, image_size=32, batch_size=8, epochs=3, patience=3,
+                           fractions=(0.6, 0.2, 0.2), augment="standard", lr_schedule="plateau",
+                           monitor="val_accuracy", label_smoothing=0.2, pooling="flatten", batch_norm=False,
+                           export=False, verbose=0, **SMALL)
+    cfg = json.load(open(os.path.join(out, "config.json")))
+    assert cfg["augment"] == "standard" and cfg["lr_schedule"] == "plateau" and cfg["monitor"] == "val_accuracy"
+    assert cfg["label_smoothing"] == 0.2 and cfg["pooling"] == "flatten" and cfg["batch_norm"] is False
+    m = res["metrics"]
+    assert m["monitor"] == "val_accuracy"
+    assert m["best_monitor_value"] == max(res["history"]["val_accuracy"])  # the kept epoch is the best one
+    assert m["best_val_loss"] == res["history"]["val_loss"][m["best_epoch"] - 1]
+    assert "lr" in res["history"]  # ReduceLROnPlateau logs the learning rate
+
+    defaults = train_classifier(cls_data["spec"], str(tmp_path / "defaults"), image_size=32, batch_size=8,
+                                epochs=1, fractions=(0.6, 0.2, 0.2), export=False, verbose=0, **SMALL)["config"]
+    for key in ("augment", "batch_norm", "pooling", "label_smoothing", "lr_schedule", "monitor"):
+        assert defaults[key] == CLASSIFIER_DEFAULTS[key], key
+
+    for bad, match in ((dict(augment="heavy"), "augment must be"), (dict(lr_schedule="step"), "lr_schedule"),
+                       (dict(monitor="loss"), "monitor")):
+        with pytest.raises(ValueError, match=match):
+            train_classifier(cls_data["spec"], str(tmp_path / "bad"), verbose=0, **bad)
+    assert not os.path.exists(tmp_path / "bad")
+
+
+def test_cli_augment_options(cls_data, tmp_path):
+    from synthseg_tf import cli_models
+    from synthseg_tf.cli import CliError
+
+    p = argparse.ArgumentParser(prog="synthseg")
+    sub = p.add_subparsers()
+    cli_models.register(sub, "spec")
+    args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--augment", "strong", "--no-augment",
+                         "--out", str(tmp_path / "x")])
+    with pytest.raises(CliError, match="--no-augment"):
+        args.func(args)
+    args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--out", str(tmp_path / "y")])
+    assert args.lr is None and args.epochs is None and args.augment is None  # train_classifier's defaults apply

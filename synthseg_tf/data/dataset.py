@@ -64,19 +64,38 @@ class Dataset:
         return replace(self, samples=picked)
 
     def train_val(self, val_fraction: float = 0.2) -> Tuple["Dataset", "Dataset"]:
-        """The layout's own train/val splits when it has them, else a deterministic holdout.
+        """``(train, val)`` for model selection; never touches a layout's test (or other) split.
 
-        The holdout hashes each sample's ``source_id``, so it does not change when files are
-        added or the listing order differs.
+        - The layout has ``train`` and ``val`` splits: exactly those two (``val_fraction`` unused).
+        - It has ``train`` but no ``val`` (e.g. ISIC 2016: train + test): val is a holdout of
+          the *train* samples only; ``test`` and any other split appear in neither part.
+        - No split labels, or a single split that is not ``train`` (a spec restricted with
+          ``split=val``, say, whose samples the caller chose to use): a holdout of all samples.
+        - Several splits but no ``train`` (e.g. ``val`` + ``test``): ``ValueError``, since
+          pooling them would train on an evaluation split.
+
+        The holdout hashes each sample's ``source_id`` (a sample is in val when the hash falls
+        below ``val_fraction``), so it does not change when files are added or the listing
+        order differs.
         """
-        if "train" in self.splits and "val" in self.splits:
+        splits = self.splits
+        if "train" in splits and "val" in splits:
             return self.subset("train"), self.subset("val")
+        if "train" in splits:
+            pool = [i for i, s in enumerate(self.samples) if s.split == "train"]
+        elif len(splits) > 1:
+            raise ValueError(f"{self.spec}: the layout has splits {', '.join(splits)} but no 'train' split; "
+                             "refusing to pool them into a train/val split (pick one with split=NAME)")
+        else:
+            pool = list(range(len(self.samples)))
         val_idx, train_idx = [], []
-        for i, s in enumerate(self.samples):
-            h = int(hashlib.sha1(s.source_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+        for i in pool:
+            h = int(hashlib.sha1(self.samples[i].source_id.encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
             (val_idx if h < val_fraction else train_idx).append(i)
         if not val_idx or not train_idx:
-            raise ValueError(f"{self.spec}: {len(self.samples)} samples are too few for a train/val split")
+            what = "train-split samples" if "train" in splits else "samples"
+            raise ValueError(f"{self.spec}: {len(pool)} {what} are too few for a train/val split "
+                             f"(val_fraction {val_fraction})")
         return self.select(train_idx), self.select(val_idx)
 
     def fraction(self, frac: float, seed: int = 0) -> "Dataset":

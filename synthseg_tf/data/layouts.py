@@ -344,9 +344,15 @@ def _load_isic2016(spec, args, opts) -> Dataset:
 def _load_classfolders(spec, args, opts) -> Dataset:
     root = _need_dir(spec, args[0] if args else None, "class folders")
     subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    # Either split folders (any of train/ val/ test/, e.g. only train/ + test/) each holding class
+    # folders, or class folders directly; a mix is ambiguous (a test/ read as a class would leak).
     split_dirs = [d for d in subdirs if d in ("train", "val", "test")]
-    parts = [(d, os.path.join(root, d)) for d in split_dirs] if split_dirs and len(split_dirs) == len(subdirs) \
-        else [(None, root)]
+    if split_dirs and len(split_dirs) != len(subdirs):
+        others = [d for d in subdirs if d not in split_dirs]
+        raise SpecError(f"{spec}: {root} mixes split folders ({', '.join(split_dirs)}) with other folders "
+                        f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}); put the class folders "
+                        "inside train/ val/ test/, or use no split folders at all")
+    parts = [(d, os.path.join(root, d)) for d in split_dirs] if split_dirs else [(None, root)]
     names = sorted({c for _, base in parts for c in os.listdir(base)
                     if os.path.isdir(os.path.join(base, c)) and not c.startswith(".")})
     if not names:

@@ -2,9 +2,21 @@
 
 Elements are dicts: ``image`` float32 ``[H, W, 3]`` in [0, 1], ``label`` int32 and, for
 segmentation, ``mask`` uint8 ``[H, W]`` (ids, 255 = void). Image and mask get the same
-geometric augmentation (flip, scale + crop); colour jitter touches the image only; masks are
-always resized with nearest-neighbour. Randomness is stateless and seeded per element, so a
-seed fixes the whole stream even with parallel map.
+geometric augmentation; colour changes touch the image only; masks are always resampled with
+nearest-neighbour, so they only hold ids of the input mask (plus 255 where "strong" rotates in
+pixels from outside the frame). Randomness is stateless and seeded per element, so a seed fixes
+the whole stream even with parallel map.
+
+``augment`` levels (:func:`augment_level`):
+
+- ``False`` / ``"none"``: resize only;
+- ``True`` / ``"standard"``: horizontal flip, scale 1-1.5x + random crop, mild colour jitter
+  (:func:`augment_pair`);
+- ``"strong"``: standard geometry with scale 1-1.8x, then a rotation of up to +-10 degrees with
+  a 0.9-1.1x zoom (image: bilinear, reflected at the border; mask: nearest, void 255 outside
+  the frame), stronger brightness/contrast/saturation/hue jitter, and with probability 0.2
+  each a gaussian blur (sigma 0.4-1 px) and gaussian noise (std 0.01-0.04)
+  (:func:`augment_pair_strong`).
 """
 from __future__ import annotations
 
@@ -18,6 +30,22 @@ from synthseg_tf.data.dataset import SEGMENTATION, Dataset
 from synthseg_tf.data.tfrecord import feature_spec, read_metadata, tfrecord_files
 
 AUTOTUNE = tf.data.AUTOTUNE
+AUGMENT_LEVELS = ("none", "standard", "strong")
+Augment = Union[bool, str, None]
+
+
+def augment_level(augment: Augment) -> str:
+    """``augment`` option -> ``"none"``, ``"standard"`` or ``"strong"`` (``True`` = standard).
+
+    Raises ``ValueError`` naming the option for anything else.
+    """
+    if augment is None or augment is False:
+        return "none"
+    if augment is True:
+        return "standard"
+    if isinstance(augment, str) and augment.strip().lower() in AUGMENT_LEVELS:
+        return augment.strip().lower()
+    raise ValueError(f"augment must be True, False or one of {', '.join(AUGMENT_LEVELS)}; got {augment!r}")
 
 
 def _size(image_size) -> Tuple[int, int]:
@@ -116,10 +144,79 @@ def augment_pair(image, mask, size, seed, max_scale: float = 1.5, jitter: bool =
     return tf.ensure_shape(image, [h, w, 3]), mask
 
 
-def prepare(raw: tf.data.Dataset, image_size=(256, 256), augment: bool = False, seed: Optional[int] = None,
+def _rotate_zoom(image, mask, angle, zoom):
+    """Rotate by ``angle`` (radians) and zoom by ``zoom`` about the centre; image bilinear with
+    reflected borders, mask nearest with 255 (void) for pixels from outside the frame."""
+    h = tf.cast(tf.shape(image)[0], tf.float32)
+    w = tf.cast(tf.shape(image)[1], tf.float32)
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    c, s = tf.cos(angle) / zoom, tf.sin(angle) / zoom
+    # output pixel (x, y) samples input (c*(x-cx) - s*(y-cy) + cx, s*(x-cx) + c*(y-cy) + cy)
+    t = tf.stack([c, -s, cx - c * cx + s * cy, s, c, cy - s * cx - c * cy, 0.0, 0.0])[None]
+    out_hw = tf.shape(image)[:2]
+    image = tf.raw_ops.ImageProjectiveTransformV3(
+        images=image[None], transforms=t, output_shape=out_hw, fill_value=0.0, interpolation="BILINEAR",
+        fill_mode="REFLECT")[0]
+    if mask is not None:
+        mask = tf.raw_ops.ImageProjectiveTransformV3(
+            images=mask[None, ..., None], transforms=t, output_shape=out_hw, fill_value=255.0,
+            interpolation="NEAREST", fill_mode="CONSTANT")[0, ..., 0]
+    return image, mask
+
+
+def _gaussian_blur(image, sigma):
+    """Separable 5x5 gaussian blur of a ``[H, W, 3]`` float image (reflect padding)."""
+    x = tf.range(-2.0, 3.0)
+    k = tf.exp(-0.5 * tf.square(x / sigma))
+    k = k / tf.reduce_sum(k)
+    img = tf.pad(image[None], [[0, 0], [2, 2], [2, 2], [0, 0]], mode="REFLECT")
+    kx = tf.tile(tf.reshape(k, [1, 5, 1, 1]), [1, 1, 3, 1])
+    ky = tf.tile(tf.reshape(k, [5, 1, 1, 1]), [1, 1, 3, 1])
+    img = tf.nn.depthwise_conv2d(img, kx, [1, 1, 1, 1], "VALID")
+    img = tf.nn.depthwise_conv2d(img, ky, [1, 1, 1, 1], "VALID")
+    return img[0]
+
+
+def augment_pair_strong(image, mask, size, seed, max_scale: float = 1.8, max_degrees: float = 10.0,
+                        blur_p: float = 0.2, noise_p: float = 0.2):
+    """"strong" augmentation (module doc): :func:`augment_pair` geometry with scale up to
+    ``max_scale`` (no mild jitter), rotation within +-``max_degrees`` and a 0.9-1.1x zoom, strong
+    colour jitter, then gaussian blur (probability ``blur_p``) and gaussian noise (``noise_p``).
+    ``seed``: int64 [2]; the same seed gives the same result. Works with ``mask=None``.
+    """
+    s = tf.random.experimental.stateless_split(seed, 14)
+    h, w = size
+    image, mask = augment_pair(image, mask, size, s[0], max_scale=max_scale, jitter=False)
+    angle = tf.random.stateless_uniform([], s[1], -1.0, 1.0) * (max_degrees * np.pi / 180.0)
+    zoom = tf.random.stateless_uniform([], s[2], 0.9, 1.1)
+    image, mask = _rotate_zoom(image, mask, angle, zoom)
+    image = tf.image.stateless_random_brightness(image, 0.3, s[3])
+    image = tf.image.stateless_random_contrast(image, 0.6, 1.4, s[4])
+    image = tf.image.stateless_random_saturation(image, 0.5, 1.5, s[5])
+    image = tf.image.stateless_random_hue(image, 0.08, s[6])
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    sigma = tf.random.stateless_uniform([], s[7], 0.4, 1.0)
+    image = tf.cond(tf.random.stateless_uniform([], s[8]) < blur_p, lambda: _gaussian_blur(image, sigma),
+                    lambda: image)
+    std = tf.random.stateless_uniform([], s[9], 0.01, 0.04)
+    noise = tf.random.stateless_normal(tf.shape(image), s[10]) * std
+    image = tf.cond(tf.random.stateless_uniform([], s[11]) < noise_p, lambda: image + noise, lambda: image)
+    image = tf.clip_by_value(image, 0.0, 1.0)
+    if mask is not None:
+        mask = tf.ensure_shape(mask, [h, w])
+    return tf.ensure_shape(image, [h, w, 3]), mask
+
+
+def prepare(raw: tf.data.Dataset, image_size=(256, 256), augment: Augment = False, seed: Optional[int] = None,
             num_parallel: int = AUTOTUNE) -> tf.data.Dataset:
-    """Raw decoded elements -> fixed-size float images (and nearest-resized masks)."""
+    """Raw decoded elements -> fixed-size float images (and nearest-resized masks).
+
+    ``augment``: ``False``/``"none"``, ``True``/``"standard"`` or ``"strong"`` (module doc);
+    ``seed`` fixes the augmentation stream (element ``i`` always gets the same transform).
+    """
     size = _size(image_size)
+    level = augment_level(augment)
+    augment_fn = augment_pair_strong if level == "strong" else augment_pair
 
     def plain(el):
         image, mask = resize_pair(el["image"], el.get("mask"), size)
@@ -129,13 +226,13 @@ def prepare(raw: tf.data.Dataset, image_size=(256, 256), augment: bool = False, 
         return out
 
     def aug(el, seed_pair):
-        image, mask = augment_pair(el["image"], el.get("mask"), size, seed_pair)
+        image, mask = augment_fn(el["image"], el.get("mask"), size, seed_pair)
         out = dict(el, image=image)
         if mask is not None:
             out["mask"] = mask
         return out
 
-    if not augment:
+    if level == "none":
         return raw.map(plain, num_parallel_calls=num_parallel, deterministic=True)
     seeds = tf.data.Dataset.random(seed=0 if seed is None else seed).batch(2, drop_remainder=True)
     return tf.data.Dataset.zip((raw, seeds)).map(aug, num_parallel_calls=num_parallel, deterministic=True)
@@ -158,7 +255,7 @@ def raw_source(source: Source) -> Tuple[tf.data.Dataset, int]:
     return read_files(ds), len(ds)
 
 
-def make_dataset(source: Source, image_size=(256, 256), batch_size: int = 8, augment: bool = False,
+def make_dataset(source: Source, image_size=(256, 256), batch_size: int = 8, augment: Augment = False,
                  shuffle: bool = True, repeat: bool = False, seed: Optional[int] = None,
                  drop_remainder: bool = False, cache: bool = False, shuffle_buffer: int = 512,
                  num_parallel: int = AUTOTUNE, element_fn=None) -> tf.data.Dataset:
@@ -166,8 +263,10 @@ def make_dataset(source: Source, image_size=(256, 256), batch_size: int = 8, aug
 
     ``cache=True`` keeps decoded, *un-augmented* samples in memory (fine for a few thousand
     images), so augmentation stays random per epoch. ``element_fn`` maps the unbatched,
-    resized elements before batching (e.g. to add conditioning maps).
+    resized elements before batching (e.g. to add conditioning maps). ``augment``: see
+    :func:`prepare`.
     """
+    augment_level(augment)  # a bad option fails here, before any file is read
     raw, n = raw_source(source)
     if cache:
         raw = raw.cache()  # decoded once at full size; augmentation below still varies per epoch

@@ -1,56 +1,180 @@
-"""Classification experiment: the CNN classifier trained on real vs real+synthetic images.
+"""Classification experiment: the CNN classifier on real vs real+synthetic images, honest protocol.
 
-For every fraction ``f`` of the real training split and every seed ``s`` (settings
-``real``, ``real+synthetic`` and optionally ``synthetic``), :func:`train_classifier` runs with
-identical hyper-parameters and seed; the train/val/test split is the same for every run
-(``split_seed``), so all runs are scored on the same real test images. Synthetic images are
-added to the training split only (all of them, or mixed at ``synthetic_ratio``). Early
-stopping (``patience``) makes the number of epochs data-dependent; ``config.json`` of each run
-records how many were run. Synthetic-only runs depend on the fraction only through the steps
-per epoch, so fractions with the same steps share one run.
+Splits: :func:`~synthseg_tf.training.classification.split_classification` (the layout's own
+train/val/test folders whenever any exists, else a stratified split seeded by ``split_seed``).
+The **val** split is the *selection* split (early stopping, keep-best); the **test** split is the
+*evaluation* split, read once per run and by nothing else. At fraction ``f`` a stratified
+subset of the train split (seeded by the subset seed) is the only labelled data of the cell:
 
-Output folder: as :mod:`synthseg_tf.experiments.segmentation` (``experiment.json``,
-``runs/``, ``results.json``, ``summary.json``); the metrics are test accuracy, macro-F1 and
-weighted-F1, and per-class F1 (with per-class deltas vs real-only, paired by seed).
+==================  ==============================================================
+``real``            the subset, standard augmentation
+``real+augment``    the subset, strong classical augmentation
+``real+synthetic``  + images of a class-conditional GAN trained on the subset only (edge
+                    maps of the subset's images, classes drawn towards the rare ones,
+                    kept when a classifier trained on the subset gives the intended class
+                    at least ``min_confidence``)
+``synthetic``       the GAN's images only
+==================  ==============================================================
+
+Per cell ``OUT/subsets/frac{f}-subset{k}/`` holds ``subset.json``, ``gan/``, ``quality/`` (the
+real-trained classifier used as the confidence filter) and ``synthetic/``; each is resumable and
+checked (:mod:`synthseg_tf.experiments.protocol`) to come from the subset alone.
+
+Metrics: test accuracy, macro-F1, weighted-F1 and ``rare_macro_f1`` (macro-F1 over the classes
+with fewer than ``RARE_BELOW`` images in the training split, reported separately), per-class F1
+and recall, seed-paired deltas vs ``real`` (``real+synthetic`` also vs ``real+augment``) with
+verdicts.
 """
 from __future__ import annotations
 
-import math
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from dataclasses import replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
+from synthseg_tf.experiments import protocol as P
 from synthseg_tf.experiments.common import (
+    NOT_IDENTITY,
     check_experiment,
-    check_grid,
-    generate_synthetic,
-    grid_identity,
     grid_summary,
+    normalize_fractions,
+    normalize_seeds,
+    normalize_settings,
     read_json,
     record_head,
     run_grid,
     run_name,
-    synthetic_only_name,
-    synthetic_path,
 )
 
-CLASSIFICATION_SETTINGS = ("real", "real+synthetic", "synthetic")
-METRICS = ["accuracy", "macro_f1", "weighted_f1"]
+CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic")
+SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
+METRICS = ["accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"]
+RARE_BELOW = 25
+GAN_DEFAULTS = dict(steps=1500, batch_size=16, base_filters=32, seed=0, conditioning="edges", upsample="resize",
+                    diffaugment="color,translation,cutout", ema_decay=0.999, label_conditioning="film")
+GENERATION_DEFAULTS = dict(n_per_image=1, labels="rare", min_confidence=0.5, samples_per_shard=200, batch_size=32)
 
 
-def _cls_record(run_dir: str, out_dir: str, fraction: float, seed: int, setting: str) -> Dict:
-    metrics = read_json(os.path.join(run_dir, "metrics.json"))
-    config = read_json(os.path.join(run_dir, "config.json"))
-    test = metrics["test"]
-    return {
-        **record_head(run_dir, out_dir, fraction, seed, setting, config["splits"]["train"], config),
-        "test_samples": test.get("num_samples"),
-        "epochs_run": metrics.get("epochs_run"),
-        "best_epoch": metrics.get("best_epoch"),
-        "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"],
-                    "weighted_f1": test["weighted"]["f1"]},
-        "per_class": {"f1": {c: v["f1"] for c, v in test["per_class"].items()},
-                      "recall": {c: v["recall"] for c, v in test["per_class"].items()}},
-    }
+def _cls_record_factory(rare: Sequence[str]):
+    def record(run_dir: str, out_dir: str, fraction: float, seed: int, setting: str) -> Dict:
+        metrics = read_json(os.path.join(run_dir, "metrics.json"))
+        config = read_json(os.path.join(run_dir, "config.json"))
+        test = metrics["test"]
+        f1 = {c: v["f1"] for c, v in test["per_class"].items()}
+        rare_f1 = [f1[c] for c in rare if f1.get(c) is not None]
+        return {
+            **record_head(run_dir, out_dir, fraction, seed, setting, config["splits"]["train"], config),
+            "test_samples": test.get("num_samples"),
+            "epochs_run": metrics.get("epochs_run"),
+            "best_epoch": metrics.get("best_epoch"),
+            "train_seconds": metrics.get("seconds"),
+            "augment": config.get("augment"),
+            "selection_accuracy": metrics.get("val", {}).get("accuracy"),
+            "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"],
+                        "weighted_f1": test["weighted"]["f1"],
+                        "rare_macro_f1": sum(rare_f1) / len(rare_f1) if rare_f1 else None},
+            "per_class": {"f1": f1, "recall": {c: v["recall"] for c, v in test["per_class"].items()}},
+        }
+
+    return record
+
+
+class _Cell:
+    def __init__(self, exp: Dict, fraction: float, subset_seed: int):
+        from synthseg_tf.models.classifier import stratified_split
+
+        self.exp, self.fraction, self.subset_seed = exp, fraction, subset_seed
+        train = exp["train"]
+        if fraction < 1.0:
+            keep, _ = stratified_split([s.label for s in train.samples], (fraction, 1.0 - fraction), seed=subset_seed)
+            train = train.select(sorted(keep.tolist()))
+        self.subset = train
+        self.fit_ids = P.source_ids(train)
+        # One Dataset whose layout splits are exactly (subset, val, test): train_classifier honours them.
+        samples = ([replace(s, split="train") for s in train.samples]
+                   + [replace(s, split="val") for s in exp["val"].samples]
+                   + [replace(s, split="test") for s in exp["test"].samples])
+        self.data = replace(exp["ds"], samples=samples)
+        self.dir = os.path.join(exp["out_dir"], "subsets", f"frac{fraction:g}-subset{subset_seed}")
+        os.makedirs(self.dir, exist_ok=True)
+        from synthseg_tf.training.segmentation import write_json
+
+        path = os.path.join(self.dir, "subset.json")
+        record = {"fraction": fraction, "subset_seed": subset_seed, "fit": self.fit_ids}
+        if os.path.isfile(path) and read_json(path) != record:
+            raise P.ProtocolError(f"{path} records another subset than this run draws; use a new output folder")
+        if not os.path.isfile(path):
+            write_json(path, record)
+
+    def protocol(self, generator_desc) -> Dict:
+        e = self.exp
+        return P.describe(self.fraction, self.subset_seed, len(self.subset), len(self.subset), len(e["val"]),
+                          f"the val split ({len(e['val'])} images)", e["eval_desc"], generator_desc)
+
+    def generator(self) -> str:
+        e = self.exp
+        if e["generator"] is not None:
+            P.check_within(P.generator_source_ids(e["generator"]), self.fit_ids, f"generator {e['generator']}")
+            return e["generator"]
+        from synthseg_tf.data.layouts import absolute_spec
+        from synthseg_tf.training.gan import train_gan
+        from synthseg_tf.training.gan_data import gan_datasets
+
+        gan_dir = os.path.join(self.dir, "gan")
+        cfg_path = os.path.join(gan_dir, "config.json")
+        if not (os.path.isfile(cfg_path) and read_json(cfg_path).get("status") == "finished"):
+            opts = dict(GAN_DEFAULTS, **(e["gan"] or {}))
+            steps, bs, seed = int(opts.pop("steps")), int(opts.pop("batch_size")), int(opts.pop("seed"))
+            conditioning = opts.pop("conditioning")
+            e["log"](f"training a class-conditional pix2pix ({conditioning}) on the {len(self.subset)} subset "
+                     f"images: {steps} steps -> {gan_dir}")
+            gd = gan_datasets(self.subset, e["size"], bs, seed, conditioning=conditioning, val=False)
+            every = max(1, steps // 10)
+            spec = e["ds"].spec
+            train_gan(gd.train, gan_dir, num_classes=gd.classes.num_classes, image_size=e["size"], steps=steps,
+                      batch_size=bs, class_table=gd.classes, num_labels=gd.num_labels, seed=seed,
+                      resume=os.path.isdir(gan_dir), log_every=every, image_every=max(every, steps // 4),
+                      checkpoint_every=max(every, steps // 4), verbose=bool(e["verbose"]),
+                      extra_config={"data": absolute_spec(spec), "conditioning": gd.conditioning,
+                                    "label_names": e["ds"].classes.names, "train_source_ids": self.fit_ids},
+                      **opts)
+        P.check_within(P.generator_source_ids(gan_dir), self.fit_ids, f"generator {gan_dir}")
+        return gan_dir
+
+    def quality_model(self) -> str:
+        from synthseg_tf.training.classification import train_classifier
+
+        e = self.exp
+        qdir = os.path.join(self.dir, "quality")
+        if not os.path.isfile(os.path.join(qdir, "metrics.json")):
+            e["log"](f"training the confidence-filter classifier on the {len(self.subset)} subset images -> {qdir}")
+            train_classifier(self.data, qdir, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
+                             patience=e["patience"], seed=self.subset_seed, export=True, overwrite=True,
+                             verbose=e["verbose"], **e["options_for"]("real"))
+        return os.path.join(qdir, "model")
+
+    def synthetic(self) -> str:
+        e = self.exp
+        if e["synthetic"] is not None:
+            P.check_within(P.synthetic_source_ids(e["synthetic"]), self.fit_ids, f"synthetic set {e['synthetic']}")
+            return e["synthetic"]
+        from synthseg_tf.generation import GenerationConfig, run_generation
+
+        out = os.path.join(self.dir, "synthetic")
+        state = os.path.join(out, "generation.json")
+        if not (os.path.isfile(state) and read_json(state).get("status") == "complete"):
+            gen = self.generator()
+            opts = dict(GENERATION_DEFAULTS, **(e["generation"] or {}))
+            n = int(opts.pop("n", 0) or max(1, round(float(opts["n_per_image"]) * len(self.subset))))
+            opts.pop("n_per_image")
+            conf = opts.pop("min_confidence")
+            if conf is not None:
+                opts["quality_model"] = self.quality_model()
+                opts["min_quality"] = float(conf)
+            e["log"](f"generating {n} class-conditional images ({opts.get('labels')} classes) -> {out}")
+            run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
+                                            **opts), log=e["log"])
+        P.check_within(P.synthetic_source_ids(out), self.fit_ids, f"synthetic set {out}")
+        return out
 
 
 def run_classification_experiment(
@@ -60,87 +184,123 @@ def run_classification_experiment(
     generator: Optional[str] = None,
     fractions: Sequence[float] = (1.0,),
     seeds: Union[int, Sequence[int]] = (0, 1, 2),
-    settings: Sequence[str] = ("real", "real+synthetic"),
+    settings: Sequence[str] = ("real", "real+augment", "real+synthetic"),
     image_size=(64, 64),
     batch_size: int = 32,
-    epochs: int = 30,
-    patience: int = 5,
+    epochs: int = 40,
+    patience: int = 12,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     split_seed: int = 0,
+    subset_seed: Optional[int] = None,
     synthetic_ratio: Optional[float] = None,
+    strong_augment: str = "strong",
+    gan: Optional[Dict] = None,
     generation: Optional[Dict] = None,
     export_models: bool = False,
     verbose: int = 0,
     log: Callable = print,
     **train_options,
 ) -> Dict:
-    """Run (or resume) the classifier grid; returns the summary (also written to ``summary.json``).
+    """Run (or resume) the classifier grid under the protocol; returns the summary (``summary.json``).
 
     ``data``: ``classfolders:DIR`` / ``demo-classes`` (or a classification Dataset).
-    ``synthetic``: a TFRecord folder of labelled generated images, or ``generator``: a
-    class-conditional generator export run into ``OUT/synthetic`` first (``generation``: extra
-    GenerationConfig fields; ``n`` defaults to the training split size). ``fractions``: parts
-    of the training split (``train_fraction``). ``train_options`` go to
-    :func:`~synthseg_tf.training.classification.train_classifier` (filters, dropout,
-    learning_rate, augment, ...).
+    ``synthetic`` / ``generator``: use these instead of a per-cell GAN; refused unless their
+    provenance lies inside the cell's subset. ``gan``: options of the per-cell class-
+    conditional GAN (``GAN_DEFAULTS``); ``generation``: GenerationConfig fields plus ``n`` /
+    ``n_per_image`` and ``min_confidence`` (``GENERATION_DEFAULTS``). ``synthetic_ratio=None``
+    appends the synthetic images to the subset; a ratio mixes them in at that rate.
+    ``train_options`` go to :func:`~synthseg_tf.training.classification.train_classifier`.
     """
     from synthseg_tf.data.layouts import load
     from synthseg_tf.training.classification import split_classification, train_classifier
     from synthseg_tf.training.segmentation import parse_image_size
 
     out_dir = os.path.abspath(os.fspath(out_dir))
-    fractions, seeds, settings, needs_syn = check_grid(fractions, seeds, settings, CLASSIFICATION_SETTINGS,
-                                                       synthetic, generator)
+    fractions = normalize_fractions(fractions)
+    seeds = normalize_seeds(seeds)
+    settings = normalize_settings(settings, CLASSIFICATION_SETTINGS)
+    if synthetic is not None and generator is not None:
+        raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
     ds = load(data)
     if ds.task != "classification":
         raise ValueError(f"{ds.spec} is a {ds.task} dataset; class folders (classfolders:DIR) are needed")
     train, val, test = split_classification(ds, split_fractions, split_seed)
+    counts: Dict[int, int] = {}
+    for s in train.samples:
+        counts[s.label] = counts.get(s.label, 0) + 1
+    rare = [n for i, n in enumerate(ds.classes.names) if counts.get(i, 0) < RARE_BELOW]
+    eval_desc = f"{ds.spec}: test split ({len(test)} images)"
+    size = parse_image_size(image_size)
 
-    syn_path = synthetic_path(out_dir, synthetic, generator, needs_syn)
-    identity = grid_identity(
-        {"task": "classification", "data": ds.spec, "samples": len(ds),
-         "splits": {"train": len(train), "val": len(val), "test": len(test)},
-         "split_fractions": list(split_fractions), "split_seed": int(split_seed)},
-        syn_path, generator, generation,
-        {"image_size": list(parse_image_size(image_size)), "batch_size": int(batch_size), "epochs": int(epochs),
-         "patience": int(patience), "synthetic_ratio": synthetic_ratio},
-        train_options)
+    identity = {
+        "task": "classification", "data": ds.spec, "samples": len(ds),
+        "splits": {"train": len(train), "val": len(val), "test": len(test)},
+        "split_fractions": list(split_fractions), "split_seed": int(split_seed), "subset_seed": subset_seed,
+        "synthetic": os.path.abspath(synthetic) if synthetic else None,
+        "generator": os.path.abspath(generator) if generator else None,
+        "gan": dict(GAN_DEFAULTS, **(gan or {})), "generation": dict(GENERATION_DEFAULTS, **(generation or {})),
+        "image_size": list(size), "batch_size": int(batch_size), "epochs": int(epochs), "patience": int(patience),
+        "synthetic_ratio": synthetic_ratio, "strong_augment": strong_augment,
+        "train_options": {k: v for k, v in sorted(train_options.items()) if k not in NOT_IDENTITY},
+    }
     state = check_experiment(out_dir, identity, {"fractions": fractions, "seeds": seeds, "settings": settings})
-    if generator is not None and needs_syn:
-        opts = dict(generation or {})
-        opts.setdefault("labels", "balanced")
-        generate_synthetic(generator, syn_path, len(train), opts, log)
+
+    def options_for(setting: str) -> Dict:  # one change at a time (see the segmentation experiment)
+        opts = dict(train_options)
+        if setting == "real+augment":
+            opts["augment"] = strong_augment
+        return opts
+
+    exp = dict(ds=ds, train=train, val=val, test=test, out_dir=out_dir, size=size, batch_size=int(batch_size),
+               epochs=int(epochs), patience=int(patience), synthetic=synthetic, generator=generator, gan=gan,
+               generation=generation, verbose=verbose, log=log, options_for=options_for, eval_desc=eval_desc)
+    cells: Dict[Tuple[float, int], _Cell] = {}
+
+    def get_cell(f: float, s: int) -> _Cell:
+        k = s if subset_seed is None else int(subset_seed)
+        if (f, k) not in cells:
+            cells[(f, k)] = _Cell(exp, f, k)
+        return cells[(f, k)]
 
     def cell(f: float, s: int):
+        c = get_cell(f, s)
+
         def run_dir_of(setting: str) -> str:
-            if setting == "synthetic":  # depends on the fraction only through the steps per epoch
-                n_train = len(split_classification(ds, split_fractions, split_seed, f, s)[0])
-                spe = max(1, math.ceil(n_train / batch_size))
-                return os.path.join(out_dir, "runs", synthetic_only_name(s, f"{spe}steps"))
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
         def train_run(setting: str, run_dir: str) -> None:
-            if setting == "synthetic":
-                ratio = 1.0
-            else:
-                ratio = synthetic_ratio if setting == "real+synthetic" else None
+            syn = c.synthetic() if setting in SYNTHETIC_SETTINGS else None
+            ratio = 1.0 if setting == "synthetic" else (synthetic_ratio if syn else None)
+            gen_desc = f"the {len(c.subset)} subset images" if syn and not synthetic else syn
             train_classifier(
-                ds, run_dir, image_size=image_size, batch_size=batch_size, epochs=epochs,
-                synthetic=syn_path if setting != "real" else None, synthetic_ratio=ratio, seed=s,
-                patience=patience, fractions=split_fractions, train_fraction=f, split_seed=split_seed,
-                export=export_models, overwrite=True, verbose=verbose,
-                extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting}},
-                **train_options)
+                c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, synthetic=syn,
+                synthetic_ratio=ratio, seed=s, patience=patience, export=export_models, overwrite=True,
+                verbose=verbose,
+                extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
+                                             "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
+                **options_for(setting))
 
-        return run_dir_of, "", train_run
+        return run_dir_of, f" ({len(c.subset)} training images)", train_run
 
-    return run_grid(out_dir, "classification", state, (fractions, seeds, settings), cell, _cls_record,
-                    _cls_summary, ds.classes.names, log)
+    def summary_of(identity_: Dict, runs: List[Dict], class_names: Sequence[str]) -> Dict:
+        summary = _cls_summary(identity_, runs, class_names, eval_desc)
+        summary["rare_classes"] = {"below": RARE_BELOW, "names": rare,
+                                   "note": f"classes with fewer than {RARE_BELOW} images in the training split; "
+                                           "rare_macro_f1 is the macro-F1 over them"}
+        summary["protocol"] = {"verdict_rule": P.VERDICT_RULE, "evaluation": eval_desc,
+                               "cells": [get_cell(f, s).protocol(None) for f in state["fractions"]
+                                         for s in state["seeds"]]}
+        return summary
+
+    return run_grid(out_dir, "classification", state, (fractions, seeds, settings), cell, _cls_record_factory(rare),
+                    summary_of, ds.classes.names, log)
 
 
-def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str]) -> Dict:
+def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
+                 evaluated_on: str = "the real test split") -> Dict:
     return grid_summary("classification", identity, runs, class_names, CLASSIFICATION_SETTINGS, METRICS,
-                        "macro_f1", ["f1", "recall"], "the real test split (the same images for every run)")
+                        "macro_f1", ["f1", "recall"], f"{evaluated_on}, the same images for every run",
+                        extra_baselines={"real+synthetic": ("real+augment",)})
 
 
 __all__ = ["run_classification_experiment", "CLASSIFICATION_SETTINGS"]

@@ -254,11 +254,15 @@ def stats(values: Sequence[Optional[float]]) -> Dict:
 
 def summarize(runs: List[Dict], metric_names: Sequence[str], per_class_metrics: Sequence[str],
               class_names: Sequence[str], fractions: Sequence[float], settings: Sequence[str],
-              baseline: str = BASELINE) -> List[Dict]:
+              baseline: str = BASELINE, extra_baselines: Optional[Dict[str, Sequence[str]]] = None,
+              primary_metric: Optional[str] = None) -> List[Dict]:
     """Rows of mean ± std per (fraction, setting) and paired deltas vs ``baseline``.
 
     Each run is ``{"fraction", "seed", "setting", "metrics": {name: v}, "per_class": {metric: {class: v}}}``.
-    The delta of the first per-class metric is reported per class (``delta_vs_<baseline>["per_class"]``).
+    The delta of the first per-class metric is reported per class (``delta_vs_<baseline>["per_class"]``),
+    each delta carries a verdict (overall, on the first metric, and per class; see
+    :func:`synthseg_tf.experiments.protocol.verdict`). ``extra_baselines`` maps a setting to more
+    settings it is compared with (``delta_vs_<other>`` entries, same format).
     """
     by_key = {(r["fraction"], r["setting"], r["seed"]): r for r in runs}
     rows = []
@@ -279,19 +283,39 @@ def summarize(runs: List[Dict], metric_names: Sequence[str], per_class_metrics: 
                               for pm in per_class_metrics},
                 f"delta_vs_{baseline}": None,
             }
-            if setting != baseline:
-                pairs = [(r, by_key[(f, baseline, r["seed"])]) for r in rs if (f, baseline, r["seed"]) in by_key]
+            for key in ("steps_run", "epochs_run", "train_seconds"):
+                if any(r.get(key) is not None for r in rs):
+                    row.setdefault("budget", {})[key] = stats([r.get(key) for r in rs])
+            others = [baseline] + [b for b in (extra_baselines or {}).get(setting, ()) if b != baseline]
+            for base in others:
+                if setting == base:
+                    continue
+                pairs = [(r, by_key[(f, base, r["seed"])]) for r in rs if (f, base, r["seed"]) in by_key]
                 if pairs:
-                    delta = {"n_pairs": len(pairs)}
-                    delta["metrics"] = {m: stats([_diff(a["metrics"].get(m), b["metrics"].get(m)) for a, b in pairs])
-                                        for m in metric_names}
-                    pm = per_class_metrics[0]
-                    delta["per_class_metric"] = pm
-                    delta["per_class"] = {c: stats([_diff(a["per_class"][pm].get(c), b["per_class"][pm].get(c))
-                                                    for a, b in pairs]) for c in class_names}
-                    row[f"delta_vs_{baseline}"] = delta
+                    row[f"delta_vs_{base}"] = _paired_delta(pairs, metric_names, per_class_metrics[0], class_names,
+                                                              primary_metric or metric_names[0])
             rows.append(row)
     return rows
+
+
+def _paired_delta(pairs, metric_names: Sequence[str], pm: str, class_names: Sequence[str], primary: str) -> Dict:
+    from synthseg_tf.experiments.protocol import verdict
+
+    delta = {"n_pairs": len(pairs)}
+    delta["metrics"] = {m: stats([_diff(a["metrics"].get(m), b["metrics"].get(m)) for a, b in pairs])
+                        for m in metric_names}
+    delta["per_class_metric"] = pm
+    delta["per_class"] = {c: stats([_diff(a["per_class"][pm].get(c), b["per_class"][pm].get(c))
+                                    for a, b in pairs]) for c in class_names}
+    delta["verdict"] = verdict(delta["metrics"][primary]["values"])
+    delta["verdicts"] = {c: verdict(d["values"]) for c, d in delta["per_class"].items()}
+    return delta
+
+
+def _verdict_rule() -> str:
+    from synthseg_tf.experiments.protocol import VERDICT_RULE
+
+    return VERDICT_RULE
 
 
 def _diff(a, b):
@@ -300,7 +324,8 @@ def _diff(a, b):
 
 def grid_summary(task: str, identity: Dict, runs: List[Dict], class_names: Sequence[str],
                  all_settings: Sequence[str], metric_names: Sequence[str], primary_metric: str,
-                 per_class_metrics: Sequence[str], evaluated_on: str) -> Dict:
+                 per_class_metrics: Sequence[str], evaluated_on: str,
+                 extra_baselines: Optional[Dict[str, Sequence[str]]] = None) -> Dict:
     """``summary.json``: what was run and compared, and the :func:`summarize` rows."""
     fractions = sorted({r["fraction"] for r in runs})
     settings = [s for s in all_settings if any(r["setting"] == s for r in runs)]
@@ -318,5 +343,7 @@ def grid_summary(task: str, identity: Dict, runs: List[Dict], class_names: Seque
         "evaluated_on": evaluated_on,
         "std": STD_NOTE,
         "delta": DELTA_NOTE,
-        "rows": summarize(runs, metric_names, per_class_metrics, class_names, fractions, settings),
+        "verdict_rule": _verdict_rule(),
+        "rows": summarize(runs, metric_names, per_class_metrics, class_names, fractions, settings,
+                          extra_baselines=extra_baselines, primary_metric=primary_metric),
     }

@@ -1,41 +1,57 @@
-"""Segmentation experiment: real-only vs real+synthetic vs synthetic-only U-Nets.
+"""Segmentation experiment: does synthetic data help a U-Net, under the honest protocol?
 
-For every fraction ``f`` of the real training split and every seed ``s``:
+For every fraction ``f`` of the real training split and every seed ``s`` the experiment trains
+U-Nets in up to five settings, all on the same *fit* images (see
+:mod:`synthseg_tf.experiments.protocol`):
 
-- ``real``: train on ``train.fraction(f, seed=s)`` (the *real subset*);
-- ``real+synthetic``: the same real subset, with synthetic samples mixed in at
-  ``synthetic_ratio``;
-- ``synthetic``: synthetic samples only;
+==================  ======================================================================
+``real``            the fit images, standard augmentation (flip, scale + crop, colour jitter)
+``real+augment``    the fit images, strong classical augmentation instead (rotation, blur,
+                    noise, stronger scale and colour changes)
+``real+copypaste``  + copy-paste of the fit images' own objects on real pixels (no GAN)
+``real+synthetic``  + samples a GAN trained on the fit images rendered from new label maps
+                    built from the fit images' maps
+``synthetic``       the GAN's samples only
+==================  ======================================================================
 
-all three with identical hyper-parameters, the same seed ``s`` (same initial weights, same
-input-pipeline seeds) and the same number of optimizer steps (the real subset's epoch length,
-see :mod:`synthseg_tf.training.segmentation`), and all evaluated on the same full real
-validation split at native resolution. The real subset depends on the seed, so the spread over
-seeds covers both the initialisation and which real images were drawn.
+One change at a time: every setting but ``real+augment`` uses the same (standard)
+augmentation, so each delta against ``real`` measures one ingredient, and ``real+synthetic``
+is also compared with the two cheap baselines, ``real+augment`` and ``real+copypaste``.
+
+Per cell (fraction, subset seed) the experiment builds, in ``OUT/subsets/frac{f}-subset{k}/``,
+only what its settings need, each step resumable and reused when finished:
+
+1. ``subset.json``: the subset, its fit and selection parts (source ids);
+2. ``gan/``: pix2pix trained on the fit images (``gan`` options), unless a generator or a
+   synthetic folder is given, whose provenance must then lie inside the fit images;
+3. ``quality/``: a real-only U-Net on the fit images, selected on the selection images: the
+   quality filter of generation (sample-level threshold = ``quality_factor`` x its selection
+   mIoU, and the FreeMask pixel filter / hardness-aware sampling);
+4. ``synthetic/``: ``synthseg generate`` output from the fit images' label maps;
+5. ``copypaste/``: the copy-paste baseline set.
+
+Every U-Net selects its weights (keep-best, early stopping with ``patience``) on the selection
+images and is scored once, at native resolution, on the evaluation split (``evaluation``:
+default the dataset's val split), which nothing else reads. Runs of a cell use the same fit
+images, seed, hyper-parameters and maximum budget; each records the epochs, steps and seconds
+it actually ran. ``subset_seed=None`` draws a new subset per seed (the spread then covers the
+choice of images too, at the cost of one GAN per seed); an integer fixes one subset (one GAN)
+per fraction.
 
 Output folder::
 
-    OUT/experiment.json     the settings (a rerun with other settings is refused)
-    OUT/runs/frac{f}-seed{s}-{setting}/   one train_unet run directory each
-    OUT/results.json        every finished run's metrics
-    OUT/summary.json        per (fraction, setting): mean ± std over seeds of each metric,
-                            per-class IoU mean ± std, and deltas vs real-only paired by seed
-    OUT/synthetic/          generated samples, when a generator (not a folder) is given
+    OUT/experiment.json  OUT/results.json  OUT/summary.json
+    OUT/subsets/frac{f}-subset{k}/{subset.json, gan/, quality/, synthetic/, copypaste/}
+    OUT/runs/frac{f}-seed{s}-{setting}/     one train_unet run each
 
-Statistics: ``std`` is the sample standard deviation over seeds (``ddof=1``), ``null`` with a
-single seed. A delta is ``setting - real`` for the same fraction and seed, then mean ± std
-over the seeds where both runs exist. These are descriptive numbers, not significance tests.
-
-A synthetic-only run sees no real training image, so it depends on the fraction only through
-its step budget: fractions with the same budget (always the case with ``steps=``) share one run
-(``runs/synthetic-seed{s}-budget{E}x{S}``) instead of training identical models again.
-
-Runs whose ``metrics.json`` exists are reused, so an interrupted experiment resumes where it
-stopped, and more seeds, fractions or settings can be added later with the same settings
-(``results.json`` and ``summary.json`` then cover every finished run of the folder).
+``summary.json`` holds, per (fraction, setting), mean ± std over seeds of the evaluation
+metrics, per-class IoU, seed-paired deltas against ``real`` (and, for ``real+synthetic``,
+against ``real+augment`` and ``real+copypaste``) with a verdict per class
+(:func:`synthseg_tf.experiments.protocol.verdict`), and the protocol that was followed.
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -49,8 +65,6 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
     SUMMARY_FILE,
     check_experiment,
     check_grid,
-    generate_synthetic,
-    grid_identity,
     grid_summary,
     normalize_fractions,
     normalize_seeds,
@@ -61,36 +75,206 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
     run_name,
     stats,
     summarize,
-    synthetic_only_name,
-    synthetic_path,
     write_results,
 )
+from synthseg_tf.experiments import protocol as P
 
-SEGMENTATION_SETTINGS = ("real", "real+synthetic", "synthetic")
+SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic")
+SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
+STRONG = "strong"
+
+# Defaults of the per-cell artifacts (each can be overridden through the matching dict argument).
+GAN_DEFAULTS = dict(steps=2000, batch_size=8, base_filters=32, seed=0, upsample="resize",
+                    diffaugment="color,translation,cutout", ema_decay=0.999)
+GENERATION_DEFAULTS = dict(n_per_image=6, class_balance="rare", quality_factor=0.5, pixel_filter=1.25,
+                           hardness=True, samples_per_shard=200, batch_size=16)
+COPYPASTE_DEFAULTS = dict(n_per_image=6, class_balance="rare")
 
 
-# ============================================================================ segmentation
+# ============================================================================ records
 def _seg_record(run_dir: str, out_dir: str, fraction: float, seed: int, setting: str) -> Dict:
     metrics = read_json(os.path.join(run_dir, "metrics.json"))
     config = read_json(os.path.join(run_dir, "config.json"))
-    val = metrics["val"]
+    ev = metrics.get("eval") or metrics["val"]  # runs made before the protocol scored on val
+    sel = metrics["val"]
     return {
         **record_head(run_dir, out_dir, fraction, seed, setting, config.get("train_samples"), config),
         "total_steps": config.get("total_steps"),
+        "steps_run": metrics.get("steps_run"),
+        "epochs_run": metrics.get("epochs_run"),
         "best_epoch": metrics.get("best_epoch"),
-        "metrics": {"mean_iou": val.get("mean_iou"), "mean_dice": val.get("mean_dice"),
-                    "pixel_accuracy": val.get("pixel_accuracy")},
-        "per_class": {"iou": {c: v.get("iou") for c, v in val["per_class"].items()},
-                      "dice": {c: v.get("dice") for c, v in val["per_class"].items()}},
+        "train_seconds": metrics.get("train_seconds"),
+        "seconds": metrics.get("seconds"),
+        "augment": config.get("augment"),
+        "selection_mean_iou": sel.get("mean_iou"),
+        "metrics": {"mean_iou": ev.get("mean_iou"), "mean_dice": ev.get("mean_dice"),
+                    "pixel_accuracy": ev.get("pixel_accuracy")},
+        "per_class": {"iou": {c: v.get("iou") for c, v in ev["per_class"].items()},
+                      "dice": {c: v.get("dice") for c, v in ev["per_class"].items()}},
     }
 
 
+# ============================================================================ the per-cell artifacts
+class Cell:
+    """The subset of one (fraction, subset seed) and the artifacts built from it (lazily)."""
+
+    def __init__(self, exp: "_Experiment", fraction: float, subset_seed: int):
+        self.exp, self.fraction, self.subset_seed = exp, fraction, subset_seed
+        subset = exp.train.fraction(fraction, seed=subset_seed)
+        if exp.selection is None:
+            self.fit, self.sel = P.carve_selection(subset, exp.selection_fraction)
+            self.selection_desc = (f"{len(self.sel)} of the subset's {len(subset)} images "
+                                   f"(hash of source_id < {exp.selection_fraction:g})")
+        else:
+            self.fit, self.sel = subset, exp.selection
+            self.selection_desc = exp.selection_desc
+        self.subset = subset
+        self.fit_ids = P.source_ids(self.fit)
+        self.dir = os.path.join(exp.out_dir, "subsets", f"frac{fraction:g}-subset{subset_seed}")
+        self._write_subset_file()
+
+    def _write_subset_file(self) -> None:
+        from synthseg_tf.training.segmentation import write_json
+
+        record = {"fraction": self.fraction, "subset_seed": self.subset_seed, "fit": self.fit_ids,
+                  "selection": P.source_ids(self.sel), "selection_rule": self.selection_desc}
+        path = os.path.join(self.dir, "subset.json")
+        if os.path.isfile(path):
+            if read_json(path) != json.loads(json.dumps(record)):
+                raise P.ProtocolError(f"{path} records another subset than this run draws; the data changed since "
+                                      "the experiment started - use a new output folder")
+            return
+        os.makedirs(self.dir, exist_ok=True)
+        write_json(path, record)
+
+    def protocol(self, generator_desc: Optional[str]) -> Dict:
+        return P.describe(self.fraction, self.subset_seed, len(self.subset), len(self.fit), len(self.sel),
+                          self.selection_desc, self.exp.eval_desc, generator_desc)
+
+    # ------------------------------------------------------------------ GAN
+    def generator(self) -> str:
+        exp = self.exp
+        if exp.generator is not None:
+            P.check_within(P.generator_source_ids(exp.generator), self.fit_ids, f"generator {exp.generator}")
+            return exp.generator
+        from synthseg_tf.data.layouts import absolute_spec
+        from synthseg_tf.training.gan import train_gan
+        from synthseg_tf.training.gan_data import gan_datasets
+
+        gan_dir = os.path.join(self.dir, "gan")
+        if not _gan_finished(gan_dir):
+            opts = dict(GAN_DEFAULTS, **(exp.gan or {}))
+            steps, bs, seed = int(opts.pop("steps")), int(opts.pop("batch_size")), int(opts.pop("seed"))
+            exp.log(f"training pix2pix on the {len(self.fit)} fit images of fraction {self.fraction:g} "
+                    f"(subset {self.subset_seed}): {steps} steps -> {gan_dir}")
+            gd = gan_datasets(self.fit, exp.size, bs, seed, val=False)
+            every = max(1, steps // 10)
+            train_gan(gd.train, gan_dir, num_classes=exp.classes.num_classes, image_size=exp.size, steps=steps,
+                      batch_size=bs, class_table=exp.classes, seed=seed, resume=os.path.isdir(gan_dir),
+                      log_every=every, image_every=max(every, steps // 4), checkpoint_every=max(every, steps // 4),
+                      verbose=bool(exp.verbose),
+                      extra_config={"data": absolute_spec(exp.spec) if isinstance(exp.spec, str) else exp.spec,
+                                    "conditioning": "labelmap", "train_source_ids": self.fit_ids}, **opts)
+        P.check_within(P.generator_source_ids(gan_dir), self.fit_ids, f"generator {gan_dir}")
+        return gan_dir
+
+    # ------------------------------------------------------------------ quality model
+    def quality_model(self) -> str:
+        from synthseg_tf.training.segmentation import train_unet
+
+        qdir = os.path.join(self.dir, "quality")
+        if not os.path.isfile(os.path.join(qdir, "metrics.json")):
+            exp = self.exp
+            exp.log(f"training the quality-filter U-Net on the {len(self.fit)} fit images -> {qdir}")
+            train_unet(self.fit, self.sel, qdir, image_size=exp.size, batch_size=exp.batch_size,
+                       epochs=exp.epochs, steps=exp.steps, patience=exp.patience, seed=self.subset_seed,
+                       export=True, overwrite=True, verbose=exp.verbose,
+                       extra_config={"experiment": {"role": "quality model", "fit": self.fit_ids}},
+                       **exp.options_for("real"))
+        return os.path.join(qdir, "model")
+
+    # ------------------------------------------------------------------ synthetic set
+    def synthetic(self) -> str:
+        exp = self.exp
+        if exp.synthetic is not None:
+            P.check_within(P.synthetic_source_ids(exp.synthetic), self.fit_ids, f"synthetic set {exp.synthetic}")
+            return exp.synthetic
+        from synthseg_tf.generation import GenerationConfig, run_generation
+
+        out = os.path.join(self.dir, "synthetic")
+        if not _complete(out):
+            gen = self.generator()
+            opts = dict(GENERATION_DEFAULTS, **(exp.generation or {}))
+            n = int(opts.pop("n", 0) or max(1, round(float(opts["n_per_image"]) * len(self.fit))))
+            opts.pop("n_per_image")
+            factor = opts.pop("quality_factor")
+            qm = None
+            if factor is not None or opts.get("pixel_filter") or opts.get("hardness"):
+                qm = self.quality_model()
+                sel_miou = read_json(os.path.join(os.path.dirname(qm), "metrics.json"))["val"]["mean_iou"]
+                if factor is not None:
+                    opts["min_quality"] = round(float(factor) * float(sel_miou), 4)
+            exp.log(f"generating {n} samples from the fit images' label maps -> {out}")
+            run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
+                                            quality_model=qm, **opts), log=exp.log)
+        P.check_within(P.synthetic_source_ids(out), self.fit_ids, f"synthetic set {out}")
+        return out
+
+    # ------------------------------------------------------------------ copy-paste set
+    def copypaste(self) -> str:
+        from synthseg_tf.generation.copypaste import write_copypaste_set
+
+        exp = self.exp
+        out = os.path.join(self.dir, "copypaste")
+        opts = dict(COPYPASTE_DEFAULTS, **(exp.copypaste or {}))
+        n = int(opts.pop("n", 0) or max(1, round(float(opts["n_per_image"]) * len(self.fit))))
+        opts.pop("n_per_image")
+        write_copypaste_set(self.fit, out, n, exp.size, seed=self.subset_seed, log=exp.log, **opts)
+        P.check_within(P.synthetic_source_ids(out), self.fit_ids, f"copy-paste set {out}")
+        return out
+
+
+def _gan_finished(run_dir: str) -> bool:
+    p = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(p):
+        return False
+    return read_json(p).get("status") == "finished"
+
+
+def _complete(folder: str) -> bool:
+    p = os.path.join(folder, "generation.json")
+    return os.path.isfile(p) and read_json(p).get("status") == "complete"
+
+
+class _Experiment:
+    """The experiment's fixed inputs, shared by its cells."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+        self._cells: Dict[Tuple[float, int], Cell] = {}
+
+    def cell(self, fraction: float, seed: int) -> Cell:
+        k = seed if self.subset_seed is None else int(self.subset_seed)
+        if (fraction, k) not in self._cells:
+            self._cells[(fraction, k)] = Cell(self, fraction, k)
+        return self._cells[(fraction, k)]
+
+    def options_for(self, setting: str) -> Dict:
+        """One change at a time: every setting uses the experiment's augmentation except
+        ``real+augment``, which replaces it with the strong classical one."""
+        opts = dict(self.train_options)
+        if setting == "real+augment":
+            opts["augment"] = self.strong_augment
+        return opts
+
+
+# ============================================================================ the experiment
 def run_segmentation_experiment(
     data,
     out_dir: str,
     synthetic: Optional[str] = None,
     generator: Optional[str] = None,
-    fractions: Sequence[float] = (0.1, 0.25, 1.0),
+    fractions: Sequence[float] = (0.1, 0.25),
     seeds: Union[int, Sequence[int]] = (0, 1, 2),
     image_size=(128, 128),
     epochs: Optional[int] = None,
@@ -98,8 +282,15 @@ def run_segmentation_experiment(
     settings: Sequence[str] = SEGMENTATION_SETTINGS,
     batch_size: int = 8,
     synthetic_ratio: float = 0.5,
-    val=None,
+    evaluation=None,
+    selection=None,
+    subset_seed: Optional[int] = None,
+    selection_fraction: float = P.SELECTION_FRACTION,
+    patience: Optional[int] = None,
+    strong_augment: str = STRONG,
+    gan: Optional[Dict] = None,
     generation: Optional[Dict] = None,
+    copypaste: Optional[Dict] = None,
     export_models: bool = False,
     verbose: int = 0,
     log: Callable = print,
@@ -107,81 +298,126 @@ def run_segmentation_experiment(
 ) -> Dict:
     """Run (or resume) the fraction x seed x setting grid; returns the summary (also in ``summary.json``).
 
-    ``data``: a segmentation Dataset or spec; its ``train_val()`` split is used unless ``val``
-    is given (then all of ``data`` trains). ``synthetic``: a TFRecord folder of generated
-    samples; or ``generator``: a generator export, run through
-    :func:`synthseg_tf.generation.run_generation` into ``OUT/synthetic`` first
-    (``generation``: extra :class:`GenerationConfig` fields, e.g. ``{"n": 500,
-    "min_quality": 0.3, "quality_model": ...}``; ``n`` defaults to the real training set size).
-    ``seeds``: a list, or a count (``3`` = seeds 0, 1, 2). ``train_options`` go to
-    :func:`~synthseg_tf.training.segmentation.train_unet` for every run (learning_rate,
-    loss weights, class_weights, backbone, augment, ...). Per-run models are exported only
-    with ``export_models`` (a ResNet34 U-Net is ~100 MB).
+    ``data``: a segmentation Dataset or spec; subsets are drawn from its training split.
+    ``evaluation``: the evaluation data (spec or Dataset; default the dataset's val split);
+    ``selection``: a spec/Dataset to select on instead of carving ``selection_fraction`` of each
+    subset (it must not be the evaluation data). ``synthetic`` (a generated folder) or
+    ``generator`` (a GAN run/export) replace the per-cell GAN, and are refused unless their
+    provenance lies inside the cell's fit images. ``gan``: :func:`train_gan` options for the
+    per-cell GAN (``steps``, ``batch_size``, ``base_filters``, ...; defaults ``GAN_DEFAULTS``);
+    ``generation``: :class:`GenerationConfig` fields plus ``n`` or ``n_per_image`` and
+    ``quality_factor`` (defaults ``GENERATION_DEFAULTS``); ``copypaste``:
+    ``write_copypaste_set`` options plus ``n`` / ``n_per_image``. ``epochs`` / ``steps`` is the
+    maximum budget of each U-Net, ``patience`` its early stopping on the selection images.
+    ``train_options`` go to :func:`~synthseg_tf.training.segmentation.train_unet` for every run.
     """
     from synthseg_tf.data.layouts import load
-    from synthseg_tf.training.segmentation import resolve_source, schedule, train_unet
+    from synthseg_tf.training.segmentation import parse_image_size, train_unet
 
     out_dir = os.path.abspath(os.fspath(out_dir))
-    fractions, seeds, settings, needs_syn = check_grid(fractions, seeds, settings, SEGMENTATION_SETTINGS,
-                                                       synthetic, generator)
+    fractions = normalize_fractions(fractions)
+    seeds = normalize_seeds(seeds)
+    settings = normalize_settings(settings, SEGMENTATION_SETTINGS)
+    if synthetic is not None and generator is not None:
+        raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
+    if not 0.0 < float(synthetic_ratio) <= 1.0:
+        raise ValueError(f"synthetic_ratio must be in (0, 1], got {synthetic_ratio}")
+    size = parse_image_size(image_size)
 
     ds = load(data)
     if ds.task != "segmentation":
         raise ValueError(f"{ds.spec} is a {ds.task} dataset; a segmentation dataset is needed")
-    if val is None:
-        train, val_ds = ds.train_val()
-        val_src, _, n_val, val_desc = resolve_source(val_ds, "segmentation", "val")
-    else:
-        train = ds
-        val_src, _, n_val, val_desc = resolve_source(val, "segmentation", "val")
+    train, eval_ds, eval_desc = P.split_for_protocol(ds, evaluation)
+    sel_ds, sel_desc = None, None
+    if selection is not None:
+        sel_ds = load(selection) if isinstance(selection, str) else selection
+        if set(P.source_ids(sel_ds)) & set(P.source_ids(eval_ds)):
+            raise P.ProtocolError(f"the selection data {sel_ds.spec} overlaps the evaluation data {eval_desc}; "
+                                  "select on a split the figures are not computed on")
+        if set(P.source_ids(sel_ds)) & set(P.source_ids(train)):
+            train = train.select([i for i, s in enumerate(train.samples)
+                                  if s.source_id not in set(P.source_ids(sel_ds))])
+        sel_desc = sel_ds.spec
 
-    syn_path = synthetic_path(out_dir, synthetic, generator, needs_syn)
-    identity = grid_identity(
-        {"task": "segmentation", "data": ds.spec, "val": val_desc if val is not None else "train_val() split",
-         "train_samples": len(train), "val_samples": n_val},
-        syn_path, generator, generation,
-        {"image_size": list(_size(image_size)), "batch_size": int(batch_size), "epochs": epochs, "steps": steps,
-         "synthetic_ratio": float(synthetic_ratio)},
-        train_options)
+    identity = {
+        "task": "segmentation", "data": ds.spec, "train_samples": len(train),
+        "evaluation": eval_desc, "evaluation_samples": len(eval_ds), "selection": sel_desc or "carved from each subset",
+        "selection_fraction": float(selection_fraction), "subset_seed": subset_seed,
+        "synthetic": os.path.abspath(synthetic) if synthetic else None,
+        "generator": os.path.abspath(generator) if generator else None,
+        "gan": dict(GAN_DEFAULTS, **(gan or {})), "generation": dict(GENERATION_DEFAULTS, **(generation or {})),
+        "copypaste": dict(COPYPASTE_DEFAULTS, **(copypaste or {})),
+        "image_size": list(size), "batch_size": int(batch_size), "epochs": epochs, "steps": steps,
+        "patience": patience, "synthetic_ratio": float(synthetic_ratio), "strong_augment": strong_augment,
+        "train_options": {k: v for k, v in sorted(train_options.items()) if k not in NOT_IDENTITY},
+    }
     state = check_experiment(out_dir, identity, {"fractions": fractions, "seeds": seeds, "settings": settings})
-    if generator is not None and needs_syn:
-        generate_synthetic(generator, syn_path, len(train), generation, log)
+    exp = _Experiment(spec=ds.spec, classes=ds.classes, train=train, eval_ds=eval_ds, eval_desc=eval_desc,
+                      selection=sel_ds, selection_desc=sel_desc, selection_fraction=float(selection_fraction),
+                      subset_seed=subset_seed, out_dir=out_dir, size=size, batch_size=int(batch_size),
+                      epochs=epochs, steps=steps, patience=patience, synthetic=synthetic, generator=generator,
+                      gan=gan, generation=generation, copypaste=copypaste, strong_augment=strong_augment,
+                      train_options=train_options, verbose=verbose, log=log)
 
     def cell(f: float, s: int):
-        subset = train.fraction(f, seed=s)
+        c = exp.cell(f, s)
 
         def run_dir_of(setting: str) -> str:
-            if setting == "synthetic":  # independent of the real subset except through its budget
-                n_ep, spe = schedule(len(subset), batch_size, epochs, steps)
-                return os.path.join(out_dir, "runs", synthetic_only_name(s, f"{n_ep}x{spe}"))
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
         def train_run(setting: str, run_dir: str) -> None:
+            syn = None
+            if setting in SYNTHETIC_SETTINGS:
+                syn = c.synthetic()
+            elif setting == "real+copypaste":
+                syn = c.copypaste()
+            gen_desc = None
+            if setting in SYNTHETIC_SETTINGS:
+                gen_desc = (f"synthetic set {syn}" if synthetic else
+                            f"the {len(c.fit)} fit images (generator {generator or os.path.join(c.dir, 'gan')})")
             train_unet(
-                subset, val_src, run_dir, image_size=image_size, batch_size=batch_size, epochs=epochs,
-                steps=steps, synthetic=syn_path if setting != "real" else None,
-                synthetic_ratio=1.0 if setting == "synthetic" else synthetic_ratio, seed=s,
-                export=export_models, overwrite=True, verbose=verbose,
+                c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
+                synthetic=syn, synthetic_ratio=1.0 if setting == "synthetic" else synthetic_ratio, seed=s,
+                patience=patience, evaluate=eval_ds, export=export_models, overwrite=True, verbose=verbose,
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
-                                             "real_subset": [x.source_id for x in subset.samples]}},
-                **train_options)
+                                             "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
+                **exp.options_for(setting))
 
-        return run_dir_of, f" ({len(subset)} real images)", train_run
+        return run_dir_of, f" ({len(c.fit)} fit + {len(c.sel)} selection images)", train_run
+
+    def summary_of(identity_: Dict, runs: List[Dict], class_names: Sequence[str]) -> Dict:
+        summary = _seg_summary(identity_, runs, class_names, evaluated_on=eval_desc)
+        summary["protocol"] = _protocol_summary(exp, state)
+        return summary
 
     return run_grid(out_dir, "segmentation", state, (fractions, seeds, settings), cell, _seg_record,
-                    _seg_summary, ds.classes.names, log)
+                    summary_of, ds.classes.names, log)
+
+
+def _seg_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
+                 evaluated_on: str = "the evaluation split") -> Dict:
+    return grid_summary("segmentation", identity, runs, class_names, SEGMENTATION_SETTINGS,
+                        ["mean_iou", "mean_dice", "pixel_accuracy"], "mean_iou", ["iou", "dice"],
+                        f"{evaluated_on}, native resolution, void pixels skipped (read by nothing else)",
+                        extra_baselines={"real+synthetic": ("real+augment", "real+copypaste")})
+
+
+def _protocol_summary(exp: _Experiment, state: Dict) -> Dict:
+    cells = []
+    for f in state["fractions"]:
+        for s in state["seeds"]:
+            c = exp.cell(f, s)
+            d = c.protocol(exp.generator or exp.synthetic or os.path.join(c.dir, "gan"))
+            if d not in cells:
+                cells.append(d)
+    return {"rule": P.describe(0, 0, 0, 0, 0, "", "", None)["rule"], "verdict_rule": P.VERDICT_RULE,
+            "evaluation": exp.eval_desc, "cells": cells}
 
 
 def _size(image_size) -> Tuple[int, int]:
     from synthseg_tf.training.segmentation import parse_image_size
 
     return parse_image_size(image_size)
-
-
-def _seg_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str]) -> Dict:
-    return grid_summary("segmentation", identity, runs, class_names, SEGMENTATION_SETTINGS,
-                        ["mean_iou", "mean_dice", "pixel_accuracy"], "mean_iou", ["iou", "dice"],
-                        "the real validation split, native resolution, void pixels skipped")
 
 
 __all__ = ["run_segmentation_experiment", "summarize", "stats", "SEGMENTATION_SETTINGS"]

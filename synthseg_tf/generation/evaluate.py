@@ -72,7 +72,7 @@ def evaluate_generator(generator: str, segmenter: str, data: str, max_images: Op
     except ValueError as e:  # an export without the feature signature
         gen_metrics = {"fid": None, "kid": None, "note": str(e)}
     result = {
-        "data": data, "generator": os.path.abspath(generator), "segmenter": os.path.abspath(segmenter),
+        "data": ds.spec, "generator": os.path.abspath(generator), "segmenter": os.path.abspath(segmenter),
         "images": int(len(maps)), "image_size": list(r.image_size),
         "fcn_score_miou": cm_fake.mean_iou(), "real_miou": cm_real.mean_iou(),
         "fcn_to_real_ratio": cm_fake.mean_iou() / max(cm_real.mean_iou(), 1e-9),

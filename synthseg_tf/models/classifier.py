@@ -94,19 +94,34 @@ def feature_extractor(model: tf.keras.Model) -> tf.keras.Model:
     return tf.keras.Model(model.input, model.get_layer(PENULTIMATE).output, name="classifier_features")
 
 
-def compile_classifier(model: tf.keras.Model, learning_rate: float = 1e-3) -> tf.keras.Model:
-    """Adam + categorical cross-entropy (one-hot labels) + accuracy. Returns ``model``."""
+def compile_classifier(model: tf.keras.Model, learning_rate=1e-3, label_smoothing: float = 0.0,
+                       weight_decay: float = 0.0) -> tf.keras.Model:
+    """Adam (AdamW when ``weight_decay > 0``) + categorical cross-entropy (one-hot labels, with
+    ``label_smoothing``) + accuracy. ``learning_rate``: a float or a Keras schedule. Returns ``model``.
+    """
+    if not 0.0 <= float(label_smoothing) < 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+    if float(weight_decay) < 0.0:
+        raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
+    if float(weight_decay) > 0.0:
+        optimizer = tf.keras.optimizers.AdamW(learning_rate=learning_rate, weight_decay=float(weight_decay))
+    else:
+        optimizer = tf.keras.optimizers.Adam(learning_rate=learning_rate)
     model.compile(
-        optimizer=tf.keras.optimizers.Adam(learning_rate=learning_rate),
-        loss=tf.keras.losses.CategoricalCrossentropy(),
+        optimizer=optimizer,
+        loss=tf.keras.losses.CategoricalCrossentropy(label_smoothing=float(label_smoothing)),
         metrics=[tf.keras.metrics.CategoricalAccuracy(name="accuracy")],
     )
     return model
 
 
-def early_stopping(patience: int = 5) -> tf.keras.callbacks.EarlyStopping:
-    """Stop when ``val_loss`` has not improved for ``patience`` epochs; keep the best weights."""
-    return tf.keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience), restore_best_weights=True)
+def early_stopping(patience: int = 5, monitor: str = "val_loss") -> tf.keras.callbacks.EarlyStopping:
+    """Stop when ``monitor`` (``val_loss``: lower is better; ``val_accuracy``: higher) has not
+    improved for ``patience`` epochs; keep the best weights."""
+    if monitor not in ("val_loss", "val_accuracy"):
+        raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
+    return tf.keras.callbacks.EarlyStopping(monitor=monitor, mode="min" if monitor == "val_loss" else "max",
+                                            patience=int(patience), restore_best_weights=True)
 
 
 def to_classifier_inputs(batch: Mapping[str, tf.Tensor], num_classes: int) -> Tuple[tf.Tensor, tf.Tensor]:

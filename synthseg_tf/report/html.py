@@ -30,10 +30,12 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 REPORT_DIR = "report"
-SETTING_COLORS = {"real": "#4C72B0", "real+synthetic": "#DD8452", "synthetic": "#55A868"}
+SETTING_COLORS = {"real": "#4C72B0", "real+augment": "#8172B3", "real+copypaste": "#937860",
+                  "real+synthetic": "#DD8452", "synthetic": "#55A868"}
 METRIC_LABELS = {
     "mean_iou": "mean IoU", "mean_dice": "mean Dice", "pixel_accuracy": "pixel accuracy",
     "accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "weighted F1",
+    "rare_macro_f1": "macro F1 of the rare classes",
     "iou": "IoU", "dice": "Dice", "f1": "F1", "recall": "recall",
 }
 CURVE_KEYS = {"segmentation": ("val_mean_iou", "loss"), "classification": ("val_accuracy", "loss")}
@@ -170,6 +172,12 @@ def _prose(st: Optional[Dict], signed: bool = False, unit: str = "%") -> str:
     if st.get("std") is not None:
         s += f" ± {100 * st['std']:.1f}"
     return s + ("%" if unit == "%" else f" {unit}")
+
+
+def _num(st: Optional[Dict]) -> str:
+    if not st or st.get("mean") is None:
+        return "—"
+    return f"{st['mean']:.0f}" + (f" ± {st['std']:.0f}" if st.get("std") is not None else "")
 
 
 def _verdict(delta: Dict, setting: str = "real+synthetic") -> str:
@@ -321,7 +329,11 @@ def _curves(curves: List[Tuple[str, str, Dict[str, List[float]]]], keys: Tuple[s
 
 # ============================================================================ sample grid
 def _synthetic_dir(run_dir: str, identity: Dict) -> Optional[str]:
-    for cand in (os.path.join(run_dir, "synthetic"), identity.get("synthetic")):
+    import glob
+
+    cands = [os.path.join(run_dir, "synthetic"), identity.get("synthetic")]
+    cands += sorted(glob.glob(os.path.join(run_dir, "subsets", "*", "synthetic")))  # per-subset sets (protocol)
+    for cand in cands:
         if cand and os.path.isfile(os.path.join(cand, "manifest.jsonl")):
             return cand
     return None
@@ -446,15 +458,29 @@ def _experiment_doc(run_dir: str, summary: Dict, results: Optional[Dict]) -> _Do
     setup += [f"Settings: {', '.join(settings)}; fractions of the real training data: "
               f"{', '.join(f'{f:g}' for f in fractions)}; seeds: {', '.join(map(str, summary['seeds']))}",
               f"Image size {'x'.join(map(str, ident.get('image_size', [])))}, batch size {ident.get('batch_size')}"]
+    proto = summary.get("protocol") or {}
     if task == "segmentation":
-        budget = (f"{ident['steps']} steps" if ident.get("steps") else
-                  f"{ident.get('epochs') or 'default'} epochs of the real subset")
-        setup.append(f"Training budget per run: {budget}; every setting of a fraction gets the same number of "
-                     f"steps (synthetic samples replace real ones in the batches at ratio "
-                     f"{ident.get('synthetic_ratio')}; 'synthetic' uses synthetic samples only)")
+        budget = (f"at most {ident['steps']} steps" if ident.get("steps") else
+                  f"at most {ident.get('epochs') or 'default'} epochs of the fit images")
+        stop = (f", early stopping after {ident['patience']} epochs without a better selection mIoU"
+                if ident.get("patience") else "")
+        setup.append(f"Training budget per run: {budget}{stop}; the same maximum for every setting (synthetic "
+                     f"samples replace real ones in the batches at ratio {ident.get('synthetic_ratio')}; "
+                     "'synthetic' uses synthetic samples only); the steps each run actually took are in the "
+                     "budget table")
     else:
         setup.append(f"Up to {ident.get('epochs')} epochs with early stopping on validation loss "
                      f"(patience {ident.get('patience')}); synthetic images are added to the training split only")
+    for c in proto.get("cells", []):
+        sub = c.get("subset", {})
+        setup.append(f"Protocol, fraction {sub.get('fraction', 0):g} (subset seed {sub.get('seed')}): "
+                     f"{sub.get('images')} training images, {c.get('fit_images')} fit and {c.get('selection_images')} "
+                     f"selection ({c.get('selection')}); the generator was trained on "
+                     f"{c.get('generator_trained_on') or 'n/a'}")
+    if proto.get("cells"):
+        setup.append("Rule: " + proto["cells"][0].get("rule", ""))
+    if summary.get("verdict_rule"):
+        setup.append("Verdicts: " + summary["verdict_rule"])
     doc.items(setup)
 
     doc.h2("Findings")
@@ -472,8 +498,16 @@ def _experiment_doc(run_dir: str, summary: Dict, results: Optional[Dict]) -> _Do
             if not d:
                 findings.append(f"{head}; no paired {base} runs to compare.")
                 continue
+            dd = r.get(f"delta_vs_{base}") or {}
+            verdict = f" Verdict: {dd['verdict']}." if dd.get("verdict") else ""
             findings.append(f"{head}; difference {_prose(d, signed=True, unit='points')} over {d['n']} "
-                            f"seed(s): {_verdict(d, s)}.")
+                            f"seed(s): {_verdict(d, s)}.{verdict}")
+            for key, other in r.items():
+                if key.startswith("delta_vs_") and key != f"delta_vs_{base}" and other:
+                    od = other["metrics"].get(metric)
+                    findings.append(f"Fraction {f:g}: {s} vs {key[len('delta_vs_'):]}: "
+                                    f"{_prose(od, signed=True, unit='points')} over {od['n']} seed(s); verdict: "
+                                    f"{other.get('verdict', 'n/a')}.")
     if not findings:
         findings.append(f"Only the {base} setting was run; there is nothing to compare.")
     doc.items(findings)
@@ -509,12 +543,25 @@ def _experiment_doc(run_dir: str, summary: Dict, results: Optional[Dict]) -> _Do
                            + [_stat(r["metrics"][m]) for m in summary["metric_names"]] for r in rows],
                   "mean ± std over seeds")
 
+    if any(r.get("budget") for r in rows):
+        doc.h2("Training budget actually used")
+        brows = []
+        for r in rows:
+            b = r.get("budget") or {}
+            brows.append([f"{r['fraction']:g}", r["setting"], r["n_runs"]]
+                         + [_num(b.get(k)) for k in ("epochs_run", "steps_run", "train_seconds")])
+        doc.table(["fraction", "setting", "runs", "epochs", "optimizer steps", "training seconds"], brows,
+                  "mean ± std over seeds; runs stop early on the selection split")
+
     pcm = summary["per_class_metrics"][0]
     doc.h2(f"Per-class {_label(pcm)}")
     for f in fractions:
         doc.h3(f"Fraction {f:g}")
         header = ["class"] + [f"{s} (%)" for s in settings if (f, s) in row] + \
                  [f"{s} - {base}" for s in settings if s != base and (row.get((f, s)) or {}).get(f"delta_vs_{base}")]
+        syn_delta = (row.get((f, "real+synthetic")) or {}).get(f"delta_vs_{base}") or {}
+        if syn_delta.get("verdicts"):
+            header.append(f"verdict (real+synthetic vs {base})")
         prow = []
         for c in summary["class_names"]:
             cells = [c] + [_stat(row[(f, s)]["per_class"][pcm][c]) for s in settings if (f, s) in row]
@@ -522,6 +569,8 @@ def _experiment_doc(run_dir: str, summary: Dict, results: Optional[Dict]) -> _Do
                 d = (row.get((f, s)) or {}).get(f"delta_vs_{base}")
                 if s != base and d:
                     cells.append(_stat(d["per_class"][c], signed=True))
+            if syn_delta.get("verdicts"):
+                cells.append(syn_delta["verdicts"].get(c, ""))
             prow.append(cells)
         doc.table(header, prow, f"per-class {_label(pcm)} (%), fraction {f:g}; n/a: class absent from both the "
                                 "ground truth and the predictions" if task == "segmentation" else

@@ -11,10 +11,14 @@
                     weighted precision/recall/F1, per-class table, confusion matrix
       model/        the exported SavedModel (:func:`synthseg_tf.models.classifier.export_classifier`)
 
-Splits: a dataset whose layout has ``train``, ``val`` and ``test`` splits keeps them; any other
-is split per class with :func:`~synthseg_tf.models.classifier.stratified_split` (``fractions``,
-seeded by ``split_seed``, which stays fixed when ``seed`` varies so runs with different seeds
-are scored on the same test set). ``train_fraction < 1`` keeps a stratified part of the
+Splits: the layout's own ``train``/``val``/``test`` folders are always honoured; a missing
+``val`` or ``test`` is carved (per class, with
+:func:`~synthseg_tf.models.classifier.stratified_split`) from the layout's *train* split only,
+so the user's test folder is the test set and none of its images is ever trained on. A dataset
+without split labels is split per class by ``fractions``. Carving is seeded by ``split_seed``,
+which stays fixed when ``seed`` varies so runs with different seeds are scored on the same test
+set; ``config.json`` records how each split was obtained (``split_source``, see
+:func:`split_sources`). ``train_fraction < 1`` keeps a stratified part of the
 training split (seeded by ``seed``). Synthetic samples (a TFRecord folder of labelled generated
 images) are added to the *training split only*: by default all of them are appended to it
 (``synthetic_ratio=None``); with a ratio they are mixed in at that rate for the real
@@ -47,24 +51,87 @@ from synthseg_tf.training.segmentation import (
 )
 
 Source = Union[str, Dataset]
+LR_SCHEDULES = ("constant", "cosine", "plateau")
+# train_classifier's training-recipe defaults (also shown by `synthseg classifier train --help`)
+CLASSIFIER_DEFAULTS = {
+    "epochs": 40, "patience": 12, "learning_rate": 2e-3, "augment": True, "filters": (24, 48, 96, 192),
+    "dense_units": (192,), "dropout": 0.3, "batch_norm": True, "pooling": "gap", "label_smoothing": 0.1,
+    "weight_decay": 0.0, "lr_schedule": "cosine", "monitor": "val_loss",
+}
+
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def split_sources(ds: Dataset) -> Dict[str, str]:
+    """How :func:`split_classification` obtains each of ``train``, ``val``, ``test`` for ``ds``.
+
+    Values: ``"layout"`` (the layout's own split), ``"carved_from_train"`` (a stratified part of
+    the layout's ``train`` split, seeded by ``split_seed``) or ``"stratified"`` (no split labels:
+    a stratified split of all samples). Raises ``ValueError`` when the layout's splits cannot be
+    honoured (no ``train`` split, or samples outside ``train``/``val``/``test``).
+    """
+    have = set(ds.splits)
+    if not have:
+        return {name: "stratified" for name in SPLIT_NAMES}
+    others = sorted({str(s.split) for s in ds.samples if s.split not in SPLIT_NAMES})
+    if others:
+        raise ValueError(f"{ds.spec}: samples in splits {', '.join(others)}; a classification layout's "
+                         "splits must be train, val and test")
+    if "train" not in have:
+        raise ValueError(f"{ds.spec}: the layout has split(s) {', '.join(sorted(have))} but no 'train' split; "
+                         "add a train/ folder (its test/val images are never used for training)")
+    return {name: "layout" if name in have else "carved_from_train" for name in SPLIT_NAMES}
 
 
 def split_classification(ds: Dataset, fractions=(0.7, 0.15, 0.15), split_seed: int = 0,
                          train_fraction: float = 1.0, seed: int = 0) -> Tuple[Dataset, Dataset, Dataset]:
-    """``(train, val, test)`` of a classification dataset (see the module docstring)."""
+    """``(train, val, test)`` of a classification dataset; the layout's own splits always win.
+
+    ``fractions`` = ``(train, val, test)``; per case (see :func:`split_sources`):
+
+    - no split labels: a stratified split of all samples by ``fractions``;
+    - ``train/val/test`` folders: used as they are;
+    - ``train`` + ``test`` (no val): val is a stratified ``val / (train + val)`` part of the
+      train folder, test is the user's test folder, untouched;
+    - ``train`` + ``val`` (no test): test is a stratified ``test / (train + test)`` part of train;
+    - only ``train``: val and test are carved from it with ``fractions``.
+
+    Carving is per class with :func:`~synthseg_tf.models.classifier.stratified_split` seeded
+    by ``split_seed``; images of one folder are never re-pooled with another folder's. Then
+    ``train_fraction < 1`` keeps a stratified part of train (seeded by ``seed``).
+    """
     from synthseg_tf.models.classifier import stratified_split
 
     if not 0.0 < float(train_fraction) <= 1.0:
         raise ValueError(f"train_fraction must be in (0, 1], got {train_fraction}")
-    if {"train", "val", "test"} <= set(ds.splits):
-        train, val, test = ds.subset("train"), ds.subset("val"), ds.subset("test")
-    else:
-        fr = tuple(float(f) for f in fractions)
-        if len(fr) != 3 or min(fr) <= 0:
-            raise ValueError(f"fractions must be three positive numbers (train, val, test), got {fractions}")
-        labels = [s.label for s in ds.samples]
-        tr, va, te = stratified_split(labels, fr, seed=split_seed)
+    fr = tuple(float(f) for f in fractions)
+    if len(fr) != 3 or min(fr) <= 0:
+        raise ValueError(f"fractions must be three positive numbers (train, val, test), got {fractions}")
+    sources = split_sources(ds)
+
+    def carve(part: Dataset, keep: float, take: float) -> Tuple[Dataset, Dataset]:
+        labels = [s.label for s in part.samples]
+        kept, taken = stratified_split(labels, (keep / (keep + take), take / (keep + take)), seed=split_seed)
+        return part.select(kept.tolist()), part.select(taken.tolist())
+
+    if all(v == "stratified" for v in sources.values()):
+        tr, va, te = stratified_split([s.label for s in ds.samples], (fr[0], fr[1], fr[2]), seed=split_seed)
         train, val, test = ds.select(tr.tolist()), ds.select(va.tolist()), ds.select(te.tolist())
+    elif sources["val"] == "layout" and sources["test"] == "layout":
+        train, val, test = ds.subset("train"), ds.subset("val"), ds.subset("test")
+    elif sources["test"] == "layout":
+        train, val = carve(ds.subset("train"), fr[0], fr[1])
+        test = ds.subset("test")
+    elif sources["val"] == "layout":
+        train, test = carve(ds.subset("train"), fr[0], fr[2])
+        val = ds.subset("val")
+    else:
+        train_all = ds.subset("train")
+        tr, va, te = stratified_split([s.label for s in train_all.samples], (fr[0], fr[1], fr[2]),
+                                      seed=split_seed)
+        train, val, test = (train_all.select(tr.tolist()), train_all.select(va.tolist()),
+                            train_all.select(te.tolist()))
     for name, part in (("validation", val), ("test", test)):
         if len(part) == 0:
             raise ValueError(f"{ds.spec}: the {name} split is empty ({len(ds)} samples); add images or change "
@@ -98,7 +165,7 @@ def _raw(source, with_mask=False):
 
 
 def _train_pipeline(train: Dataset, synthetic: Optional[str], n_syn: int, synthetic_ratio: Optional[float],
-                    image_size, batch_size: int, augment: bool, seed: int, cache: bool, num_classes: int):
+                    image_size, batch_size: int, augment, seed: int, cache: bool, num_classes: int):
     import tensorflow as tf
 
     from synthseg_tf.data.tfdata import mix_datasets, prepare
@@ -143,20 +210,25 @@ def train_classifier(
     out_dir: str,
     image_size=(64, 64),
     batch_size: int = 32,
-    epochs: int = 30,
+    epochs: int = CLASSIFIER_DEFAULTS["epochs"],
     synthetic: Optional[str] = None,
     seed: int = 0,
-    patience: int = 5,
+    patience: int = CLASSIFIER_DEFAULTS["patience"],
     fractions: Sequence[float] = (0.7, 0.15, 0.15),
     train_fraction: float = 1.0,
     synthetic_ratio: Optional[float] = None,
     split_seed: int = 0,
-    learning_rate: float = 1e-3,
-    augment: bool = True,
-    filters: Sequence[int] = (32, 64, 128, 256),
-    dense_units: Sequence[int] = (256,),
-    dropout: float = 0.5,
-    batch_norm: bool = False,
+    learning_rate: float = CLASSIFIER_DEFAULTS["learning_rate"],
+    augment: Union[bool, str] = CLASSIFIER_DEFAULTS["augment"],
+    filters: Sequence[int] = CLASSIFIER_DEFAULTS["filters"],
+    dense_units: Sequence[int] = CLASSIFIER_DEFAULTS["dense_units"],
+    dropout: float = CLASSIFIER_DEFAULTS["dropout"],
+    batch_norm: bool = CLASSIFIER_DEFAULTS["batch_norm"],
+    pooling: str = CLASSIFIER_DEFAULTS["pooling"],
+    label_smoothing: float = CLASSIFIER_DEFAULTS["label_smoothing"],
+    weight_decay: float = CLASSIFIER_DEFAULTS["weight_decay"],
+    lr_schedule: str = CLASSIFIER_DEFAULTS["lr_schedule"],
+    monitor: str = CLASSIFIER_DEFAULTS["monitor"],
     cache: Optional[bool] = None,
     export: bool = True,
     verbose: int = 1,
@@ -169,7 +241,17 @@ def train_classifier(
     ``data``: a classification Dataset or spec (``classfolders:DIR``, ``demo-classes``).
     ``synthetic``: a TFRecord folder of labelled generated images (``label`` = class id of
     ``data``), added to the training split only (module docstring). Early stopping on
-    ``val_loss`` with ``patience``; the best ``val_loss`` weights are kept.
+    ``monitor`` (``val_loss`` or ``val_accuracy``) with ``patience``; the best epoch's weights
+    by ``monitor`` are kept.
+
+    Model and optimisation: ``filters``/``dense_units``/``dropout``/``batch_norm``/``pooling``
+    (``"flatten"`` or ``"gap"``) build :func:`~synthseg_tf.models.classifier.build_classifier`;
+    ``label_smoothing`` and ``weight_decay`` (AdamW when > 0) go to
+    :func:`~synthseg_tf.models.classifier.compile_classifier`. ``lr_schedule``: ``"constant"``,
+    ``"cosine"`` (cosine decay from ``learning_rate`` to 1 % of it over ``epochs`` x steps) or
+    ``"plateau"`` (halve when ``monitor`` stalls for ``max(1, patience // 3)`` epochs).
+    ``augment``: ``False``/``"none"``, ``True``/``"standard"`` or ``"strong"``
+    (:mod:`synthseg_tf.data.tfdata`); ``config.json`` records it as given (a bool or the string).
 
     Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; ``metrics["test"]`` is a
     :func:`~synthseg_tf.metrics.classification_report`. Refuses an existing ``out_dir`` unless
@@ -178,6 +260,7 @@ def train_classifier(
     import tensorflow as tf
 
     from synthseg_tf.data.layouts import load
+    from synthseg_tf.data.tfdata import augment_level
     from synthseg_tf.models.classifier import build_classifier, compile_classifier, early_stopping, export_classifier
     from synthseg_tf.utils import atomic_directory
 
@@ -185,6 +268,11 @@ def train_classifier(
     size = parse_image_size(image_size)
     if int(epochs) < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    augment_level(augment)
+    if lr_schedule not in LR_SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}")
+    if monitor not in ("val_loss", "val_accuracy"):
+        raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
     if synthetic_ratio is not None and not 0.0 <= float(synthetic_ratio) <= 1.0:
         raise ValueError(f"synthetic_ratio must be in [0, 1] or None, got {synthetic_ratio}")
     out_dir = prepare_out_dir(out_dir, overwrite)
@@ -220,23 +308,34 @@ def train_classifier(
     val_ds = _eval_pipeline(val, size, batch_size, k)
 
     model = build_classifier(k, input_shape=(size[0], size[1], 3), filters=filters, dense_units=dense_units,
-                             dropout=dropout, batch_norm=batch_norm)
-    compile_classifier(model, learning_rate=learning_rate)
+                             dropout=dropout, batch_norm=batch_norm, pooling=pooling)
+    lr = float(learning_rate)
+    callbacks = [early_stopping(patience, monitor)]
+    if lr_schedule == "cosine":
+        lr = tf.keras.optimizers.schedules.CosineDecay(float(learning_rate), int(epochs) * spe, alpha=0.01)
+    elif lr_schedule == "plateau":
+        callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(
+            monitor, factor=0.5, patience=max(1, int(patience) // 3), min_lr=float(learning_rate) / 64,
+            mode="min" if monitor == "val_loss" else "max"))
+    compile_classifier(model, learning_rate=lr, label_smoothing=label_smoothing, weight_decay=weight_decay)
     model.run_eagerly = bool(run_eagerly)
-    keeper = keep_best_callback("val_loss", "min")
+    keeper = keep_best_callback(monitor, "min" if monitor == "val_loss" else "max")
+    callbacks.append(keeper)
     config = {
         "task": "classification",
         "data": ds.spec, "samples": len(ds),
         "splits": {"train": len(train), "val": len(val), "test": len(test)},
-        "split_source": "layout" if {"train", "val", "test"} <= set(ds.splits) else "stratified",
+        "split_source": split_sources(ds),
         "fractions": list(fractions), "split_seed": int(split_seed), "train_fraction": float(train_fraction),
         "synthetic": syn_desc, "synthetic_samples": n_syn,
         "synthetic_mode": None if syn_path is None else ("append" if synthetic_ratio is None else "mix"),
         "synthetic_ratio": synthetic_ratio,
         "image_size": list(size), "batch_size": int(batch_size), "max_epochs": int(epochs),
         "steps_per_epoch": spe, "patience": int(patience), "learning_rate": float(learning_rate),
-        "augment": bool(augment), "filters": list(filters), "dense_units": list(dense_units),
-        "dropout": float(dropout), "batch_norm": bool(batch_norm), "seed": int(seed),
+        "augment": augment if isinstance(augment, str) else bool(augment), "filters": list(filters), "dense_units": list(dense_units),
+        "dropout": float(dropout), "batch_norm": bool(batch_norm), "pooling": pooling,
+        "label_smoothing": float(label_smoothing), "weight_decay": float(weight_decay),
+        "lr_schedule": lr_schedule, "monitor": monitor, "seed": int(seed),
         "num_classes": k, "class_names": names, "environment": environment_info(),
         **dict(extra_config or {}),
     }
@@ -245,14 +344,16 @@ def train_classifier(
         print(f"training classifier ({k} classes, {size[0]}x{size[1]}) on {len(train)} real{extra} samples; "
               f"val {len(val)}, test {len(test)}; up to {epochs} epochs x {spe} steps", flush=True)
     hist = model.fit(train_ds, epochs=int(epochs), steps_per_epoch=spe, validation_data=val_ds,
-                     callbacks=[early_stopping(patience), keeper], verbose=2 if verbose else 0)
+                     callbacks=callbacks, verbose=2 if verbose else 0)
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
 
     metrics = {
         "test": _report(model, test, size, batch_size, names),
         "val": _report(model, val, size, batch_size, names),
         "best_epoch": keeper.best_epoch,
-        "best_val_loss": keeper.best,
+        "best_val_loss": (history["val_loss"][keeper.best_epoch - 1]
+                          if keeper.best_epoch and history.get("val_loss") else None),  # of the kept weights
+        "monitor": monitor, "best_monitor_value": keeper.best,
         "epochs_run": len(history.get("loss", [])),
         "stopped_early": len(history.get("loss", [])) < int(epochs),
         "seconds": round(time.time() - t0, 1),
@@ -276,4 +377,4 @@ def train_classifier(
     return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
 
 
-__all__ = ["train_classifier", "split_classification"]
+__all__ = ["train_classifier", "split_classification", "split_sources"]

@@ -452,8 +452,10 @@ def train_unet(
     seed: int = 0,
     backbone: str = "resnet34",
     encoder_weights: Optional[str] = None,
-    augment: bool = True,
+    augment: Union[bool, str] = True,
     keep: str = "best",
+    patience: Optional[int] = None,
+    evaluate: Optional[Source] = None,
     cache: Optional[bool] = None,
     export: bool = True,
     verbose: int = 1,
@@ -475,6 +477,12 @@ def train_unet(
     ``"last"`` weights. ``cache=None`` keeps decoded samples in memory when they fit in
     1.5 GiB. ``export=False`` skips the SavedModel (experiments use it to save disk).
 
+    Selection vs evaluation: ``val`` is the *selection* split: keep-best and early stopping
+    (``patience``: stop when ``val_mean_iou`` has not improved for that many epochs; ``epochs``
+    / ``steps`` is then the maximum) read it, and ``metrics["val"]`` reports it. ``evaluate``
+    (optional) is a separate *evaluation* split that nothing in training reads: it is scored
+    once, after training, at native resolution, into ``metrics["eval"]``.
+
     Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; refuses an existing
     ``out_dir`` unless ``overwrite``.
     """
@@ -491,6 +499,8 @@ def train_unet(
     synthetic_ratio = float(synthetic_ratio) if synthetic is not None else 0.0
     if keep not in ("best", "last"):
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
+    if patience is not None and int(patience) < 1:
+        raise ValueError(f"patience must be >= 1 (or None for no early stopping), got {patience}")
     out_dir = prepare_out_dir(out_dir, overwrite)
 
     if val is None:
@@ -502,6 +512,10 @@ def train_unet(
     train_src, table, n_real, train_desc = resolve_source(train, SEGMENTATION, "train")
     val_src, val_table, n_val, val_desc = resolve_source(val, SEGMENTATION, "val")
     check_same_classes(table, val_table, f"train ({train_desc})", f"val ({val_desc})")
+    eval_src, n_eval, eval_desc = None, 0, None
+    if evaluate is not None:
+        eval_src, eval_table, n_eval, eval_desc = resolve_source(evaluate, SEGMENTATION, "evaluate")
+        check_same_classes(table, eval_table, f"train ({train_desc})", f"evaluate ({eval_desc})")
     syn_src, n_syn, syn_desc = None, 0, None
     if synthetic is not None:
         syn_src, syn_table, n_syn, syn_desc = resolve_source(synthetic, SEGMENTATION, "synthetic")
@@ -536,7 +550,8 @@ def train_unet(
     config = {
         "task": "segmentation",
         "train": train_desc, "train_samples": n_real,
-        "val": val_desc, "val_samples": n_val,
+        "val": val_desc, "val_samples": n_val, "val_role": "selection (keep-best, early stopping)",
+        "evaluate": eval_desc, "evaluate_samples": n_eval,
         "synthetic": syn_desc, "synthetic_samples": n_syn, "synthetic_ratio": synthetic_ratio,
         "image_size": list(size), "batch_size": int(batch_size),
         "epochs": n_epochs, "steps_per_epoch": spe, "total_steps": n_epochs * spe,
@@ -546,20 +561,26 @@ def train_unet(
         "loss": {"dice_weight": float(dice_weight), "ce_weight": float(ce_weight),
                  "focal_weight": float(focal_weight), "class_weights": cw,
                  "class_weights_mode": class_weights if isinstance(class_weights, str) else None},
-        "backbone": backbone, "encoder_weights": encoder_weights, "augment": bool(augment),
-        "keep": keep, "seed": int(seed), "num_classes": k, "class_names": table.names,
+        "backbone": backbone, "encoder_weights": encoder_weights,
+        "augment": augment if isinstance(augment, str) else bool(augment),
+        "keep": keep, "patience": None if patience is None else int(patience), "seed": int(seed), "num_classes": k, "class_names": table.names,
         "environment": environment_info(),
         **dict(extra_config or {}),
     }
     keeper = keep_best_callback("val_mean_iou", "max")
     callbacks = [keeper] if keep == "best" else []
+    if patience is not None:
+        callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max", patience=int(patience)))
     if verbose:
         mix = f" + synthetic {syn_desc} (ratio {synthetic_ratio:g})" if syn_src is not None else ""
         print(f"training U-Net ({backbone}, {k} classes, {size[0]}x{size[1]}) on {n_real} real samples{mix}: "
               f"{n_epochs} epoch(s) x {spe} steps, batch {batch_size}", flush=True)
+    t_fit = time.time()
     hist = model.fit(train_ds, epochs=n_epochs, steps_per_epoch=spe, validation_data=val_ds,
                      callbacks=callbacks, verbose=2 if verbose else 0)
+    fit_seconds = time.time() - t_fit
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
+    epochs_run = len(history.get("loss", []))
 
     segment = model_segment_fn(model, size, use_tf_function=not run_eagerly)
     cm = confusion_over(segment, val_src, k, batch_size=batch_size)
@@ -571,9 +592,16 @@ def train_unet(
         "weights": keep,
         "best_epoch": keeper.best_epoch if keep == "best" else n_epochs,
         "best_val_mean_iou_at_train_size": keeper.best if keep == "best" else history.get("val_mean_iou", [None])[-1],
-        "epochs_run": len(history.get("loss", [])),
-        "seconds": round(time.time() - t0, 1),
+        "epochs_run": epochs_run,
+        "steps_run": epochs_run * spe,
+        "stopped_early": epochs_run < n_epochs,
+        "train_seconds": round(fit_seconds, 1),
     }
+    if eval_src is not None:
+        metrics["eval"] = confusion_over(segment, eval_src, k, batch_size=batch_size).as_dict(table.names)
+        metrics["eval_data"] = eval_desc
+        metrics["eval_samples"] = n_eval
+    metrics["seconds"] = round(time.time() - t0, 1)
     model_dir = os.path.join(out_dir, "model") if export else None
     with atomic_directory(out_dir, overwrite=True) as tmp:
         if export:
@@ -586,8 +614,10 @@ def train_unet(
         write_json(os.path.join(tmp, "config.json"), config)
         write_json(os.path.join(tmp, "metrics.json"), metrics)
     if verbose:
+        ev = f"; eval mean IoU {_pct(metrics['eval']['mean_iou'])}" if "eval" in metrics else ""
         print(f"val mean IoU {_pct(metrics['val']['mean_iou'])}, pixel accuracy "
-              f"{_pct(metrics['val']['pixel_accuracy'])} -> {out_dir}", flush=True)
+              f"{_pct(metrics['val']['pixel_accuracy'])}{ev} ({epochs_run} epochs, {epochs_run * spe} steps) "
+              f"-> {out_dir}", flush=True)
     return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
 
 

@@ -1,0 +1,169 @@
+"""The honest-evaluation protocol every synthetic-data experiment follows.
+
+One labelled budget
+    At fraction ``f`` the experiment draws a *subset* of the training split
+    (``train.fraction(f, seed=subset_seed)``). The subset is cut once more into a *fit* part and a
+    *selection* part (:func:`carve_selection`, a hash of each ``source_id``, so it does not
+    depend on listing order). The GAN, the quality model, the label-map sampler's source maps and
+    copy-paste bank, the copy-paste baseline and every downstream model train on the fit part and
+    on nothing else.
+
+Selection vs evaluation
+    Keep-best, early stopping, filter thresholds and recipe choices read the selection part (or,
+    when the user asks for it, another split that is not the evaluation split). The reported
+    figures come from the *evaluation* split, which nothing else ever reads: no model trains on
+    it, selects on it, or draws label maps from it.
+
+Provenance
+    Every synthetic set and generator used in a cell is checked before use
+    (:func:`check_within`): a generator's ``train_source_ids`` and every ``source_ids`` entry of a
+    synthetic set's ``manifest.jsonl`` must lie inside the fit part. Anything else is refused with
+    :class:`ProtocolError`, whether the experiment made it or the user passed it in.
+
+Verdicts
+    Per class and overall, :func:`verdict` turns the seed-paired deltas into "helps", "hurts" or
+    "no evidence" (module constant :data:`VERDICT_RULE` says how).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
+
+SELECTION_FRACTION = 0.2
+MIN_EFFECT = 0.005  # 0.5 points: smaller mean deltas are "no evidence" even when every pair agrees
+VERDICT_RULE = ("'helps' when at least 2 seed-paired deltas exist, every one is > 0 and their mean is at least "
+                f"{100 * MIN_EFFECT:g} points; 'hurts' likewise with every delta < 0; otherwise 'no evidence'")
+
+
+class ProtocolError(ValueError):
+    """Data that breaks the protocol (e.g. a synthetic set built from images outside the subset)."""
+
+
+def _unit_hash(text: str, salt: str = "") -> float:
+    return int(hashlib.sha1((salt + text).encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
+
+
+def carve_selection(subset, fraction: float = SELECTION_FRACTION, salt: str = "selection"):
+    """``(fit, selection)`` Datasets from ``subset``: a sample goes to selection when the hash of its
+    ``source_id`` is below ``fraction``. Both parts get at least one sample (the lowest/highest
+    hashes are moved when the rule leaves one empty); fewer than 2 samples is an error."""
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"the selection fraction must be in (0, 1), got {fraction}")
+    n = len(subset)
+    if n < 2:
+        raise ValueError(f"{subset.spec}: a subset of {n} sample(s) cannot be split into fit and selection parts")
+    h = [_unit_hash(s.source_id, salt) for s in subset.samples]
+    sel = [i for i in range(n) if h[i] < fraction]
+    if not sel:
+        sel = [min(range(n), key=h.__getitem__)]
+    if len(sel) == n:
+        sel.remove(max(sel, key=h.__getitem__))
+    chosen = set(sel)
+    fit = [i for i in range(n) if i not in chosen]
+    return subset.select(fit), subset.select(sorted(sel))
+
+
+def source_ids(ds) -> List[str]:
+    return sorted(s.source_id for s in ds.samples)
+
+
+def subset_key(ids: Iterable[str], **settings) -> str:
+    """A short stable key for a set of source ids plus the settings that make an artifact."""
+    payload = json.dumps({"ids": sorted(ids), "settings": settings}, sort_keys=True, default=str)
+    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
+
+
+def check_within(used: Iterable[str], allowed: Iterable[str], what: str) -> None:
+    """Refuse ``what`` when it was built from source ids outside ``allowed`` (or records none)."""
+    used, allowed = set(used), set(allowed)
+    if not used:
+        raise ProtocolError(f"{what} records no source ids, so it cannot be shown to use only the experiment's "
+                            "training subset; rebuild it with this version of synthseg-tf")
+    outside = sorted(used - allowed)
+    if outside:
+        shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+        raise ProtocolError(f"{what} was built from {len(outside)} image(s)/label map(s) outside the experiment's "
+                            f"training subset ({len(allowed)} images): {shown}. Under the protocol the generator, "
+                            "filters, label-map sources and models may only see that subset; let the experiment "
+                            "train its own generator (omit --generator/--synthetic) or build one on the subset")
+
+
+def generator_source_ids(generator_dir: str) -> Set[str]:
+    """``train_source_ids`` from a GAN run folder or an exported generator (``config.json``)."""
+    for name in ("config.json", os.path.join("assets", "config.json")):
+        path = os.path.join(generator_dir, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                cfg = json.load(f)
+            return set(cfg.get("train_source_ids") or [])
+    raise ProtocolError(f"{generator_dir}: no config.json; is it a `synthseg gan train` run or a generator export?")
+
+
+def synthetic_source_ids(folder: str) -> Set[str]:
+    """Every source id a synthetic set was built from: each ``manifest.jsonl`` entry's
+    ``source_ids`` (base map, cut-mix partner, copy-paste donors) and, for generated sets, the real
+    pairs its ``loss_stats.json`` (pixel filter, hardness) was computed on."""
+    from synthseg_tf.generation.pipeline import manifest_source_ids
+
+    try:
+        return set(manifest_source_ids(folder))
+    except FileNotFoundError:
+        raise ProtocolError(f"{folder}: no manifest.jsonl, so its provenance cannot be checked") from None
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
+
+
+def verdict(values: Sequence[float], min_effect: float = MIN_EFFECT) -> str:
+    """"helps" / "hurts" / "no evidence" from seed-paired deltas (see :data:`VERDICT_RULE`)."""
+    vals = [float(v) for v in values if v is not None]
+    if len(vals) < 2:
+        return "no evidence"
+    mean = sum(vals) / len(vals)
+    if all(v > 0 for v in vals) and mean >= min_effect:
+        return "helps"
+    if all(v < 0 for v in vals) and mean <= -min_effect:
+        return "hurts"
+    return "no evidence"
+
+
+def describe(subset_fraction: float, subset_seed, n_subset: int, n_fit: int, n_sel: int, selection: str,
+             evaluation: str, generator: Optional[str]) -> Dict:
+    """The protocol record stored with every experiment cell and printed by the CLI."""
+    return {
+        "subset": {"fraction": subset_fraction, "seed": subset_seed, "images": n_subset},
+        "fit_images": n_fit, "selection_images": n_sel,
+        "selection": selection, "evaluation": evaluation,
+        "generator_trained_on": generator,
+        "rule": "the GAN, quality filter, label-map sources, copy-paste bank and every model use only the fit "
+                "images; keep-best/early stopping/thresholds read the selection images; figures come from the "
+                "evaluation split, which nothing else reads",
+    }
+
+
+__all__ = ["ProtocolError", "carve_selection", "check_within", "generator_source_ids", "synthetic_source_ids",
+           "subset_key", "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe"]
+
+
+def split_for_protocol(ds, evaluation=None) -> Tuple[object, object, str]:
+    """``(train, evaluation, description)``: the training split subsets are drawn from and the
+    evaluation data.
+
+    ``evaluation=None``: the dataset's own val split (or, without split labels, the hash holdout
+    of ``Dataset.train_val``), and the rest of the training split trains. Given a spec/Dataset,
+    that is the evaluation data and the training split is ``train`` when the layout has one,
+    else everything; an evaluation set that shares source ids with the training split is refused.
+    """
+    from synthseg_tf.data.layouts import load
+
+    if evaluation is None:
+        train, ev = ds.train_val()
+        return train, ev, f"{ds.spec}: " + ("val split" if "val" in ds.splits else "hash holdout of Dataset.train_val")
+    ev = load(evaluation) if isinstance(evaluation, str) else evaluation
+    train = ds.subset("train") if "train" in ds.splits else ds
+    overlap = set(source_ids(train)) & set(source_ids(ev)) if getattr(ev, "samples", None) is not None else set()
+    if overlap:
+        raise ProtocolError(f"the evaluation data {ev.spec} shares {len(overlap)} images with the training split of "
+                            f"{ds.spec} (e.g. {sorted(overlap)[0]}); evaluate on a split nothing trains on")
+    return train, ev, getattr(ev, "spec", str(evaluation))

@@ -1,0 +1,108 @@
+"""The honest-evaluation protocol: fit/selection carving, provenance checks, verdicts, eval splits."""
+import json
+import os
+
+import pytest
+
+from synthseg_tf.data.dataset import Dataset, Sample
+from synthseg_tf.data.classes import ClassTable
+from synthseg_tf.experiments import protocol as P
+
+
+def _ds(n, split=None, prefix="s"):
+    samples = [Sample(image=f"{prefix}{i}.png", mask=f"{prefix}{i}_m.png", source_id=f"{prefix}{i}", split=split)
+               for i in range(n)]
+    return Dataset(spec="test", task="segmentation", samples=samples, classes=ClassTable(names=["a", "b"]))
+
+
+def test_carve_selection_is_a_deterministic_partition():
+    ds = _ds(50)
+    fit, sel = P.carve_selection(ds, 0.2)
+    ids_fit, ids_sel = set(P.source_ids(fit)), set(P.source_ids(sel))
+    assert ids_fit.isdisjoint(ids_sel) and ids_fit | ids_sel == set(P.source_ids(ds))
+    assert 4 <= len(sel) <= 18  # about 20 %
+    # order-independent: the same ids whatever the listing order
+    rev = ds.select(list(range(len(ds)))[::-1])
+    assert set(P.source_ids(P.carve_selection(rev, 0.2)[1])) == ids_sel
+    # a sample's side does not change when other samples join (hash of its own id)
+    more = _ds(80)
+    sel_more = set(P.source_ids(P.carve_selection(more, 0.2)[1]))
+    assert ids_sel == {i for i in sel_more if int(i[1:]) < 50}
+
+
+def test_carve_selection_small_sets():
+    fit, sel = P.carve_selection(_ds(2), 0.2)
+    assert len(fit) == 1 and len(sel) == 1
+    with pytest.raises(ValueError, match="cannot be split"):
+        P.carve_selection(_ds(1), 0.2)
+    with pytest.raises(ValueError, match="selection fraction"):
+        P.carve_selection(_ds(5), 1.5)
+
+
+def test_check_within_names_the_outside_images():
+    P.check_within({"a", "b"}, {"a", "b", "c"}, "set X")
+    with pytest.raises(P.ProtocolError, match=r"set X was built from 1 image.*outside.*val/0001"):
+        P.check_within({"a", "val/0001"}, {"a", "b"}, "set X")
+    with pytest.raises(P.ProtocolError, match="records no source ids"):
+        P.check_within(set(), {"a"}, "set Y")
+
+
+def test_provenance_readers(tmp_path):
+    gen = tmp_path / "gan"
+    gen.mkdir()
+    (gen / "config.json").write_text(json.dumps({"train_source_ids": ["a", "b"]}))
+    assert P.generator_source_ids(str(gen)) == {"a", "b"}
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    (syn / "manifest.jsonl").write_text(json.dumps({"source_ids": ["a"]}) + "\n" + json.dumps({"source_ids": ["c", "b"]}) + "\n")
+    assert P.synthetic_source_ids(str(syn)) == {"a", "b", "c"}
+    with pytest.raises(P.ProtocolError, match="no manifest"):
+        P.synthetic_source_ids(str(tmp_path))
+    with pytest.raises(P.ProtocolError, match="no config.json"):
+        P.generator_source_ids(str(syn))
+
+
+@pytest.mark.parametrize("values,expected", [
+    ([0.02, 0.01, 0.03], "helps"),
+    ([-0.02, -0.01], "hurts"),
+    ([0.05, -0.01, 0.02], "no evidence"),
+    ([0.001, 0.002, 0.001], "no evidence"),  # consistent but below the minimum effect
+    ([0.2], "no evidence"),  # one seed is no evidence
+    ([], "no evidence"),
+])
+def test_verdict(values, expected):
+    assert P.verdict(values) == expected
+
+
+def test_split_for_protocol_keeps_evaluation_out_of_training():
+    samples = _ds(6, "train").samples + _ds(3, "val", prefix="v").samples + _ds(2, "test", prefix="t").samples
+    ds = Dataset(spec="x", task="segmentation", samples=samples, classes=ClassTable(names=["a", "b"]))
+    train, ev, desc = P.split_for_protocol(ds)
+    assert {s.split for s in train.samples} == {"train"} and {s.split for s in ev.samples} == {"val"}
+    assert "val split" in desc
+    test = ds.subset("test")
+    train2, ev2, _ = P.split_for_protocol(ds, test)
+    assert {s.split for s in train2.samples} == {"train"} and P.source_ids(ev2) == P.source_ids(test)
+    with pytest.raises(P.ProtocolError, match="shares 6 images"):
+        P.split_for_protocol(ds, ds.subset("train"))
+
+
+def test_summary_verdicts_from_paired_deltas():
+    from synthseg_tf.experiments.common import summarize
+
+    def run(setting, seed, miou, a):
+        return {"fraction": 0.5, "seed": seed, "setting": setting, "metrics": {"mean_iou": miou},
+                "per_class": {"iou": {"a": a}}, "steps_run": 10 + seed}
+
+    runs = [run("real", 0, 0.40, 0.5), run("real", 1, 0.50, 0.7), run("real+augment", 0, 0.45, 0.5),
+            run("real+augment", 1, 0.52, 0.6), run("real+synthetic", 0, 0.47, 0.4),
+            run("real+synthetic", 1, 0.55, 0.8)]
+    rows = summarize(runs, ["mean_iou"], ["iou"], ["a"], [0.5], ["real", "real+augment", "real+synthetic"],
+                     extra_baselines={"real+synthetic": ("real+augment",)})
+    syn = rows[2]
+    assert syn["delta_vs_real"]["verdict"] == "helps"
+    assert syn["delta_vs_real"]["verdicts"] == {"a": "no evidence"}  # -0.1, +0.1
+    assert syn["delta_vs_real+augment"]["metrics"]["mean_iou"]["values"] == pytest.approx([0.02, 0.03])
+    assert syn["delta_vs_real+augment"]["verdict"] == "helps"
+    assert syn["budget"]["steps_run"]["values"] == [10, 11]
+    assert "delta_vs_real+augment" not in rows[1]
