@@ -113,8 +113,7 @@ class _Cell:
     def generator(self) -> str:
         e = self.exp
         if e["generator"] is not None:
-            P.check_within(P.generator_source_ids(e["generator"]), self.fit_ids, f"generator {e['generator']}")
-            return e["generator"]
+            return P.checked(e["generator"], "generator", self.fit_ids)
         from synthseg_tf.data.layouts import absolute_spec
         from synthseg_tf.training.gan import train_gan
         from synthseg_tf.training.gan_data import gan_datasets
@@ -137,8 +136,7 @@ class _Cell:
                       extra_config={"data": absolute_spec(spec), "conditioning": gd.conditioning,
                                     "label_names": e["ds"].classes.names, "train_source_ids": self.fit_ids},
                       **opts)
-        P.check_within(P.generator_source_ids(gan_dir), self.fit_ids, f"generator {gan_dir}")
-        return gan_dir
+        return P.checked(gan_dir, "generator", self.fit_ids)
 
     def quality_model(self) -> str:
         from synthseg_tf.training.classification import train_classifier
@@ -155,8 +153,7 @@ class _Cell:
     def synthetic(self) -> str:
         e = self.exp
         if e["synthetic"] is not None:
-            P.check_within(P.synthetic_source_ids(e["synthetic"]), self.fit_ids, f"synthetic set {e['synthetic']}")
-            return e["synthetic"]
+            return P.checked(e["synthetic"], "synthetic set", self.fit_ids)
         from synthseg_tf.generation import GenerationConfig, run_generation
 
         out = os.path.join(self.dir, "synthetic")
@@ -173,8 +170,7 @@ class _Cell:
             e["log"](f"generating {n} class-conditional images ({opts.get('labels')} classes) -> {out}")
             run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
                                             **opts), log=e["log"])
-        P.check_within(P.synthetic_source_ids(out), self.fit_ids, f"synthetic set {out}")
-        return out
+        return P.checked(out, "synthetic set", self.fit_ids)
 
 
 def run_classification_experiment(

@@ -90,6 +90,13 @@ def check_within(used: Iterable[str], allowed: Iterable[str], what: str) -> None
                             "train its own generator (omit --generator/--synthetic) or build one on the subset")
 
 
+def checked(path: str, kind: str, allowed: Iterable[str]) -> str:
+    """``path`` (a ``"generator"`` or a ``"synthetic set"``) after :func:`check_within` of its provenance."""
+    reader = generator_source_ids if kind == "generator" else synthetic_source_ids
+    check_within(reader(path), allowed, f"{kind} {path}")
+    return path
+
+
 def generator_source_ids(generator_dir: str) -> Set[str]:
     """``train_source_ids`` from a GAN run folder or an exported generator (``config.json``)."""
     for name in ("config.json", os.path.join("assets", "config.json")):
@@ -142,8 +149,9 @@ def describe(subset_fraction: float, subset_seed, n_subset: int, n_fit: int, n_s
     }
 
 
-__all__ = ["ProtocolError", "carve_selection", "check_within", "generator_source_ids", "synthetic_source_ids",
-           "subset_key", "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe"]
+__all__ = ["ProtocolError", "carve_selection", "check_within", "checked", "generator_source_ids",
+           "synthetic_source_ids",
+           "subset_key", "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe", "split_for_protocol"]
 
 
 def split_for_protocol(ds, evaluation=None) -> Tuple[object, object, str]:

@@ -155,8 +155,7 @@ class Cell:
     def generator(self) -> str:
         exp = self.exp
         if exp.generator is not None:
-            P.check_within(P.generator_source_ids(exp.generator), self.fit_ids, f"generator {exp.generator}")
-            return exp.generator
+            return P.checked(exp.generator, "generator", self.fit_ids)
         from synthseg_tf.data.layouts import absolute_spec
         from synthseg_tf.training.gan import train_gan
         from synthseg_tf.training.gan_data import gan_datasets
@@ -175,8 +174,7 @@ class Cell:
                       verbose=bool(exp.verbose),
                       extra_config={"data": absolute_spec(exp.spec) if isinstance(exp.spec, str) else exp.spec,
                                     "conditioning": "labelmap", "train_source_ids": self.fit_ids}, **opts)
-        P.check_within(P.generator_source_ids(gan_dir), self.fit_ids, f"generator {gan_dir}")
-        return gan_dir
+        return P.checked(gan_dir, "generator", self.fit_ids)
 
     # ------------------------------------------------------------------ quality model
     def quality_model(self) -> str:
@@ -197,8 +195,7 @@ class Cell:
     def synthetic(self) -> str:
         exp = self.exp
         if exp.synthetic is not None:
-            P.check_within(P.synthetic_source_ids(exp.synthetic), self.fit_ids, f"synthetic set {exp.synthetic}")
-            return exp.synthetic
+            return P.checked(exp.synthetic, "synthetic set", self.fit_ids)
         from synthseg_tf.generation import GenerationConfig, run_generation
 
         out = os.path.join(self.dir, "synthetic")
@@ -217,8 +214,7 @@ class Cell:
             exp.log(f"generating {n} samples from the fit images' label maps -> {out}")
             run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
                                             quality_model=qm, **opts), log=exp.log)
-        P.check_within(P.synthetic_source_ids(out), self.fit_ids, f"synthetic set {out}")
-        return out
+        return P.checked(out, "synthetic set", self.fit_ids)
 
     # ------------------------------------------------------------------ copy-paste set
     def copypaste(self) -> str:
@@ -230,8 +226,7 @@ class Cell:
         n = int(opts.pop("n", 0) or max(1, round(float(opts["n_per_image"]) * len(self.fit))))
         opts.pop("n_per_image")
         write_copypaste_set(self.fit, out, n, exp.size, seed=self.subset_seed, log=exp.log, **opts)
-        P.check_within(P.synthetic_source_ids(out), self.fit_ids, f"copy-paste set {out}")
-        return out
+        return P.checked(out, "copy-paste set", self.fit_ids)
 
 
 def _gan_finished(run_dir: str) -> bool:
