@@ -35,6 +35,8 @@ from synthseg_tf.experiments import protocol as P
 from synthseg_tf.experiments.common import (
     NOT_IDENTITY,
     check_experiment,
+    gan_finished,
+    generation_complete,
     grid_summary,
     normalize_fractions,
     normalize_seeds,
@@ -119,8 +121,7 @@ class _Cell:
         from synthseg_tf.training.gan_data import gan_datasets
 
         gan_dir = os.path.join(self.dir, "gan")
-        cfg_path = os.path.join(gan_dir, "config.json")
-        if not (os.path.isfile(cfg_path) and read_json(cfg_path).get("status") == "finished"):
+        if not gan_finished(gan_dir):
             opts = dict(GAN_DEFAULTS, **(e["gan"] or {}))
             steps, bs, seed = int(opts.pop("steps")), int(opts.pop("batch_size")), int(opts.pop("seed"))
             conditioning = opts.pop("conditioning")
@@ -157,8 +158,7 @@ class _Cell:
         from synthseg_tf.generation import GenerationConfig, run_generation
 
         out = os.path.join(self.dir, "synthetic")
-        state = os.path.join(out, "generation.json")
-        if not (os.path.isfile(state) and read_json(state).get("status") == "complete"):
+        if not generation_complete(out):
             gen = self.generator()
             opts = dict(GENERATION_DEFAULTS, **(e["generation"] or {}))
             n = int(opts.pop("n", 0) or max(1, round(float(opts["n_per_image"]) * len(self.subset))))

@@ -67,56 +67,26 @@ def normalize_settings(settings: Iterable[str], allowed: Sequence[str]) -> List[
     return _unique(settings, setting, "setting")
 
 
-def check_grid(fractions, seeds, settings, allowed: Sequence[str], synthetic: Optional[str],
-               generator: Optional[str]) -> Tuple[List[float], List[int], List[str], bool]:
-    """Normalized ``(fractions, seeds, settings, needs_synthetic)``; a setting other than
-    ``real`` needs ``synthetic`` or ``generator`` (not both)."""
-    fractions = normalize_fractions(fractions)
-    seeds = normalize_seeds(seeds)
-    settings = normalize_settings(settings, allowed)
-    needs_syn = any(s != "real" for s in settings)
-    if synthetic is not None and generator is not None:
-        raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
-    if needs_syn and synthetic is None and generator is None:
-        raise ValueError(f"settings {settings} need synthetic data: pass synthetic=DIR or generator=DIR")
-    return fractions, seeds, settings, needs_syn
-
-
-def synthetic_path(out_dir: str, synthetic: Optional[str], generator: Optional[str], needs_syn: bool) -> Optional[str]:
-    """The synthetic TFRecord folder: ``synthetic``, or ``OUT/synthetic`` when a generator fills it."""
-    syn_path = os.path.abspath(synthetic) if synthetic is not None else None
-    if generator is not None and needs_syn:
-        syn_path = os.path.join(out_dir, "synthetic")
-    return syn_path
-
-
-def grid_identity(data_fields: Dict, syn_path: Optional[str], generator: Optional[str], generation: Optional[Dict],
-                  run_fields: Dict, train_options: Dict) -> Dict:
-    """What ``experiment.json`` pins: the data, the synthetic source, the run settings and the
-    training options that change results (not ``NOT_IDENTITY``)."""
-    return {
-        **data_fields,
-        "synthetic": syn_path, "generator": os.path.abspath(generator) if generator else None,
-        "generation": generation or None,
-        **run_fields,
-        "train_options": {k: v for k, v in sorted(train_options.items()) if k not in NOT_IDENTITY},
-    }
-
-
 # ============================================================================ names, files
 def run_name(fraction: float, seed: int, setting: str) -> str:
     return f"frac{fraction:g}-seed{seed}-{setting.replace('+', '_')}"
 
 
-def synthetic_only_name(seed: int, budget: str) -> str:
-    """Synthetic-only runs depend on the fraction only through the budget, so fractions with the
-    same budget share one run (``budget``: e.g. ``"3x12"`` epochs x steps)."""
-    return f"synthetic-seed{seed}-budget{budget}"
-
-
 def read_json(path: str) -> Dict:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def gan_finished(run_dir: str) -> bool:
+    """A ``train_gan`` run folder whose ``config.json`` says it finished."""
+    p = os.path.join(run_dir, "config.json")
+    return os.path.isfile(p) and read_json(p).get("status") == "finished"
+
+
+def generation_complete(folder: str) -> bool:
+    """A ``synthseg generate`` folder whose ``generation.json`` says it is complete."""
+    p = os.path.join(folder, "generation.json")
+    return os.path.isfile(p) and read_json(p).get("status") == "complete"
 
 
 def finished(run_dir: str) -> bool:
@@ -163,17 +133,6 @@ def check_experiment(out_dir: str, identity: Dict, extra: Dict) -> Dict:
     state = {"identity": identity, **extra}
     write_json(path, state)
     return state
-
-
-def generate_synthetic(generator: str, out: str, n: int, options: Optional[Dict], log: Callable) -> str:
-    """Run (or resume) ``synthseg generate`` into ``out``; returns ``out``."""
-    from synthseg_tf.generation import GenerationConfig, run_generation
-
-    opts = dict(options or {})
-    opts.setdefault("n", int(n))
-    log(f"generating {opts['n']} synthetic samples with {generator} into {out}")
-    run_generation(GenerationConfig(generator=generator, out=out, **opts), log=log)
-    return out
 
 
 def _clear_session():

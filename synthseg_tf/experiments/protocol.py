@@ -69,12 +69,6 @@ def source_ids(ds) -> List[str]:
     return sorted(s.source_id for s in ds.samples)
 
 
-def subset_key(ids: Iterable[str], **settings) -> str:
-    """A short stable key for a set of source ids plus the settings that make an artifact."""
-    payload = json.dumps({"ids": sorted(ids), "settings": settings}, sort_keys=True, default=str)
-    return hashlib.sha1(payload.encode("utf-8")).hexdigest()[:12]
-
-
 def check_within(used: Iterable[str], allowed: Iterable[str], what: str) -> None:
     """Refuse ``what`` when it was built from source ids outside ``allowed`` (or records none)."""
     used, allowed = set(used), set(allowed)
@@ -151,7 +145,7 @@ def describe(subset_fraction: float, subset_seed, n_subset: int, n_fit: int, n_s
 
 __all__ = ["ProtocolError", "carve_selection", "check_within", "checked", "generator_source_ids",
            "synthetic_source_ids",
-           "subset_key", "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe", "split_for_protocol"]
+           "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe", "split_for_protocol"]
 
 
 def split_for_protocol(ds, evaluation=None) -> Tuple[object, object, str]:

@@ -64,7 +64,8 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
     STD_NOTE,
     SUMMARY_FILE,
     check_experiment,
-    check_grid,
+    gan_finished,
+    generation_complete,
     grid_summary,
     normalize_fractions,
     normalize_seeds,
@@ -161,7 +162,7 @@ class Cell:
         from synthseg_tf.training.gan_data import gan_datasets
 
         gan_dir = os.path.join(self.dir, "gan")
-        if not _gan_finished(gan_dir):
+        if not gan_finished(gan_dir):
             opts = dict(GAN_DEFAULTS, **(exp.gan or {}))
             steps, bs, seed = int(opts.pop("steps")), int(opts.pop("batch_size")), int(opts.pop("seed"))
             exp.log(f"training pix2pix on the {len(self.fit)} fit images of fraction {self.fraction:g} "
@@ -199,7 +200,7 @@ class Cell:
         from synthseg_tf.generation import GenerationConfig, run_generation
 
         out = os.path.join(self.dir, "synthetic")
-        if not _complete(out):
+        if not generation_complete(out):
             gen = self.generator()
             opts = dict(GENERATION_DEFAULTS, **(exp.generation or {}))
             n = int(opts.pop("n", 0) or max(1, round(float(opts["n_per_image"]) * len(self.fit))))
@@ -227,18 +228,6 @@ class Cell:
         opts.pop("n_per_image")
         write_copypaste_set(self.fit, out, n, exp.size, seed=self.subset_seed, log=exp.log, **opts)
         return P.checked(out, "copy-paste set", self.fit_ids)
-
-
-def _gan_finished(run_dir: str) -> bool:
-    p = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(p):
-        return False
-    return read_json(p).get("status") == "finished"
-
-
-def _complete(folder: str) -> bool:
-    p = os.path.join(folder, "generation.json")
-    return os.path.isfile(p) and read_json(p).get("status") == "complete"
 
 
 class _Experiment:
@@ -407,12 +396,6 @@ def _protocol_summary(exp: _Experiment, state: Dict) -> Dict:
                 cells.append(d)
     return {"rule": P.describe(0, 0, 0, 0, 0, "", "", None)["rule"], "verdict_rule": P.VERDICT_RULE,
             "evaluation": exp.eval_desc, "cells": cells}
-
-
-def _size(image_size) -> Tuple[int, int]:
-    from synthseg_tf.training.segmentation import parse_image_size
-
-    return parse_image_size(image_size)
 
 
 __all__ = ["run_segmentation_experiment", "summarize", "stats", "SEGMENTATION_SETTINGS"]
