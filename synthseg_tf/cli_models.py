@@ -473,7 +473,8 @@ def register(sub, spec_help: str) -> None:
                    help="draw one subset per fraction with this seed (one GAN per fraction); default: a subset per seed")
     s.add_argument("--settings", type=_settings,
                    default=["real", "real+augment", "real+copypaste", "real+synthetic", "synthetic"],
-                   help="comma list of real, real+augment, real+copypaste, real+synthetic, synthetic (default: all)")
+                   help="comma list of real, real+augment, real+copypaste, real+synthetic, synthetic, real+pretrain "
+                        "(pretrain on the synthetic set, fine-tune on the real images; default: all but real+pretrain)")
     sched = s.add_mutually_exclusive_group()
     sched.add_argument("--epochs", type=_positive_int, help="maximum epochs over the fit images (default 10)")
     sched.add_argument("--steps", type=_positive_int, help="maximum optimizer steps per run instead of --epochs")

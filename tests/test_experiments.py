@@ -242,3 +242,73 @@ def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys,
     assert "verdict, fraction 1, real+synthetic vs real+augment" in text and "protocol: evaluated on" in text
     assert "training U-Net" not in text
     assert os.path.isfile(os.path.join(seg_experiment["out"], "report", "report.html"))
+
+
+def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subset(seg_experiment, tmp_path):
+    """``real+pretrain`` (opt-in) pretrains on the cell's synthetic set, then fine-tunes on the fit
+    images from those weights; the pretraining run is checked against the cell like every artifact."""
+    from synthseg_tf.experiments.protocol import ProtocolError
+    from synthseg_tf.experiments.segmentation import run_segmentation_experiment
+
+    out = str(tmp_path / "exp")
+    shutil.copytree(seg_experiment["out"], out)
+    logs = []
+    summary = run_segmentation_experiment(seg_experiment["spec"], out, fractions=(1.0,), seeds=(0,),
+                                          settings=("real", "real+pretrain"), patience=2, log=logs.append,
+                                          **TINY, **FAST)
+    cell = os.path.join(out, "subsets", "frac1-subset0")
+    fit = set(_load(cell, "subset.json")["fit"])
+    pre = os.path.join(cell, "pretrain-seed0")  # the earlier synthetic run kept no weights: a pretraining run
+    assert os.path.isfile(os.path.join(pre, "weights.h5"))
+    pre_cfg = _load(pre, "config.json")
+    assert pre_cfg["synthetic_ratio"] == 1.0 and pre_cfg["synthetic"].endswith(os.path.join("frac1-subset0", "synthetic"))
+    assert set(pre_cfg["experiment"]["fit"]) == fit
+    cfg = _load(out, "runs", "frac1-seed0-real_pretrain", "config.json")
+    assert cfg["init_weights"] == os.path.join(pre, "weights.h5") and cfg["synthetic"] is None
+    assert set(cfg["experiment"]["real_subset"]) == fit
+    assert cfg["experiment"]["pretraining"]["steps_run"] is not None
+    rows = {r["setting"]: r for r in summary["rows"]}
+    assert rows["real+pretrain"]["delta_vs_real"]["n_pairs"] == 1
+    assert "delta_vs_real+synthetic" in rows["real+pretrain"]
+    assert any("pretraining a U-Net" in m for m in logs)
+
+    # a pretraining run made on other images is refused, not silently reused
+    shutil.rmtree(os.path.join(out, "runs", "frac1-seed0-real_pretrain"))
+    c = _load(pre, "config.json")
+    c["experiment"]["fit"] = sorted(fit)[:-1]
+    with open(os.path.join(pre, "config.json"), "w") as f:
+        json.dump(c, f)
+    with pytest.raises(ProtocolError, match="pretraining run"):
+        run_segmentation_experiment(seg_experiment["spec"], out, fractions=(1.0,), seeds=(0,),
+                                    settings=("real+pretrain",), patience=2, log=lambda m: None, **TINY, **FAST)
+
+
+def test_init_weights_start_training_from_a_run_and_mismatches_name_the_file(tmp_path):
+    import h5py
+
+    from synthseg_tf.training.segmentation import train_unet
+
+    spec = write_scenes(str(tmp_path / "real"), n=8)
+    first = train_unet(spec, None, str(tmp_path / "a"), export=False, save_weights=True, verbose=0,
+                       **dict(FAST, steps=1))
+    w = os.path.join(first["out_dir"], "weights.h5")
+    assert os.path.isfile(w) and not os.path.exists(os.path.join(first["out_dir"], "model"))
+    # learning rate 0: the fine-tuned run's convolution kernels are exactly the loaded ones
+    second = train_unet(spec, None, str(tmp_path / "b"), export=False, save_weights=True, verbose=0,
+                        init_weights=first["out_dir"], learning_rate=0.0, **dict(FAST, steps=1))
+    assert second["config"]["init_weights"] == first["out_dir"]
+
+    def kernels(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if name.endswith("kernel:0") else None)
+        return out
+
+    ka, kb = kernels(w), kernels(os.path.join(second["out_dir"], "weights.h5"))
+    assert ka and ka.keys() == kb.keys() and all(np.array_equal(ka[k], kb[k]) for k in ka)
+    with pytest.raises(ValueError, match="does not fit this U-Net"):
+        train_unet(spec, None, str(tmp_path / "c"), export=False, verbose=0, init_weights=w,
+                   **dict(FAST, steps=1, backbone="resnet34"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        train_unet(spec, None, str(tmp_path / "d"), export=False, verbose=0,
+                   init_weights=str(tmp_path / "missing.h5"), **dict(FAST, steps=1))

@@ -12,6 +12,8 @@ U-Nets in up to five settings, all on the same *fit* images (see
 ``real+synthetic``  + samples a GAN trained on the fit images rendered from new label maps
                     built from the fit images' maps
 ``synthetic``       the GAN's samples only
+``real+pretrain``   the ``synthetic`` recipe first (pretraining), then the fit images alone,
+                    starting from its kept weights (fine-tuning); an opt-in recipe
 ==================  ======================================================================
 
 One change at a time: every setting but ``real+augment`` uses the same (standard)
@@ -28,7 +30,9 @@ only what its settings need, each step resumable and reused when finished:
    quality filter of generation (sample-level threshold = ``quality_factor`` x its selection
    mIoU, and the FreeMask pixel filter / hardness-aware sampling);
 4. ``synthetic/``: ``synthseg generate`` output from the fit images' label maps;
-5. ``copypaste/``: the copy-paste baseline set.
+5. ``copypaste/``: the copy-paste baseline set;
+6. ``pretrain-seed{s}/``: the pretraining run of ``real+pretrain`` (reused from the
+   ``synthetic`` run of the same seed when that one kept its weights).
 
 Every U-Net selects its weights (keep-best, early stopping with ``patience``) on the selection
 images and is scored once, at native resolution, on the evaluation split (``evaluation``:
@@ -80,7 +84,8 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
 )
 from synthseg_tf.experiments import protocol as P
 
-SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic")
+SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic", "real+pretrain")
+DEFAULT_SETTINGS = SEGMENTATION_SETTINGS[:5]
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
 STRONG = "strong"
 
@@ -229,6 +234,38 @@ class Cell:
         write_copypaste_set(self.fit, out, n, exp.size, seed=self.subset_seed, log=exp.log, **opts)
         return P.checked(out, "copy-paste set", self.fit_ids)
 
+    # ------------------------------------------------------------------ pretraining (real+pretrain)
+    def pretrained(self, seed: int, synthetic_run: str) -> Tuple[str, Dict]:
+        """The weights of a U-Net trained on the synthetic set alone (the ``synthetic`` recipe,
+        selected on the selection images), and what that run recorded. Reuses ``synthetic_run``
+        when it kept its weights; otherwise trains ``pretrain-seed{seed}/``."""
+        from synthseg_tf.training.segmentation import train_unet
+
+        exp = self.exp
+        syn = self.synthetic()  # provenance-checked against the fit images
+        for run in (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")):
+            if os.path.isfile(os.path.join(run, "metrics.json")) and os.path.isfile(os.path.join(run, "weights.h5")):
+                break
+        else:
+            exp.log(f"pretraining a U-Net on the synthetic set {syn} (seed {seed}) -> {run}")
+            train_unet(self.fit, self.sel, run, image_size=exp.size, batch_size=exp.batch_size, epochs=exp.epochs,
+                       steps=exp.steps, synthetic=syn, synthetic_ratio=1.0, seed=seed, patience=exp.patience,
+                       export=False, save_weights=True, overwrite=True, verbose=exp.verbose,
+                       extra_config={"experiment": {"role": "pretraining of real+pretrain", "fit": self.fit_ids}},
+                       **exp.options_for("synthetic"))
+        config = read_json(os.path.join(run, "config.json"))
+        ex = config.get("experiment") or {}
+        used_real = ex.get("fit") or ex.get("real_subset")
+        if not str(config.get("synthetic") or "").endswith(os.path.abspath(syn)) or \
+                sorted(used_real or []) != sorted(self.fit_ids):
+            raise P.ProtocolError(f"pretraining run {run} was not trained on this cell's synthetic set and fit "
+                                  "images; remove it or use a new output folder")
+        metrics = read_json(os.path.join(run, "metrics.json"))
+        return os.path.join(run, "weights.h5"), {
+            "run": run, "synthetic": config.get("synthetic"), "steps_run": metrics.get("steps_run"),
+            "epochs_run": metrics.get("epochs_run"), "train_seconds": metrics.get("train_seconds"),
+            "selection_mean_iou": metrics["val"].get("mean_iou")}
+
 
 class _Experiment:
     """The experiment's fixed inputs, shared by its cells."""
@@ -263,7 +300,7 @@ def run_segmentation_experiment(
     image_size=(128, 128),
     epochs: Optional[int] = None,
     steps: Optional[int] = None,
-    settings: Sequence[str] = SEGMENTATION_SETTINGS,
+    settings: Sequence[str] = DEFAULT_SETTINGS,
     batch_size: int = 8,
     synthetic_ratio: float = 0.5,
     evaluation=None,
@@ -350,6 +387,18 @@ def run_segmentation_experiment(
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
         def train_run(setting: str, run_dir: str) -> None:
+            if setting == "real+pretrain":
+                weights, pre = c.pretrained(s, run_dir_of("synthetic"))
+                train_unet(
+                    c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
+                    seed=s, patience=patience, evaluate=eval_ds, export=export_models, overwrite=True,
+                    verbose=verbose, init_weights=weights,
+                    extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
+                                                 "real_subset": c.fit_ids, "pretraining": pre,
+                                                 "protocol": c.protocol(f"the {len(c.fit)} fit images (generator "
+                                                                        f"{generator or os.path.join(c.dir, 'gan')})")}},
+                    **exp.options_for("real"))
+                return
             syn = None
             if setting in SYNTHETIC_SETTINGS:
                 syn = c.synthetic()
@@ -363,6 +412,7 @@ def run_segmentation_experiment(
                 c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
                 synthetic=syn, synthetic_ratio=1.0 if setting == "synthetic" else synthetic_ratio, seed=s,
                 patience=patience, evaluate=eval_ds, export=export_models, overwrite=True, verbose=verbose,
+                save_weights=setting == "synthetic" and "real+pretrain" in state["settings"],
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
                 **exp.options_for(setting))
@@ -383,7 +433,8 @@ def _seg_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
     return grid_summary("segmentation", identity, runs, class_names, SEGMENTATION_SETTINGS,
                         ["mean_iou", "mean_dice", "pixel_accuracy"], "mean_iou", ["iou", "dice"],
                         f"{evaluated_on}, native resolution, void pixels skipped (read by nothing else)",
-                        extra_baselines={"real+synthetic": ("real+augment", "real+copypaste")})
+                        extra_baselines={"real+synthetic": ("real+augment", "real+copypaste"),
+                                         "real+pretrain": ("real+copypaste", "real+synthetic")})
 
 
 def _protocol_summary(exp: _Experiment, state: Dict) -> Dict:
@@ -398,4 +449,4 @@ def _protocol_summary(exp: _Experiment, state: Dict) -> Dict:
             "evaluation": exp.eval_desc, "cells": cells}
 
 
-__all__ = ["run_segmentation_experiment", "summarize", "stats", "SEGMENTATION_SETTINGS"]
+__all__ = ["run_segmentation_experiment", "summarize", "stats", "SEGMENTATION_SETTINGS", "DEFAULT_SETTINGS"]

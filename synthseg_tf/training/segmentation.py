@@ -462,6 +462,8 @@ def train_unet(
     overwrite: bool = False,
     run_eagerly: bool = False,
     extra_config: Optional[Dict] = None,
+    init_weights: Optional[str] = None,
+    save_weights: bool = False,
 ) -> Dict:
     """Train a U-Net on ``train`` (+ optional ``synthetic``), evaluate on ``val``, write ``out_dir``.
 
@@ -475,7 +477,10 @@ def train_unet(
     ``class_weights``: None, ``"auto"`` (inverse square root of the real training set's pixel
     frequencies) or one weight per class. ``keep``: ``"best"`` (highest ``val_mean_iou``) or
     ``"last"`` weights. ``cache=None`` keeps decoded samples in memory when they fit in
-    1.5 GiB. ``export=False`` skips the SavedModel (experiments use it to save disk).
+    1.5 GiB. ``export=False`` skips the SavedModel (experiments use it to save disk);
+    ``save_weights=True`` still writes ``weights.h5``. ``init_weights``: a ``weights.h5`` of an
+    earlier run with the same backbone, class table and image size to start from (pretrain on
+    synthetic data, then fine-tune on real data).
 
     Selection vs evaluation: ``val`` is the *selection* split: keep-best and early stopping
     (``patience``: stop when ``val_mean_iou`` has not improved for that many epochs; ``epochs``
@@ -542,6 +547,8 @@ def train_unet(
                           cache=should_cache(val_src, n_val, cache)).map(to_unet_inputs)
 
     model = build_unet(k, backbone=backbone, encoder_weights=encoder_weights, input_shape=(size[0], size[1], 3))
+    if init_weights is not None:
+        _load_init_weights(model, init_weights)
     loss = SegmentationLoss(k, dice_weight=dice_weight, ce_weight=ce_weight, focal_weight=focal_weight,
                             class_weights=cw)
     compile_unet(model, k, learning_rate=learning_rate, loss=loss)
@@ -561,7 +568,7 @@ def train_unet(
         "loss": {"dice_weight": float(dice_weight), "ce_weight": float(ce_weight),
                  "focal_weight": float(focal_weight), "class_weights": cw,
                  "class_weights_mode": class_weights if isinstance(class_weights, str) else None},
-        "backbone": backbone, "encoder_weights": encoder_weights,
+        "backbone": backbone, "encoder_weights": encoder_weights, "init_weights": init_weights,
         "augment": augment if isinstance(augment, str) else bool(augment),
         "keep": keep, "patience": None if patience is None else int(patience), "seed": int(seed), "num_classes": k, "class_names": table.names,
         "environment": environment_info(),
@@ -607,7 +614,7 @@ def train_unet(
         if export:
             export_unet(model, os.path.join(tmp, "model"), table.names, size,
                         extra_config={"trained_on": train_desc, "run_dir": out_dir, "seed": int(seed)})
-        if export:
+        if export or save_weights:
             model.save_weights(os.path.join(tmp, "weights.h5"))
         table.save(os.path.join(tmp, "classes.json"))
         write_history_csv(os.path.join(tmp, "history.csv"), history)
@@ -619,6 +626,24 @@ def train_unet(
               f"{_pct(metrics['val']['pixel_accuracy'])}{ev} ({epochs_run} epochs, {epochs_run * spe} steps) "
               f"-> {out_dir}", flush=True)
     return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
+
+
+def _load_init_weights(model, path: str) -> None:
+    """Load a run's ``weights.h5`` (or a run folder holding one) into ``model``, naming the file on
+    any mismatch (another backbone, class count or a file that is not Keras weights)."""
+    import tensorflow as tf
+
+    path = os.fspath(path)
+    if tf.io.gfile.isdir(path):
+        path = os.path.join(path, "weights.h5")
+    if not tf.io.gfile.exists(path):
+        raise FileNotFoundError(f"init_weights: {path} does not exist (a run trained with save_weights=True "
+                                "or export=True writes weights.h5)")
+    try:
+        model.load_weights(path)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"init_weights: {path} does not fit this U-Net (same backbone, class table and image "
+                         f"size needed): {e}") from e
 
 
 def _pct(v) -> str:
