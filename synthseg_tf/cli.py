@@ -12,8 +12,7 @@ import sys
 from typing import List, Optional
 
 from synthseg_tf import __version__
-
-EXIT_OK, EXIT_ERROR, EXIT_BAD_DATA = 0, 1, 2
+from synthseg_tf.errors import EXIT_BAD_DATA, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, exit_code, is_expected  # noqa: F401
 
 
 class CliError(Exception):
@@ -25,19 +24,33 @@ class CliError(Exception):
 
 
 # --------------------------------------------------------------------------- data
-def cmd_data_validate(args) -> int:
-    from synthseg_tf.data import load, validate
+def _say(text: str, stream=None) -> None:
+    """Print a line whatever the file names hold (undecodable bytes, a non-UTF-8 terminal)."""
+    stream = stream or sys.stdout
+    try:
+        print(text, file=stream)
+    except UnicodeEncodeError:
+        enc = getattr(stream, "encoding", None) or "ascii"
+        print(text.encode(enc, "backslashreplace").decode(enc, "replace"), file=stream)
 
+
+def cmd_data_validate(args) -> int:
+    from synthseg_tf.data.layouts import load, parse_spec
+    from synthseg_tf.data.validate import validate
+
+    parse_spec(args.spec)  # a bad spec (or a bare folder: the spec to use is suggested) fails here, before any I/O
     ds = load(args.spec)
     rep = validate(ds)
     if args.json:
-        print(json.dumps(rep.to_dict(), indent=1))
+        _say(json.dumps(rep.to_dict(), indent=1, ensure_ascii=False))
     else:
-        print(rep.format())
+        _say(rep.format())
     for path, problem in rep.bad:
-        print(f"{path}: {problem}", file=sys.stderr)
+        _say(f"{path}: {problem}", sys.stderr)
     if rep.bad:
-        print(f"{len(rep.bad)} problem(s) found in {ds.spec}", file=sys.stderr)
+        if ds.artefacts and not ds.options.fixes_artefacts:
+            _say(rep.artefact_summary(), sys.stderr)
+        _say(f"{len(rep.bad)} problem(s) found in {ds.spec}", sys.stderr)
         return EXIT_BAD_DATA
     return EXIT_OK
 
@@ -102,7 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = data.add_subparsers(dest="data_command", metavar="DATA_COMMAND")
     dsub.required = True
 
-    v = dsub.add_parser("validate", help="read every sample; report bad files (exit 2) and class frequencies")
+    v = dsub.add_parser("validate", help="read every sample; report bad files (exit 2) and class frequencies",
+                        description="Read every sample once and name each problem: unreadable, truncated or empty "
+                        "files, files that are not images, missing partners, duplicate stems, size mismatches, "
+                        "mask values outside the class table, and mask values that look like interpolation or "
+                        "JPEG artefacts (fix with ?snap=nearest, ?snap=void, ?min_share=X or keep them with "
+                        "?snap=none). Exit 0 when clean, 2 when anything is wrong.")
     v.add_argument("spec", help=spec_help)
     v.add_argument("--json", action="store_true", help="print the report as JSON")
     v.set_defaults(func=cmd_data_validate)
@@ -131,21 +149,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from synthseg_tf._env import quiet
+
+    quiet()  # the command line's output is its own; the library itself hides nothing (synthseg_tf/_env.py)
     parser = build_parser()
     args = parser.parse_args(argv)
-    from synthseg_tf.data import DataError, SpecError
-
     try:
         return int(args.func(args) or 0)
     except CliError as e:
         print(f"synthseg: error: {e}", file=sys.stderr)
         return e.code
-    except (SpecError, DataError, FileExistsError, FileNotFoundError) as e:
-        print(f"synthseg: error: {e}", file=sys.stderr)
-        return EXIT_BAD_DATA if isinstance(e, DataError) else EXIT_ERROR
     except KeyboardInterrupt:  # pragma: no cover
-        print("interrupted", file=sys.stderr)
-        return 130
+        print("interrupted; a rerun resumes", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as e:  # the documented failures (synthseg_tf.errors) as one line; anything else is a bug
+        if not is_expected(e):
+            raise
+        print(f"synthseg: error: {e}", file=sys.stderr)
+        return exit_code(e)
 
 
 if __name__ == "__main__":  # pragma: no cover
