@@ -38,7 +38,7 @@ def test_validate_names_every_bad_file(broken_pairs):
     rep = validate(ds)
     problems = {os.path.basename(p): m for p, m in rep.bad}
     assert "truncated" in problems["trunc.png"]
-    assert "not a readable image" in problems["garbage.png"]
+    assert "not an image (a text file" in problems["garbage.png"]
     assert "no mask" in problems["lonely.png"]
     assert "no image" in problems["orphan.png"]
     assert "differs from image size" in problems["size.png"]
@@ -61,7 +61,7 @@ def test_cli_to_tfrecord_refuses_bad_then_skips(broken_pairs, tmp_path, capsys):
     assert main(["data", "to-tfrecord", spec, str(out), "--skip-bad", "--shards", "2"]) == 0
     assert sorted(os.listdir(out)) == ["classes.json", "data-00000-of-00002.tfrecord",
                                        "data-00001-of-00002.tfrecord", "dataset.json"]
-    assert main(["data", "to-tfrecord", spec, str(out), "--skip-bad"]) == 1  # refuses to overwrite
+    assert main(["data", "to-tfrecord", spec, str(out), "--skip-bad"]) == 3  # refuses to overwrite (output conflict)
     assert "already exists" in capsys.readouterr().err
 
 

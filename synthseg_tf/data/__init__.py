@@ -4,7 +4,7 @@ The TensorFlow-dependent parts (``make_dataset``, TFRecord writing) import Tenso
 so listing or validating a dataset stays fast.
 """
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
-from synthseg_tf.data.dataset import CLASSIFICATION, SEGMENTATION, Dataset, Sample
+from synthseg_tf.data.dataset import CLASSIFICATION, SEGMENTATION, DataOptions, Dataset, Sample
 from synthseg_tf.data.io import DataError, read_image, read_mask_raw
 from synthseg_tf.data.layouts import KINDS, SpecError, cityscapes_table, load, parse_spec
 from synthseg_tf.data.validate import ValidationReport, validate
@@ -24,6 +24,6 @@ def write_tfrecords(*args, **kwargs):
     return _write(*args, **kwargs)
 
 
-__all__ = ["ClassTable", "IGNORE_ID", "CLASS_TABLE_FILE", "Dataset", "Sample", "SEGMENTATION", "CLASSIFICATION",
-           "DataError", "SpecError", "KINDS", "load", "parse_spec", "validate", "ValidationReport",
+__all__ = ["ClassTable", "IGNORE_ID", "CLASS_TABLE_FILE", "Dataset", "DataOptions", "Sample", "SEGMENTATION",
+           "CLASSIFICATION", "DataError", "SpecError", "KINDS", "load", "parse_spec", "validate", "ValidationReport",
            "make_dataset", "write_tfrecords", "read_image", "read_mask_raw", "cityscapes_table"]

@@ -7,8 +7,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from synthseg_tf.data import artefacts as _art
 from synthseg_tf.data.classes import IGNORE_ID, ClassTable
-from synthseg_tf.data.io import DataError, read_image, read_mask_raw
+from synthseg_tf.data.io import DataError, is_jpeg_file, read_image, read_mask_raw
 
 SEGMENTATION = "segmentation"
 CLASSIFICATION = "classification"
@@ -25,6 +26,35 @@ class Sample:
     split: Optional[str] = None
 
 
+SNAP_MODES = ("nearest", "void", "none")
+
+JPEG_MASK_PROBLEM = ("JPEG mask refused: lossy compression adds values that are no class along every edge "
+                     "(each would become a class or an error); save the masks as PNG, or pass ?jpeg_masks=1 "
+                     "to read them anyway (their noise values are then snapped to the nearest class)")
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """How files are read (spec options; see :mod:`synthseg_tf.data.layouts`).
+
+    ``max_pixels``: per-image pixel limit (None: ``$SYNTHSEG_MAX_PIXELS`` or the default);
+    ``snap``: what to do with mask values that are probable artefacts (None: report them,
+    ``nearest``/``void``: fix them, ``none``: keep every value as a class); ``min_share``: the
+    pixel share under which a value is an artefact; ``jpeg_masks``: read JPEG masks;
+    ``follow_links``: allow symbolic links that point out of the dataset folder.
+    """
+
+    max_pixels: Optional[int] = None
+    snap: Optional[str] = None
+    min_share: float = _art.DEFAULT_MIN_SHARE
+    jpeg_masks: bool = False
+    follow_links: bool = False
+
+    @property
+    def fixes_artefacts(self) -> bool:
+        return self.snap in ("nearest", "void")
+
+
 @dataclass
 class Dataset:
     """A dataset read from a spec string (see :func:`synthseg_tf.data.load`).
@@ -39,6 +69,11 @@ class Dataset:
     classes: ClassTable
     problems: List[Tuple[str, str]] = field(default_factory=list)
     mask_reader: Optional[Callable[[str], Tuple[np.ndarray, str]]] = None
+    options: DataOptions = field(default_factory=DataOptions)
+    #: raw mask values (ints, or ``(r, g, b)`` tuples) found to be probable artefacts -> why
+    artefacts: Dict = field(default_factory=dict)
+    #: the same values -> the first files holding them
+    artefact_files: Dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -108,21 +143,55 @@ class Dataset:
 
     # ------------------------------------------------------------------ reading
     def read_image(self, sample: Sample) -> Tuple[np.ndarray, str]:
-        return read_image(sample.image)
+        return read_image(sample.image, self.options.max_pixels)
 
     def read_mask(self, sample: Sample) -> Tuple[np.ndarray, str]:
-        """Class ids (uint8 ``HxW``, void = 255) and a conversion note; errors name the file."""
+        """Class ids (uint8 ``HxW``, void = 255) and a conversion note; errors name the file.
+
+        Values outside the class table are an error, except probable artefacts when the spec
+        asks to fix them (``?snap=nearest|void``, implied by ``?min_share=`` and ``?jpeg_masks=1``).
+        """
         if sample.mask is None:
             raise DataError(sample.image, "has no mask")
-        raw, note = (self.mask_reader or read_mask_raw)(sample.mask)
+        jpeg = is_jpeg_file(sample.mask)
+        if jpeg and not self.options.jpeg_masks and self.mask_reader is None:
+            raise DataError(sample.mask, JPEG_MASK_PROBLEM)
+        if self.mask_reader is not None:
+            raw, note = self.mask_reader(sample.mask)
+        else:
+            raw, note = read_mask_raw(sample.mask, self.options.max_pixels)
         ids = self.classes.map_values(raw)
         bad = ids < 0
-        if bad.any():
-            vals = np.unique(raw[bad] if raw.ndim == 2 else raw[bad].reshape(-1, 3), axis=0)
-            shown = ", ".join(str(tuple(v) if np.ndim(v) else int(v)) for v in vals[:8])
-            more = f" (+{len(vals) - 8} more)" if len(vals) > 8 else ""
-            raise DataError(sample.mask, f"mask values outside the class table: {shown}{more}")
-        return ids.astype(np.uint8), note
+        if not bad.any():
+            return ids.astype(np.uint8), note
+        codes = _art.codes_of(raw)
+        rgb = raw.ndim == 3
+        art_codes = {_art.code_of(v) if not (rgb and isinstance(v, int)) else _art.gray_to_rgb_code(v)
+                     for v in self.artefacts}
+        bad_codes = np.unique(codes[bad])
+        if self.options.fixes_artefacts and art_codes:
+            fixable = np.isin(bad_codes, np.fromiter(art_codes, dtype=np.int64))
+            if fixable.all():
+                fix = bad & np.isin(codes, bad_codes)
+                ids = _art.snap(ids, raw, fix, self.classes, mode=self.options.snap)
+                what = "to the neighbouring class" if self.options.snap == "nearest" else "to void"
+                snapped = f"snapped probable mask artefacts {what} (?snap={self.options.snap})"
+                return ids.astype(np.uint8), (note + "; " if note else "") + snapped
+            bad_codes = bad_codes[~fixable]
+        shown = ", ".join(str(_art.value_of(int(c), rgb)) for c in bad_codes[:8])
+        more = f" (+{len(bad_codes) - 8} more)" if len(bad_codes) > 8 else ""
+        problem = f"mask values outside the class table: {shown}{more}"
+        known_art = [c for c in bad_codes.tolist() if c in art_codes]
+        if known_art:
+            why = {_art.value_of(c, rgb): self.artefacts.get(_art.value_of(c, rgb), "") for c in known_art}
+            problem += f"; probable artefacts, not classes: {_art.describe(why, limit=3)}; {_art.SHORT_HINT}"
+        else:
+            st = _art.ValueStats.of_mask(raw)
+            local = _art.find_artefacts(st, min_share=0, candidates=bad_codes.tolist())
+            if local:
+                why = {_art.value_of(c, rgb): r for c, r in local.items()}
+                problem += f"; in this mask they look like artefacts: {_art.describe(why, limit=3)}; {_art.SHORT_HINT}"
+        raise DataError(sample.mask, problem)
 
     def read(self, sample: Sample) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """``(image uint8 HxWx3, mask ids uint8 HxW or None)``; raises DataError on any problem."""

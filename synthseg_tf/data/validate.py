@@ -1,4 +1,11 @@
-"""``synthseg data validate``: read every sample once and report what is wrong, file by file."""
+"""``synthseg data validate``: read every sample once and report what is wrong, file by file.
+
+Besides unreadable, truncated, non-image and mismatched files, the report names mask values
+that are probable interpolation or JPEG artefacts (:mod:`synthseg_tf.data.artefacts`): they are
+never made classes, each mask holding them is a problem (exit 2) until the spec says what to
+do with them (``?snap=nearest``, ``?snap=void``, ``?min_share=X`` or ``?snap=none``), and with
+``snap`` the conversion is counted among the conversions.
+"""
 from __future__ import annotations
 
 import os
@@ -9,6 +16,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from synthseg_tf.data.artefacts import FIX_HINT, describe
 from synthseg_tf.data.classes import IGNORE_ID
 from synthseg_tf.data.dataset import SEGMENTATION, Dataset, Sample
 from synthseg_tf.data.io import DataError
@@ -29,6 +37,22 @@ class ValidationReport:
     def ok(self) -> bool:
         return not self.bad
 
+    @property
+    def artefacts(self) -> Dict:
+        """Probable artefact mask values -> why (empty when the spec keeps every value, ``snap=none``)."""
+        return dict(self.dataset.artefacts)
+
+    def artefact_summary(self) -> str:
+        """One paragraph on the artefact values: what they are, where, and the fix (or '' if none)."""
+        ds = self.dataset
+        if not ds.artefacts:
+            return ""
+        vals = describe(ds.artefacts, ds.artefact_files)
+        if ds.options.fixes_artefacts:
+            return f"artefacts {len(ds.artefacts)} mask value(s) snapped (?snap={ds.options.snap}): {vals}"
+        return (f"artefacts {len(ds.artefacts)} mask value(s) look like interpolation artefacts and were not made "
+                f"classes: {vals}. {FIX_HINT}")
+
     def good_dataset(self) -> Dataset:
         """The dataset without the samples that failed (what ``--skip-bad`` trains on)."""
         return self.dataset.select(self.good_indices)
@@ -37,7 +61,10 @@ class ValidationReport:
         names = self.dataset.classes.names
         d = {"spec": self.dataset.spec, "task": self.dataset.task, "checked": self.checked,
              "good": len(self.good_indices), "bad": [{"path": p, "problem": m} for p, m in self.bad],
-             "conversions": dict(self.conversions), "classes": names}
+             "conversions": dict(self.conversions), "classes": names,
+             "artefacts": [{"value": list(v) if isinstance(v, tuple) else v, "why": why,
+                            "files": self.dataset.artefact_files.get(v, [])}
+                           for v, why in self.dataset.artefacts.items()]}
         if self.pixel_counts is not None:
             total = max(1, int(self.pixel_counts.sum()))
             d["pixel_frequency"] = {n: float(c) / total for n, c in zip(names, self.pixel_counts)}
@@ -55,6 +82,8 @@ class ValidationReport:
             lines.append("splits    " + ", ".join(f"{sp} {per.get(sp, 0)}" for sp in ds.splits))
         for note, n in sorted(self.conversions.items()):
             lines.append(f"converted {n} file(s): {note}")
+        if ds.artefacts:
+            lines.append(self.artefact_summary())
         lines.append("")
         if self.pixel_counts is not None:
             total = max(1, int(self.pixel_counts.sum()))
@@ -80,6 +109,9 @@ def _check(ds: Dataset, i: int, sample: Sample):
     except DataError as e:
         problems.append((e.path, e.problem))
         image = None
+    except (ValueError, OSError, MemoryError) as e:  # anything else while reading: still name the file
+        problems.append((sample.image, f"cannot read: {type(e).__name__}: {e}"))
+        image = None
     if ds.task != SEGMENTATION:
         return i, problems, notes, None, 0
     try:
@@ -87,6 +119,9 @@ def _check(ds: Dataset, i: int, sample: Sample):
         notes.append(note)
     except DataError as e:
         problems.append((e.path, e.problem))
+        return i, problems, notes, None, 0
+    except (ValueError, OSError, MemoryError) as e:
+        problems.append((sample.mask, f"cannot read: {type(e).__name__}: {e}"))
         return i, problems, notes, None, 0
     if image is not None and mask.shape[:2] != image.shape[:2]:
         problems.append((sample.mask, f"mask size {mask.shape[1]}x{mask.shape[0]} differs from image size "
