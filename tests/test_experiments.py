@@ -271,6 +271,13 @@ def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subs
     assert rows["real+pretrain"]["delta_vs_real"]["n_pairs"] == 1
     assert "delta_vs_real+synthetic" in rows["real+pretrain"]
     assert any("pretraining a U-Net" in m for m in logs)
+    # the recipe a user is told to use is chosen on the selection images, never on the evaluation split
+    (chosen,) = summary["selected_recipe"]["chosen"]
+    picked = rows[chosen["setting"]]
+    other = rows["real+pretrain" if chosen["setting"] == "real+synthetic" else "real+synthetic"]
+    assert rows["selected-recipe"]["metrics"] == picked["metrics"]
+    sel_of = {r["setting"]: r["selection_mean_iou"] for r in _load(out, "results.json")["runs"]}
+    assert sel_of[chosen["setting"]] >= sel_of[other["setting"]]
 
     # a pretraining run made on other images is refused, not silently reused
     shutil.rmtree(os.path.join(out, "runs", "frac1-seed0-real_pretrain"))
@@ -312,3 +319,19 @@ def test_init_weights_start_training_from_a_run_and_mismatches_name_the_file(tmp
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train_unet(spec, None, str(tmp_path / "d"), export=False, verbose=0,
                    init_weights=str(tmp_path / "missing.h5"), **dict(FAST, steps=1))
+
+
+def test_selected_recipe_reads_only_the_selection_figures():
+    from synthseg_tf.experiments.segmentation import selected_recipe_runs
+
+    def rec(setting, seed, sel, ev):
+        return {"fraction": 0.25, "seed": seed, "setting": setting, "selection_mean_iou": sel,
+                "metrics": {"mean_iou": ev}}
+
+    runs = [rec("real", 0, 0.9, 0.9), rec("real+synthetic", 0, 0.40, 0.10), rec("real+pretrain", 0, 0.30, 0.99),
+            rec("real+synthetic", 1, 0.30, 0.50), rec("real+pretrain", 1, 0.30, 0.60),  # tie: the first recipe
+            rec("real+pretrain", 2, 0.50, 0.50)]  # seed 2 lacks real+synthetic: no choice is made
+    got = selected_recipe_runs(runs)
+    assert [(r["seed"], r["chosen"], r["metrics"]["mean_iou"]) for r in got] == [(0, "real+synthetic", 0.10),
+                                                                                  (1, "real+synthetic", 0.50)]
+    assert all(r["setting"] == "selected-recipe" for r in got)

@@ -31,7 +31,8 @@ import numpy as np
 
 REPORT_DIR = "report"
 SETTING_COLORS = {"real": "#4C72B0", "real+augment": "#8172B3", "real+copypaste": "#937860",
-                  "real+synthetic": "#DD8452", "synthetic": "#55A868", "real+pretrain": "#C44E52"}
+                  "real+synthetic": "#DD8452", "synthetic": "#55A868", "real+pretrain": "#C44E52",
+                  "selected-recipe": "#DA8BC3"}
 METRIC_LABELS = {
     "mean_iou": "mean IoU", "mean_dice": "mean Dice", "pixel_accuracy": "pixel accuracy",
     "accuracy": "accuracy", "macro_f1": "macro F1", "weighted_f1": "weighted F1",
@@ -481,6 +482,10 @@ def _experiment_doc(run_dir: str, summary: Dict, results: Optional[Dict]) -> _Do
         setup.append("Rule: " + proto["cells"][0].get("rule", ""))
     if summary.get("verdict_rule"):
         setup.append("Verdicts: " + summary["verdict_rule"])
+    sel = summary.get("selected_recipe")
+    if sel:
+        setup.append("Recipe: " + sel["rule"] + ". Chosen: " + "; ".join(
+            f"fraction {c['fraction']:g} seed {c['seed']}: {c['setting']}" for c in sel["chosen"]))
     doc.items(setup)
 
     doc.h2("Findings")
