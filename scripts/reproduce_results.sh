@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 CAMVID=${1:-../shared/data/camvid}
 OUT=${2:-runs}
 make setup >/dev/null
-# 1. CamVid, 25 % of train (92 images: 75 fit + 17 selection), all five settings x 3 seeds.
+# 1. CamVid, 25 % of train (92 images: 75 fit + 17 selection), all six settings x 3 seeds.
 bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 # 2. The generator's FCN-score on the subset's selection images (also the README's grid).
 .venv/bin/python scripts/gan_eval_selection.py "$OUT/camvid_protocol_f0.25/subsets/frac0.25-subset0" "camvid:$CAMVID"
