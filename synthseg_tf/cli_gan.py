@@ -16,10 +16,18 @@ def _size(s: str):
 
 # --------------------------------------------------------------------------- gan train
 def cmd_gan_train(args) -> int:
+    from synthseg_tf.errors import EXIT_BAD_DATA, ModelLoadError
+
+    if args.keep_checkpoints < 1:
+        raise CliError(f"--keep-checkpoints must be >= 1, got {args.keep_checkpoints}", EXIT_BAD_DATA)
     from synthseg_tf.training.gan import make_strategy
 
     strategy = make_strategy(args.replicas)  # before anything else touches the devices
-    import tensorflow as tf  # noqa: F401
+    import tensorflow as tf
+
+    # The pipelines' shuffle and augmentation seeds combine with TensorFlow's global seed when they
+    # are built: set it first, so --seed gives the same data order whatever ran before in the process.
+    tf.keras.utils.set_random_seed(args.seed)
 
     from synthseg_tf.cli import _checked_dataset
     from synthseg_tf.data.layouts import absolute_spec
@@ -60,10 +68,12 @@ def cmd_gan_train(args) -> int:
                         spectral_norm=args.spectral_norm, base_filters=args.base_filters, strategy=strategy,
                         val_steps=max(1, -(-n_monitor // args.batch_size)), upsample=args.upsample,
                         label_conditioning=args.label_conditioning if gd.num_labels else None,
-                        diffaugment=args.diffaugment, ema_decay=ema,
+                        diffaugment=args.diffaugment, ema_decay=ema, keep_checkpoints=args.keep_checkpoints,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
                                           label_names=ds.classes.names if gd.num_labels else None,
                                           fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
+    except ModelLoadError:
+        raise  # a damaged run folder: exit 2 (synthseg_tf.errors)
     except ValueError as e:
         raise CliError(str(e)) from None
     print(f"trained {res.step} steps; generator, checkpoints, samples/ and log.csv in {res.out_dir}")
@@ -105,12 +115,17 @@ def cmd_generate(args) -> int:
                            class_balance=args.class_balance, min_quality=args.min_quality,
                            quality_model=args.quality_model, labels=args.labels,
                            samples_per_shard=args.samples_per_shard, batch_size=args.batch_size,
+                           inference_batch=args.inference_batch,
                            write_png=not args.no_png, runner=args.runner, workers=args.workers,
                            beam_args=args.beam_args, pixel_filter=args.pixel_filter, hardness=args.hardness,
                            allow_weak_quality_model=args.allow_weak_quality_model)
+    from synthseg_tf.errors import is_expected
+
     try:
         summary = run_generation(cfg, log=lambda m: print(m, file=sys.stderr))
     except (RuntimeError, ValueError) as e:
+        if is_expected(e):  # named data/model errors keep their documented exit codes
+            raise
         raise CliError(str(e)) from None
     print(json.dumps({k: summary[k] for k in ("kept", "candidates", "rejected") if k in summary}))
     print(f"samples: {os.path.join(args.out, 'manifest.jsonl')} (TFRecords, images/ and masks/ in {args.out})")
@@ -163,6 +178,9 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--image-every", type=int, default=500, help="sample grids and validation every N steps")
     t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--keep-checkpoints", type=int, default=2, metavar="K",
+                   help="keep the last K checkpoints plus the best by the monitoring samples' L1 loss "
+                        "(checkpoints/best.json); a 256x256 run's checkpoint is about 360 MB (default 2)")
     t.add_argument("--skip-bad", action="store_true", help="skip unreadable samples instead of failing")
     t.set_defaults(func=cmd_gan_train)
 
@@ -186,7 +204,8 @@ def register(sub, spec_help: str) -> None:
                      help="'sample': new maps from the generator's training maps; 'sample:SPEC': new maps from "
                           "SPEC; SPEC: SPEC's own maps (default sample)")
     gen.add_argument("--n", type=int, required=True, help="number of samples to keep")
-    gen.add_argument("--out", required=True, help="output folder (a rerun resumes or refuses)")
+    gen.add_argument("--out", required=True, help="output folder (a rerun resumes or refuses; one run at a time: "
+                     "a second run into it stops with exit code 3)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--class-balance", default=None,
                      help="'rare' pastes rare classes more often when sampling maps")
@@ -209,7 +228,13 @@ def register(sub, spec_help: str) -> None:
                      help="class ids for class-conditional generators: balanced | random | rare (1/count of the "
                           "class among the generator's training samples) | ID")
     gen.add_argument("--samples-per-shard", type=int, default=200)
-    gen.add_argument("--batch-size", type=int, default=16, help="generator inference batch size")
+    gen.add_argument("--batch-size", type=int, default=16,
+                     help="candidates per Beam work item (rounded up to a multiple of --inference-batch); does not "
+                          "change the output")
+    gen.add_argument("--inference-batch", type=int, default=16, metavar="K",
+                     help="the fixed batch the generator and quality model run on (the last batch of a shard is "
+                          "padded), so the same seed gives byte-identical files whatever --batch-size, --workers or "
+                          "runner; part of the run's settings (a resume must use the same K; default 16)")
     gen.add_argument("--no-png", action="store_true", help="write TFRecords and the manifest only")
     gen.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, ...)")
     gen.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")

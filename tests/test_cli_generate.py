@@ -183,7 +183,7 @@ def test_cli_generate_quality_check_pixel_filter_and_hardness(world, tmp_path, c
     assert main(args + ["--allow-weak-quality-model"]) == 0
     assert "already complete" in capsys.readouterr().err
     other = [a if a != "0.9" else "1.5" for a in args] + ["--allow-weak-quality-model"]
-    assert main(other) == 1
+    assert main(other) == 3  # output conflict (synthseg_tf.errors.EXIT_CONFLICT)
     assert "other settings (pixel_filter)" in capsys.readouterr().err
     assert main(["generate", "--generator", world["gen"], "--out", str(tmp_path / "y"), "--n", "2",
                  "--pixel-filter", "1.25"]) == 1

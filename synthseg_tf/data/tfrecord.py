@@ -61,7 +61,7 @@ def make_example(image: np.ndarray, mask: Optional[np.ndarray] = None, label: in
         "synthetic": i(1 if synthetic else 0),
         "provenance": b(json.dumps(provenance or {}, sort_keys=True).encode("utf-8")),
     }
-    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)  # map order fixed: same bytes every run
 
 
 def write_tfrecords(ds: Dataset, out_dir: str, shards: int = 4, skip_bad: bool = False,

@@ -10,6 +10,12 @@ Signatures:
   Serving's REST API delivers ``{"b64": "..."}`` values (plus ``class_id``) -> ``image_png``
   string ``[B]`` and ``image`` uint8. Label maps in one request must share a size.
 
+Bad requests fail with ``tf.errors.InvalidArgumentError`` (TF Serving answers them with an error
+status; the server keeps running) and a message saying what is wrong: ids outside the generator's
+``K`` classes (and void 255), bytes that are not PNG (with the request indices), maps of different
+sizes in one request, class ids out of range, inputs of the wrong rank (``label_map [1,32,32,1] is not
+compatible with expected shape [?,?,?]``) or dtype.
+
 ``config.json`` and ``classes.json`` are written beside ``saved_model.pb``, so
 :class:`~synthseg_tf.generation.Renderer` and ``synthseg generate`` take the export directly.
 """
@@ -25,24 +31,58 @@ from synthseg_tf.data.classes import ClassTable
 from synthseg_tf.utils import atomic_directory, atomic_write_text
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 class _GeneratorModule(tf.Module):
     def __init__(self, generator: tf.keras.Model, image_size, conditional: bool):
         super().__init__()
         self.generator = generator
         self.size = tuple(int(s) for s in image_size)
         self.conditional = conditional
+        embeds = [l.input_dim for l in generator.layers if isinstance(l, tf.keras.layers.Embedding)]
+        self.num_labels = int(min(embeds)) if conditional and embeds else None
 
     def render(self, label_map, class_id=None):
+        # a loaded signature does not check its inputs' shapes: fail with a message, not deep in a resize
+        label_map = tf.ensure_shape(label_map, [None, None, None], name="label_map_must_be_B_H_W")
+        if class_id is not None:
+            class_id = tf.ensure_shape(class_id, [None], name="class_id_must_be_B")
+            tf.debugging.assert_equal(tf.shape(class_id)[0], tf.shape(label_map)[0],
+                                      message="class_id needs one id per label map")
         in_hw = tf.shape(label_map)[1:3]
         m = tf.image.resize(label_map[..., None], self.size, method="nearest")[..., 0]
         m = tf.cast(m, tf.int32)
+        if self.num_labels is not None:  # an Embedding on GPU returns zeros for ids out of range instead of failing
+            tf.debugging.Assert(
+                tf.reduce_all(tf.logical_and(class_id >= 0, class_id < self.num_labels)),
+                [f"class_id must be in 0..{self.num_labels - 1} (the generator's {self.num_labels} classes); got:",
+                 class_id], summarize=64)
         out = self.generator([m, class_id] if self.conditional else m, training=False)
         out = tf.image.resize(out, in_hw, method="bilinear")
         return tf.cast(tf.clip_by_value(tf.round((out + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
 
     def decode_maps(self, pngs):
-        return tf.map_fn(lambda b: tf.io.decode_png(b, channels=1)[..., 0], pngs,
-                         fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
+        """PNG bytes ``[B]`` -> uint8 ``[B,H,W]``; data that is not PNG, or maps of different sizes,
+        fail with ``InvalidArgumentError`` naming the request indices and sizes."""
+        pngs = tf.ensure_shape(pngs, [None], name="label_map_png_must_be_B")
+        is_png = tf.logical_and(tf.equal(tf.strings.substr(pngs, 0, 8), PNG_SIGNATURE),
+                                tf.strings.length(pngs) >= 33)
+        not_png = tf.debugging.Assert(
+            tf.reduce_all(is_png),
+            ["label_map_png: not PNG data (expected the PNG bytes of single-channel label maps) at request "
+             "index(es):", tf.where(tf.logical_not(is_png))[:, 0]], summarize=32)
+        with tf.control_dependencies([not_png]):
+            header = tf.cast(tf.io.decode_raw(tf.strings.substr(pngs, 16, 8), tf.uint8), tf.int64)  # IHDR w, h
+        scale = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        sizes = tf.stack([tf.reduce_sum(header[:, 4:] * scale, 1), tf.reduce_sum(header[:, :4] * scale, 1)], 1)
+        same = tf.debugging.Assert(
+            tf.reduce_all(tf.equal(sizes, sizes[:1])),
+            ["label_map_png: the label maps of one request must share a size; (height, width) per index:", sizes],
+            summarize=64)
+        with tf.control_dependencies([same]):
+            return tf.map_fn(lambda b: tf.io.decode_png(b, channels=1)[..., 0], pngs,
+                             fn_output_signature=tf.TensorSpec([None, None], tf.uint8))
 
     def encode_images(self, images):
         return tf.map_fn(tf.io.encode_png, images, fn_output_signature=tf.TensorSpec([], tf.string))
@@ -99,12 +139,11 @@ def export_run(run_dir: str, export_dir: str, overwrite: bool = False) -> str:
 
     import synthseg_tf.models.pix2pix  # noqa: F401  (registers the custom layers)
 
-    gen_dir = os.path.join(run_dir, "generator")
-    if not os.path.isdir(gen_dir):
-        raise FileNotFoundError(f"{run_dir}: no generator/ folder (is this a finished `synthseg gan train` run?)")
-    from synthseg_tf.training.gan import run_settings
+    from synthseg_tf.models.loading import load_keras_model
+    from synthseg_tf.training.gan import check_run_dir, run_settings
 
-    generator = tf.keras.models.load_model(gen_dir, compile=False)
+    run_dir = check_run_dir(run_dir)  # a ModelLoadError naming the folder if it is not a finished run
+    generator = load_keras_model(os.path.join(run_dir, "generator"), what="trained generator (Keras SavedModel)")
     # settings older runs lack (upsample, label_conditioning, ...) recorded as those runs used them
     config = run_settings(_read_json(os.path.join(run_dir, "config.json")))
     cj = os.path.join(run_dir, "classes.json")

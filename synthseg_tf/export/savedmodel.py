@@ -76,18 +76,28 @@ class LoadedExport:
     export_format = ""
 
     def __init__(self, export_dir: str):
+        from synthseg_tf.errors import ModelLoadError
+        from synthseg_tf.models.loading import load_saved_model, require_saved_model_dir
+
         export_dir = os.fspath(export_dir)
-        if not os.path.isdir(export_dir):
-            raise FileNotFoundError(f"{self.kind} export not found: {export_dir}")
+        what = f"{self.kind} export"
+        hint = f", {CONFIG_FILE} and classes.json (the model/ folder a `synthseg` training writes)"
+        require_saved_model_dir(export_dir, what, hint)
         try:
             with open(os.path.join(export_dir, CONFIG_FILE), encoding="utf-8") as f:
                 self.config = json.load(f)
+            if not isinstance(self.config, dict):
+                raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:
-            raise ValueError(f"{export_dir}: not a {self.kind} export (unreadable {CONFIG_FILE}: {e})") from e
+            raise ModelLoadError(f"{export_dir}: not a {what} (unreadable {CONFIG_FILE}: {e})") from e
         fmt = self.export_format
         if self.config.get("format") != fmt:
-            raise ValueError(f"{export_dir}: {CONFIG_FILE} says format {self.config.get('format')!r}, not {fmt!r}")
+            raise ModelLoadError(f"{export_dir}: not a {what}: {CONFIG_FILE} says format "
+                                 f"{self.config.get('format')!r}, not {fmt!r}")
         self.export_dir = export_dir
-        self.class_table = ClassTable.load(export_dir)
-        self.image_size = tuple(self.config["image_size"])
-        self._module = tf.saved_model.load(export_dir)
+        try:
+            self.class_table = ClassTable.load(export_dir)
+            self.image_size = tuple(int(s) for s in self.config["image_size"])
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise ModelLoadError(f"{export_dir}: a damaged {what} ({e})") from e
+        self._module = load_saved_model(export_dir, what)

@@ -426,10 +426,9 @@ def _write_shard(out: str, sampler: CopyPasteSampler, shard: int, shards: int, l
             for i in range(lo, hi):
                 image, mask, prov = sampler.sample_at(i)
                 sid = f"copypaste/{i:08d}"
-                ex = make_example(image, mask, label=-1, source_id=sid, synthetic=True, provenance=prov)
-                # protobuf writes the feature map in arbitrary order; re-serialise it in a fixed one
-                # so the same (seed, sources, settings) give byte-identical shards
-                w.write(tf.train.Example.FromString(ex).SerializeToString(deterministic=True))
+                # make_example serialises deterministically: the same (seed, sources, settings) give
+                # byte-identical shards
+                w.write(make_example(image, mask, label=-1, source_id=sid, synthetic=True, provenance=prov))
                 entries.append({"index": i, "shard": shard, "source_id": sid, **prov})
         os.replace(tmp, path)
     except BaseException:

@@ -4,12 +4,28 @@ An Apache Beam pipeline. Candidates are numbered ``0, 1, 2, ...``; candidate ``i
 shard ``i // samples_per_shard`` and its label map comes from ``sample_at(i)`` (or source map
 ``i mod M``), so any worker can make it alone and the same seed gives the same output.
 
+Byte-identical output: the generator (and the quality model) always run on fixed-size batches
+of ``inference_batch`` consecutive candidates of one shard, each candidate at a fixed position,
+the last batch of a shard padded with empty maps. So a sample's pixels never depend on how Beam
+grouped the work (``--batch-size``, ``--workers``, the runner), only on the settings in the
+run's identity. PNGs and ``tf.train.Example`` records are serialised deterministically.
+
 The run proceeds in *waves* of at most ``max_shards_per_wave`` shards, which keeps memory
 flat however large ``n`` is. A shard is written (TFRecord, PNG pairs, manifest part) under
 temporary names and renamed into place; its manifest part is written last and marks it done.
 A rerun with the same settings resumes at the first missing shard; one with other settings
 refuses. When enough candidates pass the quality filter, the kept set is cut to exactly the
 first ``n`` passing candidates and ``manifest.jsonl`` is written.
+
+Failure behaviour: one run at a time holds the folder's lock (``.synthseg.lock``: owner pid and
+host; :func:`~synthseg_tf.utils.output_lock`), so a second run into the same folder stops with
+:class:`~synthseg_tf.errors.OutputLocked` and a SIGKILLed run's lock is taken over by the next.
+A run killed at any point resumes to the same bytes: temporary files (``.tmp-*``, ``*.tmp``)
+and the files of unfinished shards are swept, never counted. A failed write (disk full, ...)
+raises :class:`~synthseg_tf.errors.StorageError` naming the file, keeping nothing partial.
+Every candidate index ``0..last`` is accounted for: kept (``manifest.jsonl``) or rejected by
+the quality filter (``rejected.jsonl``), each exactly once. Paths read back from manifests and
+parts are refused when they leave the output folder (:func:`read_manifest`).
 
 Leak-free sources: with ``--masks sample`` the maps (and copy-paste donors) come only from the
 samples the generator trained on (its config's ``train_source_ids``; the train split of its
@@ -18,7 +34,7 @@ from; :func:`manifest_source_ids` gathers them for provenance checks.
 
 Output folder (also a TFRecord folder that ``make_dataset`` reads)::
 
-    generation.json  classes.json  dataset.json  manifest.jsonl
+    generation.json  classes.json  dataset.json  manifest.jsonl  rejected.jsonl
     loss_stats.json            (with --pixel-filter / --hardness: the segmenter's real per-class losses)
     data-SSSSS.tfrecord        images/IIIIIIII.png  masks/IIIIIIII.png
     parts/shard-SSSSS.json     (per-shard manifest: kept and rejected candidates)
@@ -30,15 +46,21 @@ import hashlib
 import json
 import math
 import os
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from synthseg_tf.utils import atomic_write_bytes, atomic_write_text
+from synthseg_tf.utils import (LOCK_FILE, atomic_write_bytes, atomic_write_text, atomic_writer, is_temp_name,
+                               output_lock, raise_storage_error, remove_temp_files, safe_join)
 
 STATE_FILE = "generation.json"
+MANIFEST_FILE = "manifest.jsonl"
+REJECTED_FILE = "rejected.jsonl"
+_SAMPLE_FILE = re.compile(r"^\d{8}\.png$")
+_SHARD_FILE = re.compile(r"^data-(\d{5})\.tfrecord$")
 
 
 LABEL_MODES = ("balanced", "random", "rare")
@@ -72,6 +94,11 @@ class GenerationConfig:
     ``labels`` (class-conditional generators): ``balanced`` (``i mod C``), ``random``
     (uniform), ``rare`` (probability proportional to ``1 / count`` of the class among the
     generator's training samples) or one class id; deterministic per candidate index.
+
+    ``inference_batch``: the generator and the quality model always run on batches of exactly
+    this many consecutive candidates of a shard (the last one padded with empty maps), each at a
+    fixed position, so a sample's bytes do not depend on ``batch_size`` (candidates per Beam work
+    item), ``workers`` or the runner. It is part of the identity: a resume must keep it.
     """
 
     generator: str
@@ -84,7 +111,8 @@ class GenerationConfig:
     quality_model: Optional[str] = None  # segmenter export (model/ of `synthseg unet train`) or classifier export
     labels: str = "balanced"  # class ids for class-conditional generators: balanced | random | rare | <id>
     samples_per_shard: int = 200
-    batch_size: int = 16
+    batch_size: int = 16  # candidates per Beam work item; does not change the output
+    inference_batch: int = 16  # the fixed generator/quality-model batch (padded); part of the identity
     write_png: bool = True
     runner: str = "DirectRunner"
     workers: int = 1
@@ -98,7 +126,7 @@ class GenerationConfig:
     # Settings that change the output; the others (runner, workers, ...) may differ on resume.
     def identity(self, fingerprint: str, map_sources: Optional[Dict] = None) -> Dict:
         keep = ("n", "masks", "seed", "class_balance", "min_quality", "labels", "samples_per_shard",
-                "pixel_filter", "hardness")
+                "pixel_filter", "hardness", "inference_batch")
         d = {k: getattr(self, k) for k in keep}
         d["generator_fingerprint"] = fingerprint
         d["quality_model"] = os.path.abspath(self.quality_model) if self.quality_model else None
@@ -289,60 +317,127 @@ class MapSource:
 
 
 # --------------------------------------------------------------------------- Beam DoFns
+# One copy per worker process of the heavy objects the DoFns need (a quality model, the source
+# maps), reused by every wave of a run instead of being loaded again per wave (the generator:
+# renderer.load_renderer).
+_CACHE: Dict[str, object] = {}
+
+
+def _cached(key: str, make: Callable):
+    if key not in _CACHE:
+        for k in [k for k in _CACHE if k.split("|", 1)[0] == key.split("|", 1)[0]]:
+            del _CACHE[k]  # one entry per kind: a new run's objects replace the previous run's
+        _CACHE[key] = make()
+    return _CACHE[key]
+
+
+def _work_items(shard: int, per: int, batch_size: int, k: int) -> List[tuple]:
+    """``(start, stop)`` candidate ranges of one shard, each a whole number of inference batches
+    (``batch_size`` rounded up to a multiple of ``k``), starting at the shard's first index."""
+    g = max(k, int(math.ceil(max(1, batch_size) / k)) * k)
+    lo, hi = shard * per, (shard + 1) * per
+    return [(a, min(a + g, hi)) for a in range(lo, hi, g)]
+
+
+def inference_batches(indices: List[int], per: int, k: int) -> List[tuple]:
+    """Group candidate indices into fixed inference batches: ``[(first, [(position, index), ...])]``.
+
+    Batch ``b`` of shard ``s`` covers indices ``s*per + b*k ... + k - 1`` (cut at the shard's
+    end) and index ``i`` sits at position ``(i - s*per) % k``. Both depend only on ``i``, ``per``
+    and ``k``, never on how the indices were grouped into work items."""
+    groups: Dict[int, List[tuple]] = {}
+    for i in indices:
+        first = (i // per) * per + ((i % per) // k) * k
+        groups.setdefault(first, []).append((i - first, i))
+    return sorted(groups.items())
+
+
+def _pad_batch(items: List[Dict], positions: List[int], k: int):
+    """``(maps [k,H,W], labels [k] or None)`` with each item at its position, empty maps elsewhere."""
+    shape = items[0]["map"].shape
+    maps = np.zeros((k,) + tuple(shape), np.uint8)
+    labels = None if items[0]["label"] is None else np.zeros(k, np.int64)
+    for pos, it in zip(positions, items):
+        maps[pos] = it["map"]
+        if labels is not None:
+            labels[pos] = it["label"]
+    return maps, labels
+
+
 def _dofns():
     import apache_beam as beam
 
     class MakeMaps(beam.DoFn):
+        """A work item ``(start, stop)`` -> its candidates' label maps (one list per work item)."""
+
         def __init__(self, cfg, gen_config, num_classes, plan=None):
             self.cfg, self.gen_config, self.num_classes, self.plan = cfg, gen_config, num_classes, plan
 
         def setup(self):
-            self.source = MapSource(self.cfg, self.gen_config, self.num_classes, self.plan)
+            key = "maps|" + hashlib.sha256(json.dumps(
+                [asdict(self.cfg), self.gen_config, self.num_classes, self.plan], sort_keys=True,
+                default=str).encode()).hexdigest()
+            self.source = _cached(key, lambda: MapSource(self.cfg, self.gen_config, self.num_classes, self.plan))
 
-        def process(self, index):
-            m, label, prov = self.source.get(index)
-            yield {"index": index, "map": m, "label": label, "prov": prov}
+        def process(self, item):
+            out = []
+            for index in range(*item):
+                m, label, prov = self.source.get(index)
+                out.append({"index": index, "map": m, "label": label, "prov": prov})
+            yield out
 
     class RenderAndScore(beam.DoFn):
-        """Batched generator inference, then the per-sample quality score (and the FreeMask pixel
-        filter), then PNG encoding."""
+        """Generator inference on fixed, padded batches (:func:`inference_batches`), then the
+        per-sample quality score (and the FreeMask pixel filter), then PNG encoding."""
 
         def __init__(self, cfg: GenerationConfig, class_mean_loss: Optional[List] = None):
             self.cfg, self.class_mean_loss = cfg, class_mean_loss
 
         def setup(self):
             import synthseg_tf  # noqa: F401
-            from synthseg_tf.generation.renderer import Renderer
+            from synthseg_tf.generation.renderer import load_renderer
 
-            self.renderer = Renderer(self.cfg.generator)
-            self.scorer = make_scorer(self.cfg.quality_model, self.renderer) if self.cfg.quality_model else None
+            gen = os.path.abspath(self.cfg.generator)
+            self.renderer = load_renderer(gen)
+            self.scorer = None
+            if self.cfg.quality_model:
+                q = os.path.abspath(self.cfg.quality_model)
+                self.scorer = _cached(f"scorer|{q}|{gen}", lambda: make_scorer(self.cfg.quality_model, self.renderer))
 
-        def process(self, batch):
+        def process(self, items):
+            by_index = {it["index"]: it for it in items}
+            k = self.cfg.inference_batch
+            for _, members in inference_batches(sorted(by_index), self.cfg.samples_per_shard, k):
+                batch = [by_index[i] for _, i in members]
+                yield from self._batch(batch, [pos for pos, _ in members], k)
+
+        def _batch(self, batch, positions, k):
             from synthseg_tf.data.io import encode_png
 
-            maps = np.stack([b["map"] for b in batch])
-            labels = np.array([b["label"] for b in batch]) if batch[0]["label"] is not None else None
-            images = self.renderer.render(maps, labels)
-            masks, voided = maps, None
+            pmaps, plabels = _pad_batch(batch, positions, k)
+            images = self.renderer.render(pmaps, plabels)
+            masks, voided = pmaps, None
             if self.scorer is None:
-                scores = [None] * len(batch)
+                scores = [None] * k
             elif self.scorer.kind == "classifier":
-                scores = self.scorer.scores(images, labels)
+                scores = self.scorer.scores(images, plabels)
             else:
-                scores, probs = self.scorer.scores_and_probabilities(images, maps)
+                scores, probs = self.scorer.scores_and_probabilities(images, pmaps)
                 if self.cfg.pixel_filter is not None:
                     from synthseg_tf.generation.filtering import pixel_losses, void_hard_pixels
 
-                    masks, voided = void_hard_pixels(maps, pixel_losses(probs, maps), self.class_mean_loss,
+                    masks, voided = void_hard_pixels(pmaps, pixel_losses(probs, pmaps), self.class_mean_loss,
                                                      self.cfg.pixel_filter)
-            for j, (b, img, s) in enumerate(zip(batch, images, scores)):
+            for b, j in zip(batch, positions):
+                s = scores[j]
                 kept = s is None or self.cfg.min_quality is None or s >= self.cfg.min_quality
                 prov = b["prov"] if voided is None else dict(b["prov"], voided_fraction=voided[j])
                 out = {"index": b["index"], "label": b["label"], "prov": prov,
                        "quality": None if s is None else float(s), "kept": bool(kept)}
                 if kept:
-                    out["image_png"] = encode_png(img)
+                    out["image_png"] = encode_png(images[j])
                     out["mask_png"] = encode_png(masks[j])
+                    out["size"] = [int(images[j].shape[0]), int(images[j].shape[1])]
                 yield out
 
     class WriteShard(beam.DoFn):
@@ -414,45 +509,184 @@ def part_file(out: str, shard: int) -> str:
     return os.path.join(out, "parts", f"shard-{shard:05d}.json")
 
 
-def write_shard(cfg: GenerationConfig, fingerprint: str, shard: int, samples: List[Dict]) -> Dict:
-    """Write one shard's kept samples (TFRecord + PNGs) and then its manifest part."""
+def synthetic_example(image_png: bytes, mask_png: bytes, size, label: int, source_id: str,
+                      provenance: Dict) -> bytes:
+    """One generated sample as the TFRecord schema's ``tf.train.Example`` (the PNG bytes as
+    encoded, no re-encoding), serialised deterministically (map fields in key order), so the
+    same sample always gives the same record bytes."""
     import tensorflow as tf
 
-    from synthseg_tf.data.io import decode_png
-    from synthseg_tf.data.tfrecord import make_example
+    def b(v: bytes):
+        return tf.train.Feature(bytes_list=tf.train.BytesList(value=[v]))
+
+    def i(v: int):
+        return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v)]))
+
+    feats = {
+        "image/encoded": b(image_png),
+        "image/height": i(size[0]),
+        "image/width": i(size[1]),
+        "mask/encoded": b(mask_png),
+        "label": i(label),
+        "source_id": b(source_id.encode("utf-8")),
+        "synthetic": i(1),
+        "provenance": b(json.dumps(provenance, sort_keys=True).encode("utf-8")),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feats)).SerializeToString(deterministic=True)
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """An output file, atomically; any write failure as a StorageError naming ``path``."""
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as e:
+        raise_storage_error(path, e)
+
+
+def write_shard(cfg: GenerationConfig, fingerprint: str, shard: int, samples: List[Dict]) -> Dict:
+    """Write one shard's kept samples (TFRecord + PNGs) and then its manifest part.
+
+    All or nothing: on any failure the shard's files written so far (PNGs, the TFRecord and its
+    temporary file) are removed and a write failure is raised as
+    :class:`~synthseg_tf.errors.StorageError` naming the file; the shard is made again on resume.
+    """
+    import tensorflow as tf
 
     kept = [s for s in samples if s["kept"]]
     rejected = [{"index": s["index"], "quality": s["quality"]} for s in samples if not s["kept"]]
-    entries = []
-    tmp = shard_file(cfg.out, shard) + ".tmp"
-    with tf.io.TFRecordWriter(tmp) as w:
-        for s in kept:
-            i = s["index"]
-            prov = {"generator": fingerprint, "seed": cfg.seed, "index": i, "quality": s["quality"],
-                    "label": s["label"], **s["prov"]}
-            image, mask = decode_png(s["image_png"]), decode_png(s["mask_png"])
-            w.write(make_example(image, mask, label=-1 if s["label"] is None else s["label"],
-                                 source_id=f"synthetic/{i:08d}", synthetic=True, provenance=prov))
-            entry = {"index": i, "shard": shard, "source_id": f"synthetic/{i:08d}", **prov}
-            if cfg.write_png:
-                img_path, mask_path = (os.path.join(cfg.out, d, f"{i:08d}.png") for d in ("images", "masks"))
-                atomic_write_bytes(img_path, s["image_png"])
-                atomic_write_bytes(mask_path, s["mask_png"])
-                entry.update(image=os.path.relpath(img_path, cfg.out), mask=os.path.relpath(mask_path, cfg.out))
-            entries.append(entry)
-    os.replace(tmp, shard_file(cfg.out, shard))
-    part = {"shard": shard, "candidates": len(samples), "kept": entries, "rejected": rejected}
-    atomic_write_text(part_file(cfg.out, shard), json.dumps(part))
+    entries: List[Dict] = []
+    final = shard_file(cfg.out, shard)
+    tmp = final + ".tmp"
+    written: List[str] = []
+    current = final
+    try:
+        if kept:
+            with tf.io.TFRecordWriter(tmp) as w:
+                for s in kept:
+                    i = s["index"]
+                    prov = {"generator": fingerprint, "seed": cfg.seed, "index": i, "quality": s["quality"],
+                            "label": s["label"], **s["prov"]}
+                    current = final
+                    w.write(synthetic_example(s["image_png"], s["mask_png"], s["size"],
+                                              -1 if s["label"] is None else s["label"], f"synthetic/{i:08d}", prov))
+                    entry = {"index": i, "shard": shard, "source_id": f"synthetic/{i:08d}", **prov}
+                    if cfg.write_png:
+                        img_path, mask_path = (os.path.join(cfg.out, d, f"{i:08d}.png") for d in ("images", "masks"))
+                        for path, data in ((img_path, s["image_png"]), (mask_path, s["mask_png"])):
+                            current = path
+                            _write_file(path, data)
+                            written.append(path)
+                        entry.update(image=os.path.relpath(img_path, cfg.out), mask=os.path.relpath(mask_path, cfg.out))
+                    entries.append(entry)
+                current = final
+            os.replace(tmp, final)
+            written.append(final)
+        elif os.path.exists(final):  # left by an earlier, interrupted attempt
+            os.remove(final)
+        part = {"shard": shard, "candidates": len(samples), "kept": entries, "rejected": rejected}
+        current = part_file(cfg.out, shard)
+        _write_file(current, json.dumps(part, sort_keys=True).encode("utf-8"))
+    except BaseException as e:
+        for path in [tmp] + written:
+            try:
+                os.remove(path)
+            except OSError:
+                pass
+        if isinstance(e, (OSError, tf.errors.OpError)):
+            raise_storage_error(current, e)
+        raise
     return {"shard": shard, "kept": len(entries), "candidates": len(samples)}
 
 
-def read_parts(out: str) -> Dict[int, Dict]:
-    parts = {}
-    for p in glob.glob(os.path.join(out, "parts", "shard-*.json")):
-        with open(p, encoding="utf-8") as f:
+def _bad_part(path: str, problem: str):
+    from synthseg_tf.data.io import DataError
+
+    return DataError(path, f"{problem}; this shard's record of its samples is damaged: delete {path} and run "
+                     "again to make the shard again")
+
+
+def load_part(out: str, path: str, per: Optional[int] = None) -> Dict:
+    """A shard's manifest part, checked: ``DataError`` naming the file when it is not valid JSON,
+    names another shard, lists an index outside the shard (with ``per``) or twice, or a path that
+    leaves ``out`` (``../``, absolute, a symlink pointing outside)."""
+    try:
+        with open(path, encoding="utf-8") as f:
             d = json.load(f)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise _bad_part(path, f"not valid JSON ({e})") from None
+    m = re.search(r"shard-(\d+)\.json$", path)
+    if not isinstance(d, dict) or not isinstance(d.get("shard"), int) or not isinstance(d.get("kept"), list) \
+            or not isinstance(d.get("rejected"), list) or not isinstance(d.get("candidates"), int):
+        raise _bad_part(path, "not a shard part (needs shard, candidates, kept, rejected)")
+    if m and int(m.group(1)) != d["shard"]:
+        raise _bad_part(path, f"says it is shard {d['shard']}")
+    seen = set()
+    for e in d["kept"] + d["rejected"]:
+        i = e.get("index") if isinstance(e, dict) else None
+        if not isinstance(i, int):
+            raise _bad_part(path, f"entry without an integer index: {str(e)[:80]}")
+        if per is not None and not d["shard"] * per <= i < (d["shard"] + 1) * per:
+            raise _bad_part(path, f"index {i} is not in shard {d['shard']} ({per} candidates per shard)")
+        if i in seen:
+            raise _bad_part(path, f"index {i} is listed twice")
+        seen.add(i)
+    for e in d["kept"]:
+        for key in ("image", "mask"):
+            if key in e:
+                safe_join(out, e[key], path)
+    return d
+
+
+def read_parts(out: str, per: Optional[int] = None) -> Dict[int, Dict]:
+    """Every shard part of ``out``, checked by :func:`load_part`."""
+    parts = {}
+    for p in sorted(glob.glob(os.path.join(out, "parts", "shard-*.json"))):
+        d = load_part(out, p, per)
         parts[d["shard"]] = d
     return parts
+
+
+def _part_summaries(out: str, per: int) -> Dict[int, tuple]:
+    """``{shard: (kept, candidates)}`` of the finished shards (each part checked; not kept in memory)."""
+    out_parts = {}
+    for p in sorted(glob.glob(os.path.join(out, "parts", "shard-*.json"))):
+        d = load_part(out, p, per)
+        out_parts[d["shard"]] = (len(d["kept"]), d["candidates"])
+    return out_parts
+
+
+def read_manifest(out_dir: str) -> List[Dict]:
+    """The entries of a finished generation folder's ``manifest.jsonl``, checked.
+
+    ``DataError`` naming the manifest, the line and the problem for a line that is not JSON, an
+    index or source id listed twice, or an ``image``/``mask`` path that escapes ``out_dir``
+    (``../``, absolute, a symlink pointing outside); ``FileNotFoundError`` without a manifest."""
+    from synthseg_tf.data.io import DataError
+
+    path = os.path.join(out_dir, MANIFEST_FILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{out_dir}: no {MANIFEST_FILE} (not a finished `synthseg generate` folder)")
+    entries, seen_i, seen_id = [], set(), set()
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path} line {n}"
+            try:
+                e = json.loads(line)
+            except ValueError as exc:
+                raise DataError(where, f"not valid JSON ({exc})") from None
+            if not isinstance(e, dict) or not isinstance(e.get("index"), int):
+                raise DataError(where, "entry without an integer index")
+            if e["index"] in seen_i or e.get("source_id") in seen_id:
+                raise DataError(where, f"sample {e['index']} ({e.get('source_id')}) is listed twice")
+            seen_i.add(e["index"])
+            seen_id.add(e.get("source_id"))
+            for key in ("image", "mask"):
+                if key in e:
+                    safe_join(out_dir, e[key], where)
+            entries.append(e)
+    return entries
 
 
 def manifest_source_ids(out_dir: str, include_loss_stats: bool = True) -> set:
@@ -502,15 +736,14 @@ def _run_wave(cfg: GenerationConfig, gen_config: Dict, num_classes: int, fingerp
     import apache_beam as beam
 
     MakeMaps, RenderAndScore, WriteShard = _dofns()
-    per = cfg.samples_per_shard
+    per, bs, k = cfg.samples_per_shard, cfg.batch_size, cfg.inference_batch
     with beam.Pipeline(options=beam_options(cfg)) as p:
         shard_ids = p | "Shards" >> beam.Create(shards)
         samples = (
             shard_ids
-            | "Candidates" >> beam.FlatMap(lambda s: range(s * per, (s + 1) * per))
+            | "WorkItems" >> beam.FlatMap(lambda s: _work_items(s, per, bs, k))
             | "Spread" >> beam.Reshuffle()
             | "LabelMaps" >> beam.ParDo(MakeMaps(cfg, gen_config, num_classes, plan))
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.batch_size)
             | "RenderScore" >> beam.ParDo(RenderAndScore(cfg, (plan or {}).get("pixel_class_mean_loss")))
             | "ByShard" >> beam.Map(lambda s: (s["index"] // per, s))
         )
@@ -518,20 +751,62 @@ def _run_wave(cfg: GenerationConfig, gen_config: Dict, num_classes: int, fingerp
         ((samples, markers) | beam.Flatten() | beam.GroupByKey() | beam.ParDo(WriteShard(cfg, fingerprint)))
 
 
+def _storage_error_in(exc: BaseException):
+    """The :class:`StorageError` a Beam worker raised, from the runner's wrapping exception: the
+    original (in-process runners chain it) or rebuilt from the worker's traceback text."""
+    from synthseg_tf.errors import StorageError
+
+    seen, e, found = set(), exc, None
+    while e is not None and id(e) not in seen:
+        if isinstance(e, StorageError):
+            found = e  # the deepest one is the original (Beam re-raises a copy with the step's name)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    if found is not None:
+        return found
+    m = re.search(r"StorageError: (?:\[Errno (\d+)\] )?(.+?)(?: \[while running [^\]]*\])?$", str(exc), re.M)
+    if m:
+        err = StorageError(m.group(2).strip())
+        err.errno = int(m.group(1) or 5)
+        return err
+    return None
+
+
+def _ours(name: str) -> bool:
+    """Files a generation run makes in its folder (so a folder holding only these is not foreign)."""
+    return name == LOCK_FILE or name.startswith(LOCK_FILE + ".") or is_temp_name(name)
+
+
+def _check_not_foreign(cfg: GenerationConfig) -> None:
+    if os.path.isfile(cfg.out):
+        raise FileExistsError(f"{cfg.out} is a file, not a folder; choose a new --out")
+    if os.path.isdir(cfg.out) and not os.path.isfile(os.path.join(cfg.out, STATE_FILE)) \
+            and any(not _ours(n) for n in os.listdir(cfg.out)):
+        raise FileExistsError(f"{cfg.out} exists and is not a synthseg generation folder; choose a new --out")
+
+
 def _prepare_out(cfg: GenerationConfig, identity: Dict) -> Optional[Dict]:
     """Create or check the output folder; returns the saved state (None for a new run)."""
+    _check_not_foreign(cfg)
     state_path = os.path.join(cfg.out, STATE_FILE)
-    if os.path.exists(cfg.out) and not os.path.isfile(state_path) and os.listdir(cfg.out):
-        raise FileExistsError(f"{cfg.out} exists and is not a synthseg generation folder; choose a new --out")
     if os.path.isfile(state_path):
-        with open(state_path, encoding="utf-8") as f:
-            state = json.load(f)
+        try:
+            with open(state_path, encoding="utf-8") as f:
+                state = json.load(f)
+        except ValueError as e:
+            from synthseg_tf.data.io import DataError
+
+            raise DataError(state_path, f"not valid JSON ({e}); the run's settings cannot be checked: use a new "
+                            "--out") from None
         if state.get("identity") != identity:
             diff = sorted(k for k in identity if state.get("identity", {}).get(k) != identity[k])
             raise FileExistsError(f"{cfg.out} holds a generation run with other settings ({', '.join(diff)}); "
                                   "use a new --out or the same settings to resume")
         return state
-    os.makedirs(os.path.join(cfg.out, "parts"), exist_ok=True)
+    try:
+        os.makedirs(os.path.join(cfg.out, "parts"), exist_ok=True)
+    except OSError as e:
+        raise_storage_error(os.path.join(cfg.out, "parts"), e, "creating")
     return None
 
 
@@ -599,17 +874,23 @@ def _loss_stats(cfg: GenerationConfig, gen_config: Dict, log: Callable) -> Dict:
 
 
 def run_generation(cfg: GenerationConfig, log=print) -> Dict:
-    """Run (or resume) a generation job; returns the summary written to generation.json."""
+    """Run (or resume) a generation job; returns the summary written to generation.json.
+
+    Holds the output folder's lock (:func:`~synthseg_tf.utils.output_lock`) while it writes:
+    :class:`~synthseg_tf.errors.OutputLocked` when another live run holds it. A failed write
+    raises :class:`~synthseg_tf.errors.StorageError` naming the file."""
     import logging
 
     import synthseg_tf  # noqa: F401
     from synthseg_tf.generation.filtering import check_quality_model
-    from synthseg_tf.generation.renderer import Renderer
+    from synthseg_tf.generation.renderer import load_renderer
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # worker chatter; errors still surface
     if cfg.n < 1:
         raise ValueError("--n must be at least 1")
-    renderer = Renderer(cfg.generator)  # validates the path early, and gives the fingerprint
+    if cfg.inference_batch < 1 or cfg.samples_per_shard < 1 or cfg.batch_size < 1:
+        raise ValueError("--inference-batch, --samples-per-shard and --batch-size must be at least 1")
+    renderer = load_renderer(cfg.generator)  # validates the path early, and gives the fingerprint
     gen_config = dict(renderer.config)
     if not gen_config.get("image_size") or not gen_config.get("num_classes"):
         raise ValueError(f"{cfg.generator}: config.json lacks image_size/num_classes")
@@ -623,6 +904,21 @@ def run_generation(cfg: GenerationConfig, log=print) -> Dict:
                    "count": None if plan["source_ids"] is None else len(plan["source_ids"]),
                    "source_ids_sha256": None if plan["source_ids"] is None else _sha(plan["source_ids"])}
     identity = cfg.identity(renderer.fingerprint, map_sources)
+    _check_not_foreign(cfg)  # before the lock file is made in it
+    with output_lock(cfg.out, purpose=f"synthseg generate --n {cfg.n}", log=log):
+        try:
+            return _generate(cfg, log, renderer, gen_config, num_classes, plan, identity, quality_check)
+        except Exception as e:  # a Beam worker's write failure, unwrapped from the runner's error
+            err = _storage_error_in(e)
+            if err is None or err is e:
+                raise
+            raise err from e
+
+
+def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, num_classes: int, plan: Dict,
+              identity: Dict, quality_check) -> Dict:
+    """run_generation's work, under the output lock."""
+    _CACHE.clear()  # maps and quality model: loaded once per run (its waves share them), never across runs
     state = _prepare_out(cfg, identity)
     if state and state.get("status") == "complete":
         log(f"{cfg.out} is already complete ({state['kept']} samples); nothing to do")
@@ -647,19 +943,19 @@ def run_generation(cfg: GenerationConfig, log=print) -> Dict:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "quality_check": quality_check,
             "label_weights": plan.get("label_weights")}
     atomic_write_text(os.path.join(cfg.out, STATE_FILE), json.dumps(base, indent=1))
-    del renderer  # workers load their own copy
+    del renderer  # in-process workers reuse it (load_renderer); other workers load their own copy
+    remove_temp_files([cfg.out] + [os.path.join(cfg.out, d) for d in ("images", "masks", "parts")], log)
 
     per = cfg.samples_per_shard
     max_candidates = int(math.ceil(cfg.n * cfg.max_candidates_factor))
     t0 = time.time()
     while True:
-        parts = read_parts(cfg.out)
-        done = sorted(parts)
+        parts = _part_summaries(cfg.out, per)
         contiguous = 0
         while contiguous in parts:
             contiguous += 1
-        kept = sum(len(parts[s]["kept"]) for s in range(contiguous))
-        candidates = sum(parts[s]["candidates"] for s in range(contiguous))
+        kept = sum(parts[s][0] for s in range(contiguous))
+        candidates = sum(parts[s][1] for s in range(contiguous))
         if kept >= cfg.n:
             break
         if candidates >= max_candidates:
@@ -677,63 +973,114 @@ def run_generation(cfg: GenerationConfig, log=print) -> Dict:
             s += 1
         log(f"wave: shards {todo[0]}..{todo[-1]} ({len(todo) * per} candidates; {kept}/{cfg.n} kept so far)")
         _run_wave(cfg, gen_config, num_classes, identity["generator_fingerprint"], todo, plan)
-    summary = _finish(cfg, parts, contiguous, base, time.time() - t0)
+    summary = _finish(cfg, contiguous, base, time.time() - t0, log)
     log(f"wrote {summary['kept']} samples to {cfg.out} ({summary['candidates']} candidates, "
         f"{summary['rejected']} rejected by the quality filter)")
     return summary
 
 
-def _finish(cfg: GenerationConfig, parts: Dict[int, Dict], contiguous: int, base: Dict, seconds: float) -> Dict:
-    """Cut the kept set to exactly the first ``n`` passing candidates and write the manifest."""
-    entries = [e for s in range(contiguous) for e in parts[s]["kept"]]
-    entries.sort(key=lambda e: e["index"])
-    keep = entries[: cfg.n]
-    cutoff = keep[-1]["index"]
-    for s in sorted(parts):
-        extra = [e for e in parts[s]["kept"] if e["index"] > cutoff]
-        if s >= contiguous or extra:
-            _trim_shard(cfg, parts[s], cutoff)
-    lines = "".join(json.dumps(e, sort_keys=True) + "\n" for e in keep)
-    atomic_write_text(os.path.join(cfg.out, "manifest.jsonl"), lines)
-    candidates = sum(len([r for r in parts[s]["rejected"] if r["index"] <= cutoff]) for s in parts) + len(keep)
-    meta = {"schema_version": 1, "spec": f"generated:{cfg.out}", "task": "segmentation", "count": len(keep),
+def _finish(cfg: GenerationConfig, contiguous: int, base: Dict, seconds: float, log: Callable = print) -> Dict:
+    """Cut the kept set to exactly the first ``n`` passing candidates, write ``manifest.jsonl`` and
+    ``rejected.jsonl`` (streamed shard by shard: memory does not grow with ``n``), check that
+    every candidate ``0..last`` is accounted for exactly once, and sweep what is not in the set."""
+    per = cfg.samples_per_shard
+    kept_files, n_kept, cutoff = set(), 0, -1
+    with atomic_writer(os.path.join(cfg.out, MANIFEST_FILE), "w") as f:
+        for s in range(contiguous):
+            part = load_part(cfg.out, part_file(cfg.out, s), per)
+            for e in sorted(part["kept"], key=lambda e: e["index"]):
+                f.write(json.dumps(e, sort_keys=True) + "\n")
+                kept_files.update(os.path.basename(e[k]) for k in ("image", "mask") if k in e)
+                n_kept, cutoff = n_kept + 1, e["index"]
+                if n_kept == cfg.n:
+                    break
+            if n_kept == cfg.n:
+                break
+    last_shard = cutoff // per
+    for p in sorted(glob.glob(os.path.join(cfg.out, "parts", "shard-*.json"))):
+        part = load_part(cfg.out, p, per)
+        if part["shard"] >= last_shard and any(e["index"] > cutoff for e in part["kept"] + part["rejected"]):
+            _trim_shard(cfg, part, cutoff)
+    rejected = 0
+    with atomic_writer(os.path.join(cfg.out, REJECTED_FILE), "w") as f:
+        for s in range(last_shard + 1):
+            path = part_file(cfg.out, s)
+            part = load_part(cfg.out, path, per)
+            got = sorted(e["index"] for e in part["kept"] + part["rejected"])
+            want = list(range(s * per, min((s + 1) * per, cutoff + 1)))
+            if got != want:
+                missing = sorted(set(want) - set(got))
+                raise RuntimeError(f"{path}: candidates {missing[:5]} of shard {s} are neither kept nor rejected "
+                                   "(a damaged part?); delete it and run again to make the shard again")
+            for r in sorted(part["rejected"], key=lambda r: r["index"]):
+                f.write(json.dumps({"index": r["index"], "quality": r["quality"], "shard": s,
+                                    "status": "rejected"}, sort_keys=True) + "\n")
+                rejected += 1
+    _sweep(cfg, kept_files, log)
+    meta = {"schema_version": 1, "spec": f"generated:{cfg.out}", "task": "segmentation", "count": n_kept,
             "synthetic": True}
     atomic_write_text(os.path.join(cfg.out, "dataset.json"), json.dumps(meta, indent=1))
-    summary = dict(base, status="complete", kept=len(keep), candidates=candidates,
-                   rejected=candidates - len(keep), seconds=round(seconds, 1),
-                   finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+    summary = dict(base, status="complete", kept=n_kept, candidates=cutoff + 1, rejected=rejected,
+                   last_index=cutoff, seconds=round(seconds, 1), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
     atomic_write_text(os.path.join(cfg.out, STATE_FILE), json.dumps(summary, indent=1))
     return summary
 
 
+def _sweep(cfg: GenerationConfig, kept_files: set, log: Callable) -> None:
+    """Remove what is not part of the finished set: temporary files, PNGs and TFRecords of
+    candidates past the cut or of shards an interrupted run did not finish."""
+    removed = remove_temp_files([cfg.out] + [os.path.join(cfg.out, d) for d in ("images", "masks", "parts")])
+    for d in ("images", "masks"):
+        folder = os.path.join(cfg.out, d)
+        for name in (os.listdir(folder) if os.path.isdir(folder) else []):
+            if _SAMPLE_FILE.match(name) and name not in kept_files:
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    for name in os.listdir(cfg.out):
+        m = _SHARD_FILE.match(name)
+        if m and not os.path.isfile(part_file(cfg.out, int(m.group(1)))):
+            os.remove(os.path.join(cfg.out, name))
+            removed += 1
+    if removed:
+        log(f"removed {removed} file(s) of unfinished shards or candidates past the cut")
+
+
 def _trim_shard(cfg: GenerationConfig, part: Dict, cutoff: int) -> None:
-    """Drop samples past ``cutoff`` from a shard (TFRecord, PNGs, manifest part), atomically."""
+    """Drop samples past ``cutoff`` from a shard (TFRecord, PNGs, manifest part), atomically.
+    Idempotent, so a run killed while trimming trims again on resume."""
     import tensorflow as tf
 
     shard = part["shard"]
     path = shard_file(cfg.out, shard)
+    where = part_file(cfg.out, shard)
     keep_ids = {e["source_id"] for e in part["kept"] if e["index"] <= cutoff}
     if os.path.isfile(path):
         tmp = path + ".tmp"
-        with tf.io.TFRecordWriter(tmp) as w:
-            for rec in tf.data.TFRecordDataset(path):
-                ex = tf.train.Example.FromString(rec.numpy())
-                sid = ex.features.feature["source_id"].bytes_list.value[0].decode()
-                if sid in keep_ids:
-                    w.write(rec.numpy())
-        if keep_ids:
-            os.replace(tmp, path)
-        else:
-            os.remove(tmp)
-            os.remove(path)
+        try:
+            if keep_ids:
+                with tf.io.TFRecordWriter(tmp) as w:
+                    for rec in tf.data.TFRecordDataset(path):
+                        ex = tf.train.Example.FromString(rec.numpy())
+                        sid = ex.features.feature["source_id"].bytes_list.value[0].decode()
+                        if sid in keep_ids:
+                            w.write(rec.numpy())
+                os.replace(tmp, path)
+            else:
+                os.remove(path)
+        except (OSError, tf.errors.OpError) as e:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise_storage_error(path, e)
     for e in part["kept"]:
         if e["index"] > cutoff:
             for key in ("image", "mask"):
-                if key in e and os.path.exists(os.path.join(cfg.out, e[key])):
-                    os.remove(os.path.join(cfg.out, e[key]))
+                if key in e:
+                    f = safe_join(cfg.out, e[key], where)
+                    if os.path.lexists(f):
+                        os.remove(f)
     part = dict(part, kept=[e for e in part["kept"] if e["index"] <= cutoff],
                 rejected=[r for r in part["rejected"] if r["index"] <= cutoff], trimmed_after=cutoff)
     if part["kept"] or part["rejected"]:
-        atomic_write_text(part_file(cfg.out, shard), json.dumps(part))
+        atomic_write_text(where, json.dumps(part, sort_keys=True))
     else:
-        os.remove(part_file(cfg.out, shard))
+        os.remove(where)

@@ -29,6 +29,43 @@ def directory_fingerprint(path: str) -> str:
     return h.hexdigest()[:16]
 
 
+def _model_dir(path: str):
+    """``(kind, model folder)`` of a run folder or an export; FileNotFoundError for anything else."""
+    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+        return "export", path
+    if os.path.isdir(os.path.join(path, "generator")):
+        return "run", os.path.join(path, "generator")
+    raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
+                            "generator/ or an exported SavedModel with saved_model.pb)")
+
+
+_LOADED: Dict[str, "Renderer"] = {}
+
+
+def load_renderer(path: str) -> "Renderer":
+    """A :class:`Renderer` for ``path``, reused within this process while its files are unchanged
+    (same weights fingerprint and settings): a generation run's waves, and its resumes in one
+    process, load and trace the generator once instead of once per wave."""
+    key = os.path.abspath(path)
+    kind, model_dir = _model_dir(key)
+    stamp = (directory_fingerprint(model_dir),
+             tuple(_file_digest(os.path.join(key, f)) for f in ("config.json", "classes.json")))
+    r = _LOADED.get(key)
+    if r is None or r._stamp != stamp:
+        _LOADED.clear()  # one generator at a time: the previous one's memory is freed
+        r = Renderer(path)
+        r._stamp = stamp
+        _LOADED[key] = r
+    return r
+
+
+def _file_digest(path: str) -> Optional[str]:
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 class Renderer:
     """Label maps -> photos with a trained pix2pix generator.
 
@@ -42,13 +79,11 @@ class Renderer:
         import tensorflow as tf
 
         self.path = os.path.abspath(path)
-        if os.path.isfile(os.path.join(self.path, "saved_model.pb")):
-            self.kind, model_dir = "export", self.path
-        elif os.path.isdir(os.path.join(self.path, "generator")):
-            self.kind, model_dir = "run", os.path.join(self.path, "generator")
-        else:
+        try:
+            self.kind, model_dir = _model_dir(self.path)
+        except FileNotFoundError:
             raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
-                                    "generator/ or an exported SavedModel with saved_model.pb)")
+                                    "generator/ or an exported SavedModel with saved_model.pb)") from None
         self.config: Dict = _read_json(os.path.join(self.path, "config.json"))
         if self.config:
             from synthseg_tf.training.gan import run_settings
@@ -67,7 +102,9 @@ class Renderer:
 
             import synthseg_tf.models.pix2pix  # noqa: F401  (registers the generator's custom layers)
 
-            self._model = tf.keras.models.load_model(model_dir, compile=False)
+            from synthseg_tf.models.loading import load_keras_model
+
+            self._model = load_keras_model(model_dir, what="pix2pix generator (Keras SavedModel)")  # safe mode
             self._conditional = len(self._model.inputs) > 1
             self._fn = tf.function(lambda m, l=None: self._model([m, l] if l is not None else m, training=False))
         size = self.config.get("image_size")

@@ -205,16 +205,19 @@ class _ClassifierModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
         def classify(images):
             """float32 [B,H,W,3] in [0,1] -> probabilities float32 [B,C], class_ids int32 [B]."""
+            images = tf.ensure_shape(images, [None, None, None, 3], name="images_must_be_B_H_W_3")
             x = tf.image.resize(images, size, method="bilinear", antialias=True)
             probs = tf.cast(model(x, training=False), tf.float32)
             return {"probabilities": probs, "class_ids": tf.cast(tf.argmax(probs, -1), tf.int32)}
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
         def serve(images):
+            images = tf.ensure_shape(images, [None, None, None, 3], name="images_must_be_B_H_W_3")
             return classify(tf.cast(images, tf.float32) / 255.0)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         def serve_bytes(image_bytes):
+            image_bytes = tf.ensure_shape(image_bytes, [None], name="image_bytes_must_be_B")
             def decode(b):
                 img = tf.io.decode_image(b, channels=3, dtype=tf.uint8, expand_animations=False)
                 return tf.image.resize(tf.cast(img, tf.float32) / 255.0, size, method="bilinear", antialias=True)

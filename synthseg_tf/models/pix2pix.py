@@ -44,6 +44,7 @@ import math
 import random
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import tensorflow as tf
 import tensorflow_addons as tfa
 
@@ -68,17 +69,44 @@ ImageSize = Union[int, Sequence[int]]
 # --------------------------------------------------------------------------- small layers
 @tf.keras.utils.register_keras_serializable(package="synthseg_tf")
 class OneHotMask(tf.keras.layers.Layer):
-    """Integer class ids ``[B,H,W]`` -> one-hot ``[B,H,W,K]``; void/out-of-range ids -> all zeros."""
+    """Integer class ids ``[B,H,W]`` -> one-hot ``[B,H,W,K]``; void (255) -> all zeros.
+
+    Outside training (``training`` false or unset: inference, export, evaluation) a label map with
+    ids that are neither ``0..K-1`` nor void is refused with ``tf.errors.InvalidArgumentError``
+    naming the ids found and ``K``: the network was never trained on them, and one-hot encoding
+    would silently turn them into void. Training steps skip the check (the data pipeline checks
+    masks against the class table).
+    """
 
     def __init__(self, num_classes: int, **kwargs):
         super().__init__(**kwargs)
         self.num_classes = int(num_classes)
 
-    def call(self, mask):
-        return tf.one_hot(tf.cast(mask, tf.int32), self.num_classes, dtype=self.compute_dtype)
+    def call(self, mask, training=None):
+        ids = tf.cast(mask, tf.int32)
+        if not training:
+            check_label_ids(ids, self.num_classes)
+        return tf.one_hot(ids, self.num_classes, dtype=self.compute_dtype)
 
     def get_config(self):
         return {**super().get_config(), "num_classes": self.num_classes}
+
+
+def check_label_ids(ids: tf.Tensor, num_classes: int) -> None:
+    """Assert (``tf.errors.InvalidArgumentError``) that every id is in ``0..num_classes-1`` or void."""
+    ids = tf.cast(ids, tf.int32)
+    bad = tf.logical_and(tf.logical_or(ids < 0, ids >= num_classes), tf.not_equal(ids, IGNORE_ID))
+    msg = (f"label map has class ids the generator was not trained for: it has {num_classes} classes (ids "
+           f"0..{num_classes - 1}, {IGNORE_ID} = void); ids found outside them:")
+    if tf.executing_eagerly():
+        if bool(tf.reduce_any(bad)):
+            found = np.unique(tf.boolean_mask(ids, bad).numpy()).tolist()
+            raise tf.errors.InvalidArgumentError(None, None, f"{msg} {found}")
+        return
+    found = tf.sort(tf.unique(tf.boolean_mask(ids, bad)).y)
+    tf.debugging.Assert(
+        tf.logical_not(tf.reduce_any(bad)), [msg, tf.cast(found, tf.int64)],
+        summarize=64, name="check_label_ids")
 
 
 @tf.keras.utils.register_keras_serializable(package="synthseg_tf")

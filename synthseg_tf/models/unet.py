@@ -508,16 +508,19 @@ class _SegmenterModule(tf.Module):
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name="images")])
         def segment(images):
             """float32 [B,H,W,3] in [0,1] -> label_ids uint8 [B,H,W], probabilities float32 [B,H,W,K]."""
+            images = tf.ensure_shape(images, [None, None, None, 3], name="images_must_be_B_H_W_3")
             probs = probabilities_at_input_size(model, images, size)
             ids = tf.cast(tf.argmax(probs, axis=-1), tf.uint8)
             return {"label_ids": ids, "probabilities": probs}
 
         @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
         def serve(images):
+            images = tf.ensure_shape(images, [None, None, None, 3], name="images_must_be_B_H_W_3")
             return segment(tf.cast(images, tf.float32) / 255.0)
 
         @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")])
         def serve_bytes(image_bytes):
+            image_bytes = tf.ensure_shape(image_bytes, [None], name="image_bytes_must_be_B")
             images = tf.map_fn(
                 lambda b: tf.io.decode_image(b, channels=3, dtype=tf.uint8, expand_animations=False),
                 image_bytes,

@@ -7,7 +7,9 @@ Run directory layout (``out_dir``)::
     checkpoints/         tf.train.Checkpoint: generator, discriminator, both optimisers, step,
                          the dropout RNG state (inside the generator), the EMA generator and
                          the DiffAugment RNG state (when used) and, when the input pipeline
-                         supports it, the tf.data iterator position
+                         supports it, the tf.data iterator position. Written atomically; the
+                         last ``keep_checkpoints`` are kept plus the best by the held-out
+                         ``val_g_l1`` (``best.json``), see :class:`CheckpointKeeper`
     log.csv              step, time, training losses (mean over the last log window), val losses
     tensorboard/         scalars and image grids (label map | real | generated)
     samples/step_XXXXXX.png   the same grids as PNG
@@ -28,9 +30,14 @@ stored in the checkpoint. Training 2 steps, resuming and training 2 more gives t
 from __future__ import annotations
 
 import csv
+import glob
 import io
 import json
+import math
 import os
+import re
+import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -40,6 +47,7 @@ import numpy as np
 import tensorflow as tf
 
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
+from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
 from synthseg_tf.models.pix2pix import (DEFAULT_DIFFAUGMENT, LABEL_CONDITIONINGS, UPSAMPLES, Pix2Pix, build_pix2pix,
                                         generator_depth, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
@@ -47,6 +55,9 @@ from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write
 CONFIG_FILE = "config.json"
 LOG_FILE = "log.csv"
 CHECKPOINT_DIR = "checkpoints"
+CHECKPOINT_PREFIX = "ckpt"
+BEST_FILE = "best.json"  # in checkpoints/: the kept best checkpoint by MONITOR
+MONITOR = "val_g_l1"  # held-out L1 reconstruction loss: lower is better
 GENERATOR_DIR = "generator"
 SAMPLES_DIR = "samples"
 TENSORBOARD_DIR = "tensorboard"
@@ -124,7 +135,7 @@ def read_config(run_dir: str) -> Dict:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable GAN run config ({e})") from e
+        raise ModelLoadError(f"{path}: not a readable GAN run config ({e})") from e
 
 
 def _write_config(out_dir: str, config: Dict) -> None:
@@ -306,6 +317,193 @@ def _make_checkpoint(model: Pix2Pix, step: tf.Variable, iterator=None) -> tf.tra
     return tf.train.Checkpoint(**parts)
 
 
+_CKPT_RE = re.compile(r"^" + CHECKPOINT_PREFIX + r"-(\d+)(\.index|\.data-\d+-of-\d+|_temp.*)$")
+
+
+def _move_checkpoint(src: str, dst: str) -> None:
+    """Rename the files of checkpoint ``src`` (a prefix) to ``dst``: the data shards first, the
+    ``.index`` last, so a complete ``.index`` under ``dst`` means a complete checkpoint."""
+    for data in sorted(glob.glob(glob.escape(src) + ".data-*")):
+        os.replace(data, dst + data[len(src):])
+    os.replace(src + ".index", dst + ".index")
+
+
+def _remove_checkpoint_files(prefix: str) -> None:
+    for f in glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix) + "_temp*"):
+        if os.path.isdir(f):
+            shutil.rmtree(f, ignore_errors=True)
+        else:
+            try:
+                os.remove(f)
+            except FileNotFoundError:
+                pass
+
+
+class CheckpointKeeper:
+    """``checkpoints/`` of a run: written atomically, the last ``keep`` plus the best kept.
+
+    A checkpoint is written under a temporary name (``.tmp-ckpt-STEP``), its files are renamed to
+    ``ckpt-STEP.*`` (the ``.index`` last), and only then is the ``checkpoint`` state file (what
+    ``tf.train.latest_checkpoint`` reads) rewritten, atomically. A process killed or a write
+    failing at any point leaves the previous checkpoints and the state file as they were; the
+    leftovers (temporary or unlisted files) are removed when the run is opened again.
+
+    Kept: the ``keep`` most recent checkpoints and the best one by :data:`MONITOR` (the held-out
+    loss, lower is better) among those saved at a step where it was evaluated, recorded in
+    ``checkpoints/best.json``. Without validation data only the last ``keep`` are kept.
+    """
+
+    def __init__(self, checkpoint: tf.train.Checkpoint, directory: str, keep: int, monitor: str = MONITOR):
+        if int(keep) < 1:
+            raise ValueError(f"keep_checkpoints must be >= 1, got {keep}")
+        self.checkpoint, self.dir, self.keep, self.monitor = checkpoint, directory, int(keep), monitor
+        checkpoint.save_counter  # noqa: B018  (created now, so every checkpoint holds it, as CheckpointManager's do)
+        os.makedirs(directory, exist_ok=True)
+        state = tf.train.get_checkpoint_state(directory)
+        listed = list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path] if state else []
+        self.steps = sorted({int(m.group(1)) for m in (re.match(rf"^{CHECKPOINT_PREFIX}-(\d+)$", os.path.basename(p))
+                                                       for p in listed if p) if m
+                             and os.path.exists(self.prefix(int(m.group(1))) + ".index")})
+        self.best = self._read_best()
+        self._apply_policy()
+        self._remove_leftovers()
+
+    def prefix(self, step: int) -> str:
+        return os.path.join(self.dir, f"{CHECKPOINT_PREFIX}-{step}")
+
+    @property
+    def latest_step(self) -> Optional[int]:
+        return self.steps[-1] if self.steps else None
+
+    @property
+    def latest_checkpoint(self) -> Optional[str]:
+        return None if self.latest_step is None else self.prefix(self.latest_step)
+
+    def _read_best(self) -> Optional[Dict]:
+        path = os.path.join(self.dir, BEST_FILE)
+        try:
+            with open(path, encoding="utf-8") as f:
+                best = json.load(f)
+            if int(best["step"]) in self.steps and best.get("monitor") == self.monitor and math.isfinite(best["value"]):
+                return best
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def _write_state(self) -> None:
+        """The ``checkpoint`` proto text file, as tf.train.CheckpointManager writes it (relative paths)."""
+        lines = []
+        if self.steps:
+            lines.append(f'model_checkpoint_path: "{CHECKPOINT_PREFIX}-{self.steps[-1]}"')
+            lines += [f'all_model_checkpoint_paths: "{CHECKPOINT_PREFIX}-{s}"' for s in self.steps]
+        atomic_write_text(os.path.join(self.dir, "checkpoint"), "\n".join(lines) + "\n")
+
+    def _apply_policy(self) -> None:
+        """List only the kept checkpoints in the state file, then delete the others' files."""
+        kept = set(self.steps[-self.keep:])
+        if self.best is not None:
+            kept.add(int(self.best["step"]))
+        dropped = [s for s in self.steps if s not in kept]
+        self.steps = sorted(kept & set(self.steps))
+        if dropped:
+            self._write_state()
+            for s in dropped:
+                _remove_checkpoint_files(self.prefix(s))
+
+    def _remove_leftovers(self) -> None:
+        """Files of checkpoints never completed (a killed or failed save) or no longer listed."""
+        for name in os.listdir(self.dir):
+            m = _CKPT_RE.match(name)
+            path = os.path.join(self.dir, name)
+            if name.startswith(f".tmp-{CHECKPOINT_PREFIX}-") or (m and int(m.group(1)) not in self.steps):
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    try:
+                        os.remove(path)
+                    except FileNotFoundError:
+                        pass
+
+    def restore(self, log: Callable[[str], None] = lambda m: None) -> Optional[str]:
+        """Restore the newest checkpoint that reads back whole; returns its path (``None``: none kept).
+
+        Every tensor is read back (checksummed) before anything is assigned. A damaged newest
+        checkpoint (e.g. a disk error after it was written) is reported through ``log`` and the
+        previous kept one is used; the damaged ones are then unlisted and deleted. When none reads
+        back, or one reads back but does not fit the model, a ModelLoadError says so and nothing is
+        deleted.
+        """
+        damaged = []
+        for step in reversed(self.steps):
+            path = self.prefix(step)
+            try:
+                _verify_checkpoint(path)
+            except (tf.errors.OpError, ValueError, IndexError, KeyError, OSError) as e:
+                msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                damaged.append((step, f"{path}: {msg}"))
+                log(f"warning: {path} is damaged ({msg}); trying the previous checkpoint")
+                continue
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (tf.errors.OpError, ValueError, AssertionError) as e:
+                msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ModelLoadError(f"{path}: this checkpoint does not fit the model being trained (another "
+                                     f"version or other settings?): {msg}") from e
+            if damaged:
+                bad = {s for s, _ in damaged}
+                self.steps = [s for s in self.steps if s not in bad]
+                if self.best is not None and int(self.best["step"]) in bad:
+                    self.best = None
+                self._write_state()
+                for s in bad:
+                    _remove_checkpoint_files(self.prefix(s))
+            return path
+        if damaged:
+            raise ModelLoadError(f"{self.dir}: no checkpoint reads back whole (left in place): "
+                                 + "; ".join(m for _, m in damaged))
+        return None
+
+    def save(self, step: int, score: Optional[float] = None) -> str:
+        """Write the checkpoint of ``step`` (``score``: its :data:`MONITOR` value, if evaluated)."""
+        final, tmp = self.prefix(step), os.path.join(self.dir, f".tmp-{CHECKPOINT_PREFIX}-{step}")
+        previous = self.latest_checkpoint
+        if step in self.steps:  # rewriting a step: unlist it first, so the state never names half a checkpoint
+            self.steps.remove(step)
+            self._write_state()
+        try:
+            _remove_checkpoint_files(tmp)
+            _remove_checkpoint_files(final)
+            self.checkpoint.save_counter.assign_add(1)
+            self.checkpoint.write(tmp)
+            _move_checkpoint(tmp, final)
+        except (OSError, tf.errors.OpError) as e:
+            _remove_checkpoint_files(tmp)
+            _remove_checkpoint_files(final)
+            kept = f"the previous checkpoint {previous} is kept" if previous else "no earlier checkpoint exists"
+            raise StorageError(f"{final}: writing the step {step} checkpoint failed ({e}); {kept}") from e
+        self.steps = sorted(set(self.steps) | {step})
+        self._write_state()
+        if score is not None and math.isfinite(score) and (self.best is None or score < self.best["value"]):
+            self.best = {"monitor": self.monitor, "step": int(step), "value": float(score),
+                         "checkpoint": os.path.basename(final)}
+            atomic_write_text(os.path.join(self.dir, BEST_FILE), json.dumps(self.best, indent=1))
+        self._apply_policy()
+        return final
+
+
+def _verify_checkpoint(prefix: str) -> None:
+    """Read every tensor of a checkpoint (TensorBundle checks each one's CRC32C); raises if damaged."""
+    reader = tf.train.load_checkpoint(prefix)
+    for key, dtype in reader.get_variable_to_dtype_map().items():
+        if dtype != tf.variant:  # the tf.data iterator state: not readable here, checked when restored
+            reader.get_tensor(key)
+
+
+def _all_finite(variables) -> bool:
+    return bool(tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in variables
+                               if v.dtype.is_floating]).numpy()) if variables else True
+
+
 def _read_metrics(model: Pix2Pix, prefix: str = "") -> Dict[str, float]:
     """Current tracker means (global over replicas), then reset them."""
     values = {prefix + m.name: float(m.result()) for m in model.metrics}
@@ -327,16 +525,38 @@ def load_generator(run_dir: str) -> Tuple[tf.keras.Model, Dict]:
     The generator takes ``mask`` int32 ``[B,H,W]`` class ids (plus ``label`` int32 ``[B]`` for
     class-conditional runs, as a dict) and returns RGB in ``[-1, 1]``. For runs with
     ``ema_decay`` it carries the EMA weights. The config has the settings older runs lack
-    filled in with what they used (see :func:`run_settings`).
+    filled in with what they used (see :func:`run_settings`). Loaded in Keras' safe mode; a
+    folder that is not a finished run is a :class:`~synthseg_tf.errors.ModelLoadError` saying so.
     """
     import synthseg_tf.models.pix2pix  # noqa: F401  (registers the custom layers)
+    from synthseg_tf.models.loading import load_keras_model
 
-    path = os.path.join(run_dir, GENERATOR_DIR)
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"{run_dir} has no trained generator ({GENERATOR_DIR}/); did training finish?")
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    check_run_dir(run_dir)
     config = run_settings(read_config(run_dir))
-    generator = tf.keras.models.load_model(path, compile=False)
+    generator = load_keras_model(os.path.join(run_dir, GENERATOR_DIR), what="trained generator (Keras SavedModel)")
     return generator, config
+
+
+def check_run_dir(run_dir: str) -> str:
+    """``run_dir`` if it is a finished ``synthseg gan train`` run (``config.json`` and ``generator/``);
+    else a :class:`~synthseg_tf.errors.ModelLoadError` naming the folder and what is missing."""
+    from synthseg_tf.models.loading import ModelNotFound, _listing
+
+    run_dir = os.path.abspath(os.fspath(run_dir))
+    if not os.path.isdir(run_dir):
+        raise ModelNotFound(f"{run_dir}: GAN run folder not found" if not os.path.exists(run_dir)
+                            else f"{run_dir}: not a GAN run folder (a file)")
+    has_config = os.path.isfile(os.path.join(run_dir, CONFIG_FILE))
+    if os.path.isdir(os.path.join(run_dir, GENERATOR_DIR)) and has_config:
+        return run_dir
+    ckpt = tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINT_DIR)) if has_config else None
+    if ckpt:
+        raise ModelLoadError(f"{run_dir}: this GAN run has no trained generator ({GENERATOR_DIR}/) yet: training "
+                             f"did not finish (last checkpoint {os.path.basename(ckpt)}); continue it with "
+                             "`synthseg gan train ... --resume`")
+    raise ModelLoadError(f"{run_dir}: not a `synthseg gan train` run folder (expected {CONFIG_FILE} and "
+                         f"{GENERATOR_DIR}/); it holds {_listing(run_dir)}")
 
 
 # --------------------------------------------------------------------------- training
@@ -357,11 +577,11 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               gan_loss: str = "bce", l1_weight: float = 100.0, feature_matching_weight: float = 0.0,
               spectral_norm: bool = False, base_filters: int = 64, dropout: float = 0.5,
               learning_rate: float = 2e-4, beta_1: float = 0.5, val_steps: int = 10, num_samples: int = 4,
-              max_checkpoints: int = 3, checkpoint_iterator: bool = True,
+              keep_checkpoints: int = 2, checkpoint_iterator: bool = True,
               strategy: Optional[tf.distribute.Strategy] = None, verbose: bool = True,
               extra_config: Optional[Dict] = None, upsample: str = "resize",
               label_conditioning: Optional[str] = None, diffaugment: Optional[str] = DEFAULT_DIFFAUGMENT,
-              ema_decay: Optional[float] = 0.999) -> TrainResult:
+              ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -376,6 +596,18 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     ``checkpoint_iterator`` the tf.data position is checkpointed when the pipeline allows it;
     otherwise a resume skips the consumed batches (exact for deterministic pipelines).
     Pass ``strategy`` to use one you made; else :func:`make_strategy` ``(replicas)``.
+
+    Checkpoints (every ``checkpoint_every`` steps and at the end) are written atomically
+    (:class:`CheckpointKeeper`): a kill or a failed write never replaces the previous one. The last
+    ``keep_checkpoints`` (default 2) are kept, plus the best by the held-out ``val_g_l1`` among
+    those saved at a validation step (``checkpoints/best.json``; needs ``val_ds``; make
+    ``checkpoint_every`` a multiple of ``image_every`` to make every checkpoint a candidate).
+    ``max_checkpoints`` is the former name of ``keep_checkpoints``.
+
+    Divergence: a NaN/Inf training loss (checked every step) or non-finite weights (checked before
+    every checkpoint) stop training with :class:`~synthseg_tf.errors.TrainingDiverged` naming the
+    step, the loss values and the last good checkpoint, which is kept (no non-finite state is
+    ever saved); ``config.json`` gets ``status: "diverged"``.
     ``extra_config`` is recorded in ``config.json`` (e.g. the data spec and conditioning,
     which ``synthseg generate --masks sample`` reads, and ``train_source_ids``, the sorted
     ``source_id`` s trained on; a resume with different ``train_source_ids`` is refused).
@@ -390,6 +622,10 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     evaluated on ``val_ds``. See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
+    if max_checkpoints is not None:
+        keep_checkpoints = max_checkpoints
+    if int(keep_checkpoints) < 1:
+        raise ValueError(f"keep_checkpoints must be >= 1, got {keep_checkpoints}")
     for name, every in (("log_every", log_every), ("image_every", image_every), ("checkpoint_every", checkpoint_every)):
         if every < 1:
             raise ValueError(f"{name} must be >= 1, got {every}")
@@ -443,10 +679,9 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     _write_config(out_dir, {**config, "status": "running"})
 
     ckpt = _make_checkpoint(model, step, iterator if iterator_in_ckpt else None)
-    manager = tf.train.CheckpointManager(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), max_to_keep=max_checkpoints,
-                                         step_counter=step, checkpoint_name="ckpt")
-    if resume and manager.latest_checkpoint:
-        ckpt.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+    keeper = CheckpointKeeper(ckpt, os.path.join(out_dir, CHECKPOINT_DIR), keep_checkpoints)
+    if resume and keeper.latest_checkpoint:
+        keeper.restore(log=lambda m: print(m, file=sys.stderr, flush=True))
         if verbose:
             print(f"resumed {out_dir} at step {int(step.numpy())}", flush=True)
     start = int(step.numpy())
@@ -459,15 +694,20 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     csv_log = _CsvLog(os.path.join(out_dir, LOG_FILE), log_columns)
     csv_log.truncate_after(start)
 
-    loop = _TrainLoop(model=model, strategy=strategy, step=step, manager=manager, csv_log=csv_log,
+    loop = _TrainLoop(model=model, strategy=strategy, step=step, keeper=keeper, csv_log=csv_log,
                       out_dir=out_dir, sample_batch=sample_batch, palette=_palette(num_classes, class_table),
                       val_ds=val_ds, val_steps=val_steps, num_labels=num_labels, log_every=log_every,
                       image_every=image_every, checkpoint_every=checkpoint_every, verbose=verbose)
-    metrics = loop.run(iterator, steps)
-
-    done = int(step.numpy())
-    if manager.latest_checkpoint is None or not manager.latest_checkpoint.endswith(f"-{done}"):
-        manager.save(checkpoint_number=done)
+    try:
+        metrics = loop.run(iterator, steps)
+        done = int(step.numpy())
+        if keeper.latest_step != done:
+            loop.save_checkpoint(done, metrics)
+    except TrainingDiverged as e:
+        _write_config(out_dir, {**config, "status": "diverged", "diverged_at_step": e.step,
+                                "last_good_checkpoint": keeper.latest_checkpoint and
+                                os.path.basename(keeper.latest_checkpoint)})
+        raise
     delivered = model.inference_generator  # the EMA generator when there is one
     frozen = not delivered.trainable
     delivered.trainable = True  # the EMA copy is frozen while training; save it as a normal, trainable model
@@ -518,7 +758,7 @@ class _TrainLoop:
     model: Pix2Pix
     strategy: tf.distribute.Strategy
     step: tf.Variable
-    manager: tf.train.CheckpointManager
+    keeper: CheckpointKeeper
     csv_log: _CsvLog
     out_dir: str
     sample_batch: Dict[str, np.ndarray]
@@ -530,9 +770,11 @@ class _TrainLoop:
     image_every: int
     checkpoint_every: int
     verbose: bool
+    steps: int = 0
 
     def run(self, iterator, steps: int) -> Dict[str, float]:
         """Train until ``step == steps``; returns the last logged metrics."""
+        self.steps = steps
         n = self.strategy.num_replicas_in_sync
         train_fn = _make_train_function(self.model, self.strategy, iterator, n)
         eval_fn = _make_eval_function(self.model, self.strategy, n)
@@ -547,6 +789,10 @@ class _TrainLoop:
                     raise ValueError(f"train_ds ran out after {int(self.step.numpy())} steps; pass a repeating "
                                      "dataset (dataset.repeat())") from None
                 s = int(self.step.assign_add(1).numpy())
+                if not self._losses_finite():
+                    metrics = _read_metrics(self.model)
+                    _log(self.csv_log, writer, s, metrics, t0, self.verbose, steps)
+                    self._diverged(s, metrics, "non-finite training loss")
                 last = s == steps
                 images_due = s % self.image_every == 0 or last
                 if s % self.log_every == 0 or images_due:
@@ -554,13 +800,44 @@ class _TrainLoop:
                     if self.val_ds is not None and images_due:
                         metrics.update(_evaluate(self.model, eval_fn, self.val_ds, self.val_steps, self.num_labels))
                     _log(self.csv_log, writer, s, metrics, t0, self.verbose, steps)
+                    metrics["_step"] = s
                 if images_due:
                     self._write_samples(writer, s)
                 if s % self.checkpoint_every == 0 or last:
-                    self.manager.save(checkpoint_number=s)
+                    self.save_checkpoint(s, metrics)
         finally:
             writer.close()
+        metrics.pop("_step", None)
         return metrics
+
+    def _losses_finite(self) -> bool:
+        """Whether every training loss tracker (a mean since the last log) is still finite."""
+        return all(math.isfinite(float(m.result())) for m in self.model.metrics)
+
+    def save_checkpoint(self, s: int, metrics: Dict[str, float]) -> None:
+        """Checkpoint step ``s`` after checking every weight is finite; ``metrics`` (when logged at
+        this step) give the checkpoint's monitor score."""
+        model = self.model
+        variables = model.generator.variables + model.discriminator.variables
+        if model.ema_generator is not None:
+            variables = variables + model.ema_generator.variables
+        if not _all_finite(variables):
+            self._diverged(s, {k: v for k, v in metrics.items() if not k.startswith("_")},
+                           "non-finite weights before saving the checkpoint")
+        score = metrics.get(MONITOR) if metrics.get("_step") == s else None
+        self.keeper.save(s, score)
+
+    def _diverged(self, s: int, metrics: Dict[str, float], what: str):
+        ckpt = self.keeper.latest_checkpoint
+        losses = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()) or "not logged"
+        kept = (f"the last good checkpoint {ckpt} (step {self.keeper.latest_step}) is kept and nothing after it "
+                "was saved" if ckpt else "no checkpoint had been saved yet, none was written")
+        err = TrainingDiverged(
+            f"{self.out_dir}: training diverged at step {s}/{self.steps}: {what} ({losses}); {kept}. A --resume "
+            "would repeat the same steps: start a new run with a lower learning rate (or --gan-loss hinge, "
+            "--spectral-norm), or check the training data for NaN/Inf values")
+        err.step, err.checkpoint = s, ckpt
+        raise err
 
     def _write_samples(self, writer, s: int) -> None:
         """The sample grid as ``samples/step_XXXXXX.png`` and as a TensorBoard image."""
