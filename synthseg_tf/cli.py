@@ -148,6 +148,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+SPEC_ARGS = ("spec", "data", "val", "eval", "selection")
+TFRECORD_MARKERS = ("dataset.json", "generation.json", "manifest.jsonl", "data", "tfrecords")
+
+
+def _check_specs_early(args) -> None:
+    """Parse every dataset spec argument before a command imports TensorFlow, so a typo fails in
+    a second. TFRecord sources (a folder, ``*.tfrecord*``, a glob, ``tfrecord:PATH``), which some
+    commands accept in place of a spec, are left to the command."""
+    from synthseg_tf.data.layouts import parse_spec
+
+    for name in SPEC_ARGS:
+        value = getattr(args, name, None)
+        if not isinstance(value, str) or not value:
+            continue
+        if value.startswith(("tfrecord:", "gs://")) or "*" in value or value.endswith((".tfrecord", ".tfrecord.gz")):
+            continue
+        if os.path.isdir(value) and any(f.endswith((".tfrecord", ".tfrecord.gz", ".gz")) or f in TFRECORD_MARKERS
+                                        for f in os.listdir(value)):
+            continue
+        parse_spec(value)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from synthseg_tf._env import quiet
 
@@ -155,6 +177,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_specs_early(args)
         return int(args.func(args) or 0)
     except CliError as e:
         print(f"synthseg: error: {e}", file=sys.stderr)

@@ -102,9 +102,9 @@ def _user_errors(fn):
         try:
             return fn(args)
         except (ValueError, TypeError, RuntimeError) as e:
-            from synthseg_tf.data import DataError
+            from synthseg_tf.errors import is_expected
 
-            if isinstance(e, DataError):
+            if is_expected(e):  # documented errors keep their exit code (synthseg_tf/errors.py)
                 raise
             raise CliError(str(e)) from e
     run.__doc__ = fn.__doc__

@@ -164,3 +164,23 @@ def test_symlinks_out_of_the_dataset_are_refused(tmp_path, capsys):
     assert rc == EXIT_BAD_DATA and f"{root}/im/x.png: symbolic link to {elsewhere}/x.png" in err
     allowed = load(spec + "?follow_links=1")
     assert "x" in {s.source_id for s in allowed.samples}
+
+
+@pytest.mark.parametrize("argv", [
+    ["gan", "train", "--data", "foo:bar", "--out", "OUT"],
+    ["unet", "train", "--data", "pairz:a:b", "--out", "OUT"],
+    ["experiment", "segmentation", "--data", "camvid:nowhere?spllit=val", "--out", "OUT"],
+    ["experiment", "segmentation", "--data", "demo-scenes", "--eval", "camvid:x?split=tset", "--out", "OUT"],
+])
+def test_every_command_rejects_a_bad_spec_before_tensorflow_loads(argv, tmp_path):
+    import subprocess
+    import sys
+
+    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+    code = (f"import sys; from synthseg_tf.cli import main; rc = main({argv!r}); "
+            "print('tensorflow' in sys.modules); sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr[-1500:]
+    assert r.stdout.strip() == "False"  # refused in a second, without loading TensorFlow
+    assert "synthseg: error:" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
