@@ -14,7 +14,7 @@ code  meaning
 3     output conflict: the output exists and holds something else, or another run holds its lock
 4     training diverged: a NaN/Inf loss; the last good checkpoint is kept
 5     protocol violation: an artifact built from images outside the experiment's subset
-6     storage failure: a write failed (disk full, permission, quota); nothing partial is kept
+6     storage failure: a write failed (disk full, quota, read-only filesystem); nothing partial is kept
 130   interrupted (Ctrl-C); a rerun resumes
 ====  =======================================================================================
 """
@@ -62,9 +62,20 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_CONFLICT
     if isinstance(exc, TrainingDiverged):
         return EXIT_DIVERGED
-    if isinstance(exc, (StorageError, OSError)):
+    if isinstance(exc, StorageError) or (isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS):
         return EXIT_STORAGE
+    if isinstance(exc, OSError):  # e.g. an unreadable input folder (permission denied)
+        return EXIT_BAD_DATA
     return EXIT_ERROR
+
+
+def _storage_errnos():
+    import errno
+
+    return {getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS", "EFBIG") if hasattr(errno, n)}
+
+
+_STORAGE_ERRNOS = _storage_errnos()
 
 
 # exceptions the CLI reports as one line (anything else is a bug: traceback and exit 1)

@@ -313,8 +313,14 @@ def test_init_weights_start_training_from_a_run_and_mismatches_name_the_file(tmp
 
     ka, kb = kernels(w), kernels(os.path.join(second["out_dir"], "weights.h5"))
     assert ka and ka.keys() == kb.keys() and all(np.array_equal(ka[k], kb[k]) for k in ka)
-    with pytest.raises(ValueError, match="does not fit this U-Net"):
+    with pytest.raises(ValueError, match=r"other backbone \(resnet18 vs resnet34\)"):  # its config.json says so
         train_unet(spec, None, str(tmp_path / "c"), export=False, verbose=0, init_weights=w,
+                   **dict(FAST, steps=1, backbone="resnet34"))
+    lone = tmp_path / "lone"
+    lone.mkdir()
+    shutil.copy(w, lone / "weights.h5")  # weights without their run's config: the load itself must refuse
+    with pytest.raises(ValueError, match="does not fit this U-Net"):
+        train_unet(spec, None, str(tmp_path / "c2"), export=False, verbose=0, init_weights=str(lone),
                    **dict(FAST, steps=1, backbone="resnet34"))
     with pytest.raises(FileNotFoundError, match="does not exist"):
         train_unet(spec, None, str(tmp_path / "d"), export=False, verbose=0,

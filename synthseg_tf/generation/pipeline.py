@@ -772,9 +772,14 @@ def _storage_error_in(exc: BaseException):
     return None
 
 
+# what a run writes before its state file (a run stopped while preparing must be able to resume)
+PREPARING_FILES = ("parts", "classes.json", "loss_stats.json")
+
+
 def _ours(name: str) -> bool:
     """Files a generation run makes in its folder (so a folder holding only these is not foreign)."""
-    return name == LOCK_FILE or name.startswith(LOCK_FILE + ".") or is_temp_name(name)
+    return (name == LOCK_FILE or name.startswith(LOCK_FILE + ".") or is_temp_name(name)
+            or name in PREPARING_FILES)
 
 
 def _check_not_foreign(cfg: GenerationConfig) -> None:
@@ -798,11 +803,23 @@ def _prepare_out(cfg: GenerationConfig, identity: Dict) -> Optional[Dict]:
 
             raise DataError(state_path, f"not valid JSON ({e}); the run's settings cannot be checked: use a new "
                             "--out") from None
-        if state.get("identity") != identity:
+        saved = state.get("identity") or {}
+        if saved != identity and state.get("status") == "complete" and "inference_batch" not in saved \
+                and dict(saved, inference_batch=identity.get("inference_batch")) == identity:
+            return state  # finished by a version without fixed inference batches: complete is complete
+        if saved != identity:
             diff = sorted(k for k in identity if state.get("identity", {}).get(k) != identity[k])
+            if diff == ["inference_batch"] and "inference_batch" not in saved:
+                raise FileExistsError(f"{cfg.out} holds an unfinished generation run made by an older synthseg-tf "
+                                      "(no fixed inference batches), whose bytes this version cannot continue; "
+                                      "use a new --out")
             raise FileExistsError(f"{cfg.out} holds a generation run with other settings ({', '.join(diff)}); "
                                   "use a new --out or the same settings to resume")
         return state
+    for name in PREPARING_FILES[1:]:  # left by a run stopped while preparing: its settings are unknown
+        stale = os.path.join(cfg.out, name)
+        if os.path.isfile(stale):
+            os.remove(stale)
     try:
         os.makedirs(os.path.join(cfg.out, "parts"), exist_ok=True)
     except OSError as e:

@@ -359,8 +359,15 @@ class CheckpointKeeper:
         self.checkpoint, self.dir, self.keep, self.monitor = checkpoint, directory, int(keep), monitor
         checkpoint.save_counter  # noqa: B018  (created now, so every checkpoint holds it, as CheckpointManager's do)
         os.makedirs(directory, exist_ok=True)
-        state = tf.train.get_checkpoint_state(directory)
+        try:
+            state = tf.train.get_checkpoint_state(directory)
+        except (ValueError, tf.errors.OpError):  # an empty or damaged state file
+            state = None
         listed = list(state.all_model_checkpoint_paths) + [state.model_checkpoint_path] if state else []
+        if not listed:  # no readable state file (lost in a copy, damaged): every complete checkpoint counts,
+            # so nothing good is deleted as "unlisted" (a checkpoint is complete once its .index exists)
+            listed = [n[:-len(".index")] for n in os.listdir(directory)
+                      if n.startswith(f"{CHECKPOINT_PREFIX}-") and n.endswith(".index")]
         self.steps = sorted({int(m.group(1)) for m in (re.match(rf"^{CHECKPOINT_PREFIX}-(\d+)$", os.path.basename(p))
                                                        for p in listed if p) if m
                              and os.path.exists(self.prefix(int(m.group(1))) + ".index")})
@@ -438,7 +445,11 @@ class CheckpointKeeper:
             path = self.prefix(step)
             try:
                 _verify_checkpoint(path)
-            except (tf.errors.OpError, ValueError, IndexError, KeyError, OSError) as e:
+            except (tf.errors.OpError, ValueError, IndexError, KeyError) as e:
+                if not _is_corruption(e):
+                    # a transient read error (permission, network filesystem) propagates instead of
+                    # getting newer checkpoints deleted as "damaged"
+                    raise
                 msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 damaged.append((step, f"{path}: {msg}"))
                 log(f"warning: {path} is damaged ({msg}); trying the previous checkpoint")
@@ -489,6 +500,18 @@ class CheckpointKeeper:
             atomic_write_text(os.path.join(self.dir, BEST_FILE), json.dumps(self.best, indent=1))
         self._apply_policy()
         return final
+
+
+_CORRUPTION_WORDS = ("checksum", "corrupt", "truncat", "data loss", "dataloss", "unexpected end", "bad magic",
+                     "failed to parse", "out of range", "not found", "no such file")
+
+
+def _is_corruption(e: BaseException) -> bool:
+    """Whether a checkpoint read failed because the files are damaged (vs a transient read error)."""
+    if isinstance(e, (tf.errors.DataLossError, tf.errors.OutOfRangeError, tf.errors.NotFoundError,
+                      tf.errors.InvalidArgumentError, ValueError, IndexError, KeyError)):
+        return True
+    return any(w in str(e).lower() for w in _CORRUPTION_WORDS)
 
 
 def _verify_checkpoint(prefix: str) -> None:

@@ -548,7 +548,8 @@ def train_unet(
 
     model = build_unet(k, backbone=backbone, encoder_weights=encoder_weights, input_shape=(size[0], size[1], 3))
     if init_weights is not None:
-        _load_init_weights(model, init_weights)
+        _load_init_weights(model, init_weights, {"image_size": list(size), "backbone": backbone,
+                                                 "class_names": list(table.names)})
     loss = SegmentationLoss(k, dice_weight=dice_weight, ce_weight=ce_weight, focal_weight=focal_weight,
                             class_weights=cw)
     compile_unet(model, k, learning_rate=learning_rate, loss=loss)
@@ -628,10 +629,14 @@ def train_unet(
     return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
 
 
-def _load_init_weights(model, path: str) -> None:
+def _load_init_weights(model, path: str, expect: Dict) -> None:
     """Load a run's ``weights.h5`` (or a run folder holding one) into ``model``, naming the file on
-    any mismatch (another backbone, class count or a file that is not Keras weights)."""
+    any mismatch: the run's ``config.json`` beside it must agree on ``expect`` (image size,
+    backbone, class names: a fully convolutional U-Net would load weights of another size or class
+    table without complaint), and the weights must fit the model."""
     import tensorflow as tf
+
+    from synthseg_tf.errors import ModelLoadError
 
     path = os.fspath(path)
     if tf.io.gfile.isdir(path):
@@ -639,6 +644,14 @@ def _load_init_weights(model, path: str) -> None:
     if not tf.io.gfile.exists(path):
         raise FileNotFoundError(f"init_weights: {path} does not exist (a run trained with save_weights=True "
                                 "or export=True writes weights.h5)")
+    cfg_path = os.path.join(os.path.dirname(path), "config.json")
+    if tf.io.gfile.exists(cfg_path):
+        with tf.io.gfile.GFile(cfg_path, "r") as f:
+            cfg = json.load(f)
+        diff = [k for k, v in expect.items() if k in cfg and cfg[k] != v]
+        if diff:
+            raise ModelLoadError(f"init_weights: {path} was trained with other " + ", ".join(
+                f"{k} ({cfg[k]} vs {expect[k]})" for k in diff))
     try:
         model.load_weights(path)
     except (ValueError, OSError) as e:

@@ -47,3 +47,21 @@ def test_the_cli_quiets_its_own_output_and_respects_the_users_setting():
     # main() itself calls quiet() before any subcommand imports TensorFlow
     src = open(os.path.join(os.path.dirname(__file__), "..", "..", "synthseg_tf", "cli.py")).read()
     assert "quiet()" in src.split("def main(", 1)[1].split("parser = build_parser()")[0]
+
+
+def test_every_documented_error_has_its_exit_code():
+    import errno
+
+    from synthseg_tf.data import DataError, SpecError
+    from synthseg_tf.errors import (ModelLoadError, OutputLocked, StorageError, TrainingDiverged, exit_code,
+                                    is_expected)
+    from synthseg_tf.experiments.protocol import ProtocolError
+
+    cases = {DataError("a.png", "not an image"): 2, SpecError("bad"): 2, ModelLoadError("x"): 2,
+             FileNotFoundError("x"): 2, PermissionError(errno.EACCES, "unreadable input"): 2,
+             FileExistsError("x"): 3, OutputLocked("x"): 3, TrainingDiverged("nan"): 4, ProtocolError("x"): 5,
+             StorageError(errno.EACCES, "write failed"): 6, OSError(errno.ENOSPC, "No space left on device"): 6,
+             KeyboardInterrupt(): 130, RuntimeError("a bug"): 1}
+    assert {type(e).__name__ + str(getattr(e, "errno", "")): exit_code(e) for e in cases} == \
+        {type(e).__name__ + str(getattr(e, "errno", "")): c for e, c in cases.items()}
+    assert not is_expected(RuntimeError("a bug"))  # bugs keep their traceback

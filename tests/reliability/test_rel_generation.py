@@ -591,3 +591,38 @@ def test_rel_gen_memory_stays_flat_from_one_wave_to_six(world, tmp_path):
     # the issue's criterion, and a tighter one that the old code (generator reloaded every wave,
     # every manifest entry held by the driver) failed: +25 MB here, +5 MB now
     assert peaks[2] <= peaks[1] * 1.10 and peaks[2] - peaks[1] < 15, peaks
+
+
+def test_a_run_stopped_while_preparing_resumes_and_drops_its_stale_statistics(tmp_path):
+    """Killed after ``parts/`` and ``loss_stats.json`` were made but before ``generation.json``: the
+    rerun is not refused as a foreign folder, and the statistics of unknown settings are recomputed."""
+    from types import SimpleNamespace
+
+    from synthseg_tf.generation import pipeline as gp
+
+    out = tmp_path / "g"
+    (out / "parts").mkdir(parents=True)
+    (out / "loss_stats.json").write_text("{}")
+    (out / "classes.json").write_text("{}")
+    cfg = SimpleNamespace(out=str(out))
+    assert gp._prepare_out(cfg, {"n": 3}) is None  # a new run, not "exists and is not a generation folder"
+    assert not (out / "loss_stats.json").exists() and not (out / "classes.json").exists()
+    (out / "notes.txt").write_text("the user's file")
+    with pytest.raises(FileExistsError, match="not a synthseg generation folder"):
+        gp._prepare_out(cfg, {"n": 3})
+    assert (out / "notes.txt").read_text() == "the user's file"
+
+
+def test_a_complete_run_of_an_older_version_stays_complete(tmp_path):
+    from types import SimpleNamespace
+
+    from synthseg_tf.generation import pipeline as gp
+
+    out = tmp_path / "g"
+    out.mkdir()
+    (out / gp.STATE_FILE).write_text(json.dumps({"identity": {"n": 3}, "status": "complete", "kept": 3}))
+    cfg = SimpleNamespace(out=str(out))
+    assert gp._prepare_out(cfg, {"n": 3, "inference_batch": 16})["status"] == "complete"
+    (out / gp.STATE_FILE).write_text(json.dumps({"identity": {"n": 3}, "status": "running"}))
+    with pytest.raises(FileExistsError, match="older synthseg-tf"):
+        gp._prepare_out(cfg, {"n": 3, "inference_batch": 16})

@@ -284,3 +284,21 @@ def test_sigkill_mid_training_then_resume_continues_exactly(tmp_path, capsys):
         val = {int(r["step"]): float(r["val_g_l1"]) for r in csv.DictReader(f) if r.get("val_g_l1")}
     assert sorted(val) == [3, 6, 9, 12] and best["value"] == pytest.approx(min(val.values()), rel=1e-5)
     assert set(listed_steps(run)) == {steps, best["step"]} == set(ckpt_files(run))
+
+
+def test_a_lost_or_empty_checkpoint_state_file_deletes_nothing(tmp_path):
+    """The small ``checkpoint`` state file missing (a copy that filtered it out) or empty: reopening
+    finds the complete checkpoints on disk instead of deleting them as unlisted."""
+    v, keeper = _keeper(tmp_path, keep=3)
+    for step in (1, 2, 3):
+        keeper.save(step)
+    ckdir = keeper.dir
+    before = sorted(os.listdir(ckdir))
+    os.remove(os.path.join(ckdir, "checkpoint"))
+    _, reopened = _keeper(tmp_path, keep=3)
+    assert reopened.steps == [1, 2, 3] and reopened.latest_step == 3
+    assert {n for n in before if n.startswith("ckpt-")} <= set(os.listdir(ckdir))
+    with open(os.path.join(ckdir, "checkpoint"), "w") as f:
+        f.write("\n")  # what an empty keeper writes: not a valid state for TensorFlow
+    _, reopened = _keeper(tmp_path, keep=3)
+    assert reopened.steps == [1, 2, 3]
