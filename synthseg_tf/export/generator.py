@@ -54,10 +54,12 @@ class _GeneratorModule(tf.Module):
         m = tf.image.resize(label_map[..., None], self.size, method="nearest")[..., 0]
         m = tf.cast(m, tf.int32)
         if self.num_labels is not None:  # an Embedding on GPU returns zeros for ids out of range instead of failing
-            tf.debugging.Assert(
+            check = tf.debugging.Assert(
                 tf.reduce_all(tf.logical_and(class_id >= 0, class_id < self.num_labels)),
                 [f"class_id must be in 0..{self.num_labels - 1} (the generator's {self.num_labels} classes); got:",
                  class_id], summarize=64)
+            with tf.control_dependencies([check]):  # checked before the embedding lookup can fail on its own
+                class_id = tf.identity(class_id)
         out = self.generator([m, class_id] if self.conditional else m, training=False)
         out = tf.image.resize(out, in_hw, method="bilinear")
         return tf.cast(tf.clip_by_value(tf.round((out + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
