@@ -328,15 +328,20 @@ def _move_checkpoint(src: str, dst: str) -> None:
     os.replace(src + ".index", dst + ".index")
 
 
+def _remove_path(path: str) -> None:
+    """Delete a file or folder that may already be gone."""
+    if os.path.isdir(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            pass
+
+
 def _remove_checkpoint_files(prefix: str) -> None:
     for f in glob.glob(glob.escape(prefix) + ".*") + glob.glob(glob.escape(prefix) + "_temp*"):
-        if os.path.isdir(f):
-            shutil.rmtree(f, ignore_errors=True)
-        else:
-            try:
-                os.remove(f)
-            except FileNotFoundError:
-                pass
+        _remove_path(f)
 
 
 class CheckpointKeeper:
@@ -423,13 +428,7 @@ class CheckpointKeeper:
             m = _CKPT_RE.match(name)
             path = os.path.join(self.dir, name)
             if name.startswith(f".tmp-{CHECKPOINT_PREFIX}-") or (m and int(m.group(1)) not in self.steps):
-                if os.path.isdir(path):
-                    shutil.rmtree(path, ignore_errors=True)
-                else:
-                    try:
-                        os.remove(path)
-                    except FileNotFoundError:
-                        pass
+                _remove_path(path)
 
     def restore(self, log: Callable[[str], None] = lambda m: None) -> Optional[str]:
         """Restore the newest checkpoint that reads back whole; returns its path (``None``: none kept).

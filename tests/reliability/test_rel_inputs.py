@@ -15,20 +15,7 @@ from synthseg_tf.data import ClassTable, DataError, SpecError, load, validate
 from synthseg_tf.data.io import decode_png, read_image, read_mask_raw
 from synthseg_tf.errors import EXIT_BAD_DATA, EXIT_OK
 
-
-
-def save(path, arr, mode=None):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    Image.fromarray(arr, mode=mode).save(path)
-
-
-def scene(rng, h=24, w=32, values=(0, 1, 2)):
-    """A random photo and a blocky label map of ``values``."""
-    mask = np.full((h, w), values[0], dtype=np.uint8)
-    mask[h // 2:, :] = values[1]
-    y, x = rng.integers(0, h - 6), rng.integers(0, w - 6)
-    mask[y:y + 5, x:x + 5] = values[2 % len(values)]
-    return rng.integers(0, 255, (h, w, 3), dtype=np.uint8), mask
+from conftest import save, scene  # tests/conftest.py: the suite's file writers
 
 
 def pairs(root, n=3, seed=0, h=24, w=32):
