@@ -229,12 +229,12 @@ def register(sub, spec_help: str) -> None:
                           "class among the generator's training samples) | ID")
     gen.add_argument("--samples-per-shard", type=int, default=200)
     gen.add_argument("--batch-size", type=int, default=16,
-                     help="candidates per Beam work item (rounded up to a multiple of --inference-batch); does not "
-                          "change the output")
+                     help="batch of the quality model when it computes the real loss statistics of --pixel-filter/"
+                          "--hardness; does not change the output (Beam work items are whole shards)")
     gen.add_argument("--inference-batch", type=int, default=16, metavar="K",
                      help="the fixed batch the generator and quality model run on (the last batch of a shard is "
-                          "padded), so the same seed gives byte-identical files whatever --batch-size, --workers or "
-                          "runner; part of the run's settings (a resume must use the same K; default 16)")
+                          "padded), so the same seed gives byte-identical files whatever --workers or runner; "
+                          " part of the run's settings (a resume must use the same K; default 16)")
     gen.add_argument("--no-png", action="store_true", help="write TFRecords and the manifest only")
     gen.add_argument("--runner", default="DirectRunner", help="Beam runner (DirectRunner, DataflowRunner, ...)")
     gen.add_argument("--workers", type=int, default=1, help="DirectRunner worker processes")

@@ -144,6 +144,53 @@ def _is_remote(path: str) -> bool:
     return "://" in path
 
 
+class _RemoteFiles:
+    """The few file operations a remote lock needs, through Beam's ``FileSystems`` when Beam knows
+    the path's scheme (``gs://``, ``s3://``, ``hdfs://`` or one a ``--beam_plugins`` module
+    registers: the storage the generation workers write to), else through ``tf.io.gfile``."""
+
+    def __init__(self, path: str):
+        self.beam = None
+        try:
+            from apache_beam.io.filesystems import FileSystems
+
+            FileSystems.get_filesystem(path)
+            self.beam = FileSystems
+        except (ImportError, ValueError):
+            import tensorflow as tf
+
+            self.gf = tf.io.gfile
+
+    def exists(self, path: str) -> bool:
+        return self.beam.exists(path) if self.beam else self.gf.exists(path)
+
+    def read(self, path: str) -> bytes:
+        if self.beam:
+            if not self.beam.exists(path):
+                raise FileNotFoundError(path)
+            with self.beam.open(path) as f:
+                return f.read()
+        with self.gf.GFile(path, "rb") as f:
+            return f.read()
+
+    def write(self, folder: str, path: str, data: bytes) -> None:
+        if self.beam:
+            with contextlib.suppress(IOError, OSError):
+                self.beam.mkdirs(folder)
+            with self.beam.create(path) as f:
+                f.write(data)
+            return
+        self.gf.makedirs(folder)
+        with self.gf.GFile(path, "wb") as f:
+            f.write(data)
+
+    def remove(self, path: str) -> None:
+        if self.beam:
+            self.beam.delete([path])
+        else:
+            self.gf.remove(path)
+
+
 def _proc_start(pid: int) -> Optional[str]:
     """The kernel start time of ``pid`` (clock ticks since boot; Linux), which tells a reused pid apart."""
     try:
@@ -176,10 +223,7 @@ def _owner_alive(rec: Dict) -> Optional[bool]:
 def _read_lock(path: str) -> Optional[Dict]:
     try:
         if _is_remote(path):
-            import tensorflow as tf
-
-            with tf.io.gfile.GFile(path, "rb") as f:
-                data = f.read()
+            data = _RemoteFiles(path).read(path)
         else:
             with open(path, "rb") as f:
                 data = f.read()
@@ -232,7 +276,7 @@ def output_lock(folder: str, purpose: str = "", log: Callable = print, name: str
     after checking, under it, that it is still the lock judged stale; the new lock is then
     created with ``O_EXCL``, so two processes taking over the same stale lock cannot both win.
 
-    Non-local ``tf.io.gfile`` paths (``gs://``, ...): object stores have no exclusive create
+    Non-local paths (``gs://``, ...; Beam's ``FileSystems`` or ``tf.io.gfile``): object stores have no exclusive create
     through gfile, so the best available is used: check, write, re-read after a short pause
     and keep the lock only if it still holds our token (last writer wins; a race within that
     pause can still let two runs in, which a runner's own job naming should prevent).
@@ -341,20 +385,16 @@ def _takeover_guard(path: str, rec: Dict, wait_s: float = 5.0):
 
 
 def _acquire_remote(folder, path, rec, log, wait_unreadable_s, stale_unreadable_s) -> None:
-    import tensorflow as tf
-
-    gf = tf.io.gfile
-    if gf.exists(path):
+    fs = _RemoteFiles(path)
+    if fs.exists(path):
         other = _read_lock(path)
         alive = _owner_alive(other) if other else None
         if alive is not False:
             raise _locked(folder, path, other, alive)
         log(f"warning: {path}: took over a stale lock of {_describe(other)}, which is no longer running")
     try:
-        gf.makedirs(folder)
-        with gf.GFile(path, "wb") as f:
-            f.write(json.dumps(rec, sort_keys=True).encode("utf-8"))
-    except (OSError, tf.errors.OpError) as e:
+        fs.write(folder, path, json.dumps(rec, sort_keys=True).encode("utf-8"))
+    except Exception as e:  # noqa: BLE001 - OSError, TensorFlow's OpError, a Beam filesystem's errors
         raise_storage_error(path, e, "writing lock")
     time.sleep(0.5)
     now = _read_lock(path)
@@ -371,9 +411,7 @@ def _release(path: str, rec: Dict) -> None:
         return  # no longer ours (taken over after we were presumed dead): leave it
     with contextlib.suppress(Exception):
         if _is_remote(path):
-            import tensorflow as tf
-
-            tf.io.gfile.remove(path)
+            _RemoteFiles(path).remove(path)
         else:
             os.remove(path)
 

@@ -1,21 +1,29 @@
 """``synthseg generate``: label maps -> batched generator inference -> quality filter -> files.
 
-An Apache Beam pipeline. Candidates are numbered ``0, 1, 2, ...``; candidate ``i`` belongs to
-shard ``i // samples_per_shard`` and its label map comes from ``sample_at(i)`` (or source map
-``i mod M``), so any worker can make it alone and the same seed gives the same output.
+One Apache Beam pipeline per run. Candidates are numbered ``0, 1, 2, ...``; candidate ``i``
+belongs to shard ``i // samples_per_shard`` and its label map comes from ``sample_at(i)`` (or
+source map ``i mod M``), so any worker can make it alone and the same seed gives the same output.
+The pipeline's elements are shard ids: a worker makes a whole shard (label maps, generator,
+quality filter, PNG encoding, pipelined on two threads: :class:`ShardMaker`) and writes it
+straight into the output storage (:func:`write_shard`), so no image bytes cross a shuffle and
+memory stays flat however large ``n`` is. The output may be local or any storage Beam's
+``FileSystems`` knows (``gs://``; :mod:`~synthseg_tf.generation.outfs`): the driver reads the
+workers' results back from there, so runners whose workers share no disk with it (Dataflow)
+work.
 
 Byte-identical output: the generator (and the quality model) always run on fixed-size batches
 of ``inference_batch`` consecutive candidates of one shard, each candidate at a fixed position,
-the last batch of a shard padded with empty maps. So a sample's pixels never depend on how Beam
-grouped the work (``--batch-size``, ``--workers``, the runner), only on the settings in the
-run's identity. PNGs and ``tf.train.Example`` records are serialised deterministically.
+the last batch of a shard padded with empty maps. So a sample's pixels never depend on the
+runner, the number of workers or how the work overlapped, only on the settings in the run's
+identity. PNGs and ``tf.train.Example`` records are serialised deterministically.
 
-The run proceeds in *waves* of at most ``max_shards_per_wave`` shards, which keeps memory
-flat however large ``n`` is. A shard is written (TFRecord, PNG pairs, manifest part) under
-temporary names and renamed into place; its manifest part is written last and marks it done.
-A rerun with the same settings resumes at the first missing shard; one with other settings
-refuses. When enough candidates pass the quality filter, the kept set is cut to exactly the
-first ``n`` passing candidates and ``manifest.jsonl`` is written.
+How many shards the pipeline makes: exactly enough for ``n`` without a quality filter; with
+one, enough for ``n`` at the pass rate of the first candidates (a pilot batch in the driver)
+plus a margin. Should the filter keep fewer than that, another pipeline makes the missing
+shards (logged; rare). Each file of a shard is written under a temporary name and renamed into
+place; its manifest part is written last and marks the shard done. A rerun with the same
+settings resumes at the first missing shard; one with other settings refuses. The kept set is
+then cut to exactly the first ``n`` passing candidates and ``manifest.jsonl`` is written.
 
 Failure behaviour: one run at a time holds the folder's lock (``.synthseg.lock``: owner pid and
 host; :func:`~synthseg_tf.utils.output_lock`), so a second run into the same folder stops with
@@ -41,7 +49,7 @@ Output folder (also a TFRecord folder that ``make_dataset`` reads)::
 """
 from __future__ import annotations
 
-import glob
+import contextlib
 import hashlib
 import json
 import math
@@ -53,8 +61,9 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 
-from synthseg_tf.utils import (LOCK_FILE, atomic_write_bytes, atomic_write_text, atomic_writer, is_temp_name,
-                               output_lock, raise_storage_error, remove_temp_files, safe_join)
+from synthseg_tf.generation import outfs
+from synthseg_tf.utils import (LOCK_FILE, atomic_write_bytes, atomic_writer, is_temp_name, output_lock,
+                               raise_storage_error)
 
 STATE_FILE = "generation.json"
 MANIFEST_FILE = "manifest.jsonl"
@@ -97,8 +106,8 @@ class GenerationConfig:
 
     ``inference_batch``: the generator and the quality model always run on batches of exactly
     this many consecutive candidates of a shard (the last one padded with empty maps), each at a
-    fixed position, so a sample's bytes do not depend on ``batch_size`` (candidates per Beam work
-    item), ``workers`` or the runner. It is part of the identity: a resume must keep it.
+    fixed position, so a sample's bytes do not depend on ``workers``, the runner or how
+    map making, inference and encoding overlapped. It is part of the identity: a resume must keep it.
     """
 
     generator: str
@@ -111,13 +120,13 @@ class GenerationConfig:
     quality_model: Optional[str] = None  # segmenter export (model/ of `synthseg unet train`) or classifier export
     labels: str = "balanced"  # class ids for class-conditional generators: balanced | random | rare | <id>
     samples_per_shard: int = 200
-    batch_size: int = 16  # candidates per Beam work item; does not change the output
+    batch_size: int = 16  # batch of the quality model's loss statistics (--pixel-filter/--hardness)
     inference_batch: int = 16  # the fixed generator/quality-model batch (padded); part of the identity
     write_png: bool = True
     runner: str = "DirectRunner"
     workers: int = 1
     beam_args: List[str] = field(default_factory=list)
-    max_shards_per_wave: int = 8
+    max_shards_per_wave: Optional[int] = None  # cap on shards per Beam pipeline (None: all in one)
     max_candidates_factor: float = 20.0
     pixel_filter: Optional[float] = None  # FreeMask pixel filter margin (e.g. 1.25); needs a segmenter
     hardness: bool = False  # hardness-aware base-map sampling; needs a segmenter
@@ -316,10 +325,10 @@ class MapSource:
         return m, label, prov
 
 
-# --------------------------------------------------------------------------- Beam DoFns
-# One copy per worker process of the heavy objects the DoFns need (a quality model, the source
-# maps), reused by every wave of a run instead of being loaded again per wave (the generator:
-# renderer.load_renderer).
+# --------------------------------------------------------------------------- Beam work
+# One copy per worker process of the heavy objects a shard needs (the source maps, a quality
+# model), reused by every shard the worker makes and, in-process, by the driver's pilot batch
+# (the generator: renderer.load_renderer).
 _CACHE: Dict[str, object] = {}
 
 
@@ -329,14 +338,6 @@ def _cached(key: str, make: Callable):
             del _CACHE[k]  # one entry per kind: a new run's objects replace the previous run's
         _CACHE[key] = make()
     return _CACHE[key]
-
-
-def _work_items(shard: int, per: int, batch_size: int, k: int) -> List[tuple]:
-    """``(start, stop)`` candidate ranges of one shard, each a whole number of inference batches
-    (``batch_size`` rounded up to a multiple of ``k``), starting at the shard's first index."""
-    g = max(k, int(math.ceil(max(1, batch_size) / k)) * k)
-    lo, hi = shard * per, (shard + 1) * per
-    return [(a, min(a + g, hi)) for a in range(lo, hi, g)]
 
 
 def inference_batches(indices: List[int], per: int, k: int) -> List[tuple]:
@@ -364,92 +365,128 @@ def _pad_batch(items: List[Dict], positions: List[int], k: int):
     return maps, labels
 
 
-def _dofns():
+class ShardMaker:
+    """Makes the candidates of a shard: label maps -> generator -> quality score (and FreeMask pixel
+    filter) -> PNG bytes, on fixed inference batches (:func:`inference_batches`).
+
+    The work is pipelined on two threads: while TensorFlow renders batch ``b`` (it releases the
+    GIL), a helper thread builds the label maps of batch ``b + 1`` and PNG-encodes batch
+    ``b - 1``, so map sampling and encoding hide behind inference. The output does not depend on
+    the overlap: every candidate's map comes from its own index, every batch is rendered alone.
+    """
+
+    def __init__(self, cfg: GenerationConfig, gen_config: Dict, num_classes: int, plan: Optional[Dict] = None):
+        self.cfg, self.gen_config, self.num_classes, self.plan = cfg, gen_config, num_classes, plan or {}
+        self.source = self.renderer = self.scorer = None
+
+    def load(self) -> "ShardMaker":
+        import synthseg_tf  # noqa: F401
+        from synthseg_tf.generation.renderer import load_renderer
+
+        cfg = self.cfg
+        key = "maps|" + hashlib.sha256(json.dumps(
+            [asdict(cfg), self.gen_config, self.num_classes, self.plan], sort_keys=True,
+            default=str).encode()).hexdigest()
+        self.source = _cached(key, lambda: MapSource(cfg, self.gen_config, self.num_classes, self.plan))
+        gen = outfs.absolute(cfg.generator)
+        self.renderer = load_renderer(gen)
+        if cfg.quality_model:
+            q = outfs.absolute(cfg.quality_model)
+            self.scorer = _cached(f"scorer|{q}|{gen}", lambda: make_scorer(cfg.quality_model, self.renderer))
+        return self
+
+    def _maps(self, indices: List[int]) -> List[Dict]:
+        out = []
+        for index in indices:
+            m, label, prov = self.source.get(index)
+            out.append({"index": index, "map": m, "label": label, "prov": prov})
+        return out
+
+    def _render(self, batch: List[Dict], positions: List[int]) -> List[Dict]:
+        """Render and score one fixed inference batch; kept samples carry their image/mask arrays."""
+        cfg, k = self.cfg, self.cfg.inference_batch
+        pmaps, plabels = _pad_batch(batch, positions, k)
+        images = self.renderer.render(pmaps, plabels)
+        masks, voided = pmaps, None
+        if self.scorer is None:
+            scores = [None] * k
+        elif self.scorer.kind == "classifier":
+            scores = self.scorer.scores(images, plabels)
+        else:
+            scores, probs = self.scorer.scores_and_probabilities(images, pmaps)
+            if cfg.pixel_filter is not None:
+                from synthseg_tf.generation.filtering import pixel_losses, void_hard_pixels
+
+                masks, voided = void_hard_pixels(pmaps, pixel_losses(probs, pmaps),
+                                                 self.plan.get("pixel_class_mean_loss"), cfg.pixel_filter)
+        outs = []
+        for b, j in zip(batch, positions):
+            s = scores[j]
+            kept = s is None or cfg.min_quality is None or s >= cfg.min_quality
+            prov = b["prov"] if voided is None else dict(b["prov"], voided_fraction=voided[j])
+            out = {"index": b["index"], "label": b["label"], "prov": prov,
+                   "quality": None if s is None else float(s), "kept": bool(kept)}
+            if kept:
+                out["image"], out["mask"] = images[j], masks[j]
+            outs.append(out)
+        return outs
+
+    @staticmethod
+    def _encode(outs: List[Dict]) -> List[Dict]:
+        from synthseg_tf.data.io import encode_png
+
+        for out in outs:
+            if out["kept"]:
+                image, mask = out.pop("image"), out.pop("mask")
+                out["image_png"], out["mask_png"] = encode_png(image), encode_png(mask)
+                out["size"] = [int(image.shape[0]), int(image.shape[1])]
+        return outs
+
+    def batches(self, indices: List[int]) -> List[Dict]:
+        """The samples (kept with their PNG bytes, or rejected) of ``indices``, in index order."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        groups = inference_batches(sorted(indices), self.cfg.samples_per_shard, self.cfg.inference_batch)
+        if not groups:
+            return []
+        done = []
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="synthseg-maps") as pool:
+            nxt = pool.submit(self._maps, [i for _, i in groups[0][1]])
+            encoding = []
+            for g, (_, members) in enumerate(groups):
+                batch = nxt.result()
+                if g + 1 < len(groups):
+                    nxt = pool.submit(self._maps, [i for _, i in groups[g + 1][1]])
+                outs = self._render(batch, [pos for pos, _ in members])
+                encoding.append(pool.submit(self._encode, outs))
+            for f in encoding:
+                done.extend(f.result())
+        return done
+
+    def shard(self, shard: int) -> List[Dict]:
+        per = self.cfg.samples_per_shard
+        return self.batches(list(range(shard * per, (shard + 1) * per)))
+
+
+def _dofn():
     import apache_beam as beam
 
-    class MakeMaps(beam.DoFn):
-        """A work item ``(start, stop)`` -> its candidates' label maps (one list per work item)."""
+    class MakeShard(beam.DoFn):
+        """A shard id -> its candidates made (:class:`ShardMaker`) and written (:func:`write_shard`)
+        straight to the output storage; yields the shard's summary. No shuffle carries image bytes."""
 
-        def __init__(self, cfg, gen_config, num_classes, plan=None):
-            self.cfg, self.gen_config, self.num_classes, self.plan = cfg, gen_config, num_classes, plan
-
-        def setup(self):
-            key = "maps|" + hashlib.sha256(json.dumps(
-                [asdict(self.cfg), self.gen_config, self.num_classes, self.plan], sort_keys=True,
-                default=str).encode()).hexdigest()
-            self.source = _cached(key, lambda: MapSource(self.cfg, self.gen_config, self.num_classes, self.plan))
-
-        def process(self, item):
-            out = []
-            for index in range(*item):
-                m, label, prov = self.source.get(index)
-                out.append({"index": index, "map": m, "label": label, "prov": prov})
-            yield out
-
-    class RenderAndScore(beam.DoFn):
-        """Generator inference on fixed, padded batches (:func:`inference_batches`), then the
-        per-sample quality score (and the FreeMask pixel filter), then PNG encoding."""
-
-        def __init__(self, cfg: GenerationConfig, class_mean_loss: Optional[List] = None):
-            self.cfg, self.class_mean_loss = cfg, class_mean_loss
+        def __init__(self, cfg: GenerationConfig, gen_config: Dict, num_classes: int, plan: Optional[Dict],
+                     fingerprint: str):
+            self.cfg, self.gen_config, self.num_classes = cfg, gen_config, num_classes
+            self.plan, self.fingerprint = plan, fingerprint
 
         def setup(self):
-            import synthseg_tf  # noqa: F401
-            from synthseg_tf.generation.renderer import load_renderer
+            self.maker = ShardMaker(self.cfg, self.gen_config, self.num_classes, self.plan).load()
 
-            gen = os.path.abspath(self.cfg.generator)
-            self.renderer = load_renderer(gen)
-            self.scorer = None
-            if self.cfg.quality_model:
-                q = os.path.abspath(self.cfg.quality_model)
-                self.scorer = _cached(f"scorer|{q}|{gen}", lambda: make_scorer(self.cfg.quality_model, self.renderer))
+        def process(self, shard):
+            yield write_shard(self.cfg, self.fingerprint, shard, self.maker.shard(shard))
 
-        def process(self, items):
-            by_index = {it["index"]: it for it in items}
-            k = self.cfg.inference_batch
-            for _, members in inference_batches(sorted(by_index), self.cfg.samples_per_shard, k):
-                batch = [by_index[i] for _, i in members]
-                yield from self._batch(batch, [pos for pos, _ in members], k)
-
-        def _batch(self, batch, positions, k):
-            from synthseg_tf.data.io import encode_png
-
-            pmaps, plabels = _pad_batch(batch, positions, k)
-            images = self.renderer.render(pmaps, plabels)
-            masks, voided = pmaps, None
-            if self.scorer is None:
-                scores = [None] * k
-            elif self.scorer.kind == "classifier":
-                scores = self.scorer.scores(images, plabels)
-            else:
-                scores, probs = self.scorer.scores_and_probabilities(images, pmaps)
-                if self.cfg.pixel_filter is not None:
-                    from synthseg_tf.generation.filtering import pixel_losses, void_hard_pixels
-
-                    masks, voided = void_hard_pixels(pmaps, pixel_losses(probs, pmaps), self.class_mean_loss,
-                                                     self.cfg.pixel_filter)
-            for b, j in zip(batch, positions):
-                s = scores[j]
-                kept = s is None or self.cfg.min_quality is None or s >= self.cfg.min_quality
-                prov = b["prov"] if voided is None else dict(b["prov"], voided_fraction=voided[j])
-                out = {"index": b["index"], "label": b["label"], "prov": prov,
-                       "quality": None if s is None else float(s), "kept": bool(kept)}
-                if kept:
-                    out["image_png"] = encode_png(images[j])
-                    out["mask_png"] = encode_png(masks[j])
-                    out["size"] = [int(images[j].shape[0]), int(images[j].shape[1])]
-                yield out
-
-    class WriteShard(beam.DoFn):
-        def __init__(self, cfg: GenerationConfig, fingerprint: str):
-            self.cfg, self.fingerprint = cfg, fingerprint
-
-        def process(self, keyed):
-            shard, items = keyed
-            samples = sorted((it for it in items if it is not None), key=lambda it: it["index"])
-            yield write_shard(self.cfg, self.fingerprint, shard, samples)
-
-    return MakeMaps, RenderAndScore, WriteShard
+    return MakeShard
 
 
 class QualityScorer:
@@ -502,11 +539,11 @@ def make_scorer(model_dir: str, renderer=None):
 
 # --------------------------------------------------------------------------- shard I/O
 def shard_file(out: str, shard: int) -> str:
-    return os.path.join(out, f"data-{shard:05d}.tfrecord")
+    return outfs.join(out, f"data-{shard:05d}.tfrecord")
 
 
 def part_file(out: str, shard: int) -> str:
-    return os.path.join(out, "parts", f"shard-{shard:05d}.json")
+    return outfs.join(out, "parts", f"shard-{shard:05d}.json")
 
 
 def synthetic_example(image_png: bytes, mask_png: bytes, size, label: int, source_id: str,
@@ -536,63 +573,65 @@ def synthetic_example(image_png: bytes, mask_png: bytes, size, label: int, sourc
 
 
 def _write_file(path: str, data: bytes) -> None:
-    """An output file, atomically; any write failure as a StorageError naming ``path``."""
+    """An output file, atomically (local: temp + rename; remote: :mod:`outfs`); any write failure as
+    a StorageError naming ``path``."""
     try:
-        atomic_write_bytes(path, data)
+        if outfs.is_remote(path):
+            outfs.write_bytes(path, data)
+        else:
+            atomic_write_bytes(path, data)
     except OSError as e:
         raise_storage_error(path, e)
 
 
 def write_shard(cfg: GenerationConfig, fingerprint: str, shard: int, samples: List[Dict]) -> Dict:
-    """Write one shard's kept samples (TFRecord + PNGs) and then its manifest part.
+    """Write one shard's kept samples (PNG pairs, then the TFRecord) and then its manifest part,
+    each file atomically, through :mod:`outfs` (local disk or any Beam filesystem: a worker that
+    shares no disk with the driver writes straight into the output storage).
 
-    All or nothing: on any failure the shard's files written so far (PNGs, the TFRecord and its
-    temporary file) are removed and a write failure is raised as
-    :class:`~synthseg_tf.errors.StorageError` naming the file; the shard is made again on resume.
+    The part, written last, is the shard's commit marker: files of a shard without a part do not
+    count and are swept on resume. All or nothing: on any failure the shard's files written so
+    far are removed and a write failure is raised as :class:`~synthseg_tf.errors.StorageError`
+    naming the file; the shard is made again on resume.
     """
-    import tensorflow as tf
-
     kept = [s for s in samples if s["kept"]]
     rejected = [{"index": s["index"], "quality": s["quality"]} for s in samples if not s["kept"]]
     entries: List[Dict] = []
+    records: List[bytes] = []
     final = shard_file(cfg.out, shard)
-    tmp = final + ".tmp"
     written: List[str] = []
     current = final
     try:
-        if kept:
-            with tf.io.TFRecordWriter(tmp) as w:
-                for s in kept:
-                    i = s["index"]
-                    prov = {"generator": fingerprint, "seed": cfg.seed, "index": i, "quality": s["quality"],
-                            "label": s["label"], **s["prov"]}
-                    current = final
-                    w.write(synthetic_example(s["image_png"], s["mask_png"], s["size"],
-                                              -1 if s["label"] is None else s["label"], f"synthetic/{i:08d}", prov))
-                    entry = {"index": i, "shard": shard, "source_id": f"synthetic/{i:08d}", **prov}
-                    if cfg.write_png:
-                        img_path, mask_path = (os.path.join(cfg.out, d, f"{i:08d}.png") for d in ("images", "masks"))
-                        for path, data in ((img_path, s["image_png"]), (mask_path, s["mask_png"])):
-                            current = path
-                            _write_file(path, data)
-                            written.append(path)
-                        entry.update(image=os.path.relpath(img_path, cfg.out), mask=os.path.relpath(mask_path, cfg.out))
-                    entries.append(entry)
-                current = final
-            os.replace(tmp, final)
+        for s in kept:
+            i = s["index"]
+            prov = {"generator": fingerprint, "seed": cfg.seed, "index": i, "quality": s["quality"],
+                    "label": s["label"], **s["prov"]}
+            records.append(synthetic_example(s["image_png"], s["mask_png"], s["size"],
+                                             -1 if s["label"] is None else s["label"], f"synthetic/{i:08d}", prov))
+            entry = {"index": i, "shard": shard, "source_id": f"synthetic/{i:08d}", **prov}
+            if cfg.write_png:
+                img_path, mask_path = (outfs.join(cfg.out, d, f"{i:08d}.png") for d in ("images", "masks"))
+                for path, data in ((img_path, s["image_png"]), (mask_path, s["mask_png"])):
+                    current = path
+                    _write_file(path, data)
+                    written.append(path)
+                entry.update(image=f"images/{i:08d}.png", mask=f"masks/{i:08d}.png")
+            entries.append(entry)
+        current = final
+        if records:
+            _write_file(final, outfs.tfrecord_bytes(records))
             written.append(final)
-        elif os.path.exists(final):  # left by an earlier, interrupted attempt
-            os.remove(final)
+        elif outfs.exists(final):  # left by an earlier, interrupted attempt
+            outfs.remove([final])
         part = {"shard": shard, "candidates": len(samples), "kept": entries, "rejected": rejected}
         current = part_file(cfg.out, shard)
         _write_file(current, json.dumps(part, sort_keys=True).encode("utf-8"))
     except BaseException as e:
-        for path in [tmp] + written:
-            try:
-                os.remove(path)
-            except OSError:
-                pass
-        if isinstance(e, (OSError, tf.errors.OpError)):
+        try:
+            outfs.remove(written)
+        except Exception:  # noqa: BLE001 - the original failure matters more
+            pass
+        if isinstance(e, OSError):
             raise_storage_error(current, e)
         raise
     return {"shard": shard, "kept": len(entries), "candidates": len(samples)}
@@ -610,8 +649,7 @@ def load_part(out: str, path: str, per: Optional[int] = None) -> Dict:
     names another shard, lists an index outside the shard (with ``per``) or twice, or a path that
     leaves ``out`` (``../``, absolute, a symlink pointing outside)."""
     try:
-        with open(path, encoding="utf-8") as f:
-            d = json.load(f)
+        d = json.loads(outfs.read_text(path))
     except (ValueError, UnicodeDecodeError) as e:
         raise _bad_part(path, f"not valid JSON ({e})") from None
     m = re.search(r"shard-(\d+)\.json$", path)
@@ -633,14 +671,18 @@ def load_part(out: str, path: str, per: Optional[int] = None) -> Dict:
     for e in d["kept"]:
         for key in ("image", "mask"):
             if key in e:
-                safe_join(out, e[key], path)
+                outfs.safe_join(out, e[key], path)
     return d
+
+
+def _part_paths(out: str) -> List[str]:
+    return outfs.files(outfs.join(out, "parts"), r"^shard-\d+\.json$")
 
 
 def read_parts(out: str, per: Optional[int] = None) -> Dict[int, Dict]:
     """Every shard part of ``out``, checked by :func:`load_part`."""
     parts = {}
-    for p in sorted(glob.glob(os.path.join(out, "parts", "shard-*.json"))):
+    for p in _part_paths(out):
         d = load_part(out, p, per)
         parts[d["shard"]] = d
     return parts
@@ -649,7 +691,7 @@ def read_parts(out: str, per: Optional[int] = None) -> Dict[int, Dict]:
 def _part_summaries(out: str, per: int) -> Dict[int, tuple]:
     """``{shard: (kept, candidates)}`` of the finished shards (each part checked; not kept in memory)."""
     out_parts = {}
-    for p in sorted(glob.glob(os.path.join(out, "parts", "shard-*.json"))):
+    for p in _part_paths(out):
         d = load_part(out, p, per)
         out_parts[d["shard"]] = (len(d["kept"]), d["candidates"])
     return out_parts
@@ -663,29 +705,29 @@ def read_manifest(out_dir: str) -> List[Dict]:
     (``../``, absolute, a symlink pointing outside); ``FileNotFoundError`` without a manifest."""
     from synthseg_tf.data.io import DataError
 
-    path = os.path.join(out_dir, MANIFEST_FILE)
-    if not os.path.isfile(path):
+    path = outfs.join(out_dir, MANIFEST_FILE)
+    text = outfs.optional_text(path)
+    if text is None:
         raise FileNotFoundError(f"{out_dir}: no {MANIFEST_FILE} (not a finished `synthseg generate` folder)")
     entries, seen_i, seen_id = [], set(), set()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            where = f"{path} line {n}"
-            try:
-                e = json.loads(line)
-            except ValueError as exc:
-                raise DataError(where, f"not valid JSON ({exc})") from None
-            if not isinstance(e, dict) or not isinstance(e.get("index"), int):
-                raise DataError(where, "entry without an integer index")
-            if e["index"] in seen_i or e.get("source_id") in seen_id:
-                raise DataError(where, f"sample {e['index']} ({e.get('source_id')}) is listed twice")
-            seen_i.add(e["index"])
-            seen_id.add(e.get("source_id"))
-            for key in ("image", "mask"):
-                if key in e:
-                    safe_join(out_dir, e[key], where)
-            entries.append(e)
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path} line {n}"
+        try:
+            e = json.loads(line)
+        except ValueError as exc:
+            raise DataError(where, f"not valid JSON ({exc})") from None
+        if not isinstance(e, dict) or not isinstance(e.get("index"), int):
+            raise DataError(where, "entry without an integer index")
+        if e["index"] in seen_i or e.get("source_id") in seen_id:
+            raise DataError(where, f"sample {e['index']} ({e.get('source_id')}) is listed twice")
+        seen_i.add(e["index"])
+        seen_id.add(e.get("source_id"))
+        for key in ("image", "mask"):
+            if key in e:
+                outfs.safe_join(out_dir, e[key], where)
+        entries.append(e)
     return entries
 
 
@@ -698,25 +740,42 @@ def manifest_source_ids(out_dir: str, include_loss_stats: bool = True) -> set:
     ``FileNotFoundError`` without ``manifest.jsonl``; ``ValueError`` for an entry without
     ``source_ids`` (written by an older version: its provenance cannot be checked).
     """
-    from synthseg_tf.generation.filtering import LOSS_STATS_FILE, load_loss_stats
+    from synthseg_tf.generation.filtering import LOSS_STATS_FILE
 
-    path = os.path.join(out_dir, "manifest.jsonl")
-    if not os.path.isfile(path):
+    path = outfs.join(out_dir, MANIFEST_FILE)
+    text = outfs.optional_text(path)
+    if text is None:
         raise FileNotFoundError(f"{out_dir}: no manifest.jsonl (not a finished `synthseg generate` folder)")
     ids: set = set()
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            entry = json.loads(line)
-            if not isinstance(entry.get("source_ids"), list):
-                raise ValueError(f"{path} line {n}: no source_ids (written by an older version?); its provenance "
-                                 "cannot be checked: generate the set again")
-            ids.update(entry["source_ids"])
-    stats = os.path.join(out_dir, LOSS_STATS_FILE)
-    if include_loss_stats and os.path.isfile(stats):
-        ids.update(load_loss_stats(stats).get("source_ids") or [])
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        entry = json.loads(line)
+        if not isinstance(entry.get("source_ids"), list):
+            raise ValueError(f"{path} line {n}: no source_ids (written by an older version?); its provenance "
+                             "cannot be checked: generate the set again")
+        ids.update(entry["source_ids"])
+    stats = _read_loss_stats(outfs.join(out_dir, LOSS_STATS_FILE)) if include_loss_stats else None
+    if stats:
+        ids.update(stats.get("source_ids") or [])
     return ids
+
+
+def _read_loss_stats(path: str) -> Optional[Dict]:
+    """``loss_stats.json`` of an output folder (any storage), checked; None when absent."""
+    from synthseg_tf.generation.filtering import load_loss_stats
+
+    if not outfs.is_remote(path):
+        return load_loss_stats(path) if os.path.isfile(path) else None
+    text = outfs.optional_text(path)
+    if text is None:
+        return None
+    try:
+        stats = json.loads(text)
+        stats["class_mean_loss"], stats["map_hardness"]  # noqa: B018  (required keys)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a loss statistics file ({e.__class__.__name__}: {e})") from e
+    return stats
 
 
 # --------------------------------------------------------------------------- driver
@@ -731,24 +790,23 @@ def beam_options(cfg: GenerationConfig):
     return PipelineOptions(args)
 
 
-def _run_wave(cfg: GenerationConfig, gen_config: Dict, num_classes: int, fingerprint: str, shards: List[int],
-              plan: Optional[Dict] = None):
+def _run_pipeline(cfg: GenerationConfig, gen_config: Dict, num_classes: int, fingerprint: str, shards: List[int],
+                  plan: Optional[Dict] = None, pipeline_factory: Optional[Callable] = None) -> None:
+    """One Beam pipeline making ``shards``: each shard id goes to a worker that makes and writes the
+    whole shard (:class:`ShardMaker`, :func:`write_shard`) into the output storage. Image bytes never
+    cross a shuffle; the driver learns the result from the shards' parts in the output storage.
+
+    ``pipeline_factory``: makes the ``beam.Pipeline`` (e.g. TFX's ``_make_beam_pipeline``); default:
+    a pipeline with :func:`beam_options`."""
     import apache_beam as beam
 
-    MakeMaps, RenderAndScore, WriteShard = _dofns()
-    per, bs, k = cfg.samples_per_shard, cfg.batch_size, cfg.inference_batch
-    with beam.Pipeline(options=beam_options(cfg)) as p:
-        shard_ids = p | "Shards" >> beam.Create(shards)
-        samples = (
-            shard_ids
-            | "WorkItems" >> beam.FlatMap(lambda s: _work_items(s, per, bs, k))
-            | "Spread" >> beam.Reshuffle()
-            | "LabelMaps" >> beam.ParDo(MakeMaps(cfg, gen_config, num_classes, plan))
-            | "RenderScore" >> beam.ParDo(RenderAndScore(cfg, (plan or {}).get("pixel_class_mean_loss")))
-            | "ByShard" >> beam.Map(lambda s: (s["index"] // per, s))
-        )
-        markers = shard_ids | "Markers" >> beam.Map(lambda s: (s, None))  # empty shards still get written
-        ((samples, markers) | beam.Flatten() | beam.GroupByKey() | beam.ParDo(WriteShard(cfg, fingerprint)))
+    MakeShard = _dofn()
+    p = pipeline_factory() if pipeline_factory is not None else beam.Pipeline(options=beam_options(cfg))
+    with p:
+        (p
+         | "Shards" >> beam.Create(shards)
+         | "Spread" >> beam.Reshuffle()
+         | "MakeAndWrite" >> beam.ParDo(MakeShard(cfg, gen_config, num_classes, plan, fingerprint)))
 
 
 def _storage_error_in(exc: BaseException):
@@ -783,21 +841,21 @@ def _ours(name: str) -> bool:
 
 
 def _check_not_foreign(cfg: GenerationConfig) -> None:
-    if os.path.isfile(cfg.out):
+    if not outfs.is_remote(cfg.out) and os.path.isfile(cfg.out):
         raise FileExistsError(f"{cfg.out} is a file, not a folder; choose a new --out")
-    if os.path.isdir(cfg.out) and not os.path.isfile(os.path.join(cfg.out, STATE_FILE)) \
-            and any(not _ours(n) for n in os.listdir(cfg.out)):
+    names = outfs.listdir(cfg.out)
+    if names and STATE_FILE not in names and any(not _ours(n) for n in names):
         raise FileExistsError(f"{cfg.out} exists and is not a synthseg generation folder; choose a new --out")
 
 
 def _prepare_out(cfg: GenerationConfig, identity: Dict) -> Optional[Dict]:
     """Create or check the output folder; returns the saved state (None for a new run)."""
     _check_not_foreign(cfg)
-    state_path = os.path.join(cfg.out, STATE_FILE)
-    if os.path.isfile(state_path):
+    state_path = outfs.join(cfg.out, STATE_FILE)
+    text = outfs.optional_text(state_path)
+    if text is not None:
         try:
-            with open(state_path, encoding="utf-8") as f:
-                state = json.load(f)
+            state = json.loads(text)
         except ValueError as e:
             from synthseg_tf.data.io import DataError
 
@@ -816,14 +874,12 @@ def _prepare_out(cfg: GenerationConfig, identity: Dict) -> Optional[Dict]:
             raise FileExistsError(f"{cfg.out} holds a generation run with other settings ({', '.join(diff)}); "
                                   "use a new --out or the same settings to resume")
         return state
-    for name in PREPARING_FILES[1:]:  # left by a run stopped while preparing: its settings are unknown
-        stale = os.path.join(cfg.out, name)
-        if os.path.isfile(stale):
-            os.remove(stale)
+    # left by a run stopped while preparing: its settings are unknown
+    outfs.remove([outfs.join(cfg.out, name) for name in PREPARING_FILES[1:]])
     try:
-        os.makedirs(os.path.join(cfg.out, "parts"), exist_ok=True)
+        outfs.makedirs(outfs.join(cfg.out, "parts"))
     except OSError as e:
-        raise_storage_error(os.path.join(cfg.out, "parts"), e, "creating")
+        raise_storage_error(outfs.join(cfg.out, "parts"), e, "creating")
     return None
 
 
@@ -872,11 +928,12 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
 
 def _loss_stats(cfg: GenerationConfig, gen_config: Dict, log: Callable) -> Dict:
     """``loss_stats.json`` of the output folder: computed once on the generator's training pairs, reused on resume."""
-    from synthseg_tf.generation.filtering import LOSS_STATS_FILE, load_loss_stats, real_loss_stats, save_loss_stats
+    from synthseg_tf.generation.filtering import LOSS_STATS_FILE, real_loss_stats
 
-    path = os.path.join(cfg.out, LOSS_STATS_FILE)
-    if os.path.isfile(path):
-        return load_loss_stats(path)
+    path = outfs.join(cfg.out, LOSS_STATS_FILE)
+    stats = _read_loss_stats(path)
+    if stats is not None:
+        return stats
     if not gen_config.get("data"):
         raise ValueError(f"--pixel-filter/--hardness: {cfg.generator} does not record its training data (config.json "
                          "'data'), so the real per-class losses cannot be computed")
@@ -886,12 +943,18 @@ def _loss_stats(cfg: GenerationConfig, gen_config: Dict, log: Callable) -> Dict:
     log(f"loss statistics of {cfg.quality_model} on the generator's {len(ds)} real training pairs ({how})")
     stats = real_loss_stats(cfg.quality_model, ds, tuple(gen_config["image_size"]), batch_size=cfg.batch_size)
     stats["selection"] = how
-    save_loss_stats(path, stats)
+    _write_file(path, json.dumps(stats, indent=1, sort_keys=True).encode("utf-8"))
     return stats
 
 
-def run_generation(cfg: GenerationConfig, log=print) -> Dict:
+def run_generation(cfg: GenerationConfig, log=print, pipeline_factory: Optional[Callable] = None) -> Dict:
     """Run (or resume) a generation job; returns the summary written to generation.json.
+
+    ``cfg.out`` may be a local folder or any path Beam's ``FileSystems`` knows (``gs://...``, or a
+    scheme a ``--beam_plugins`` module registers): the workers write straight into it and the
+    driver reads it back through the same API, so it works on runners whose workers share no disk
+    with the driver (Dataflow). ``pipeline_factory`` makes the Beam pipeline (TFX components pass
+    their own); by default one is built from ``cfg.runner``, ``cfg.workers`` and ``cfg.beam_args``.
 
     Holds the output folder's lock (:func:`~synthseg_tf.utils.output_lock`) while it writes:
     :class:`~synthseg_tf.errors.OutputLocked` when another live run holds it. A failed write
@@ -924,7 +987,8 @@ def run_generation(cfg: GenerationConfig, log=print) -> Dict:
     _check_not_foreign(cfg)  # before the lock file is made in it
     with output_lock(cfg.out, purpose=f"synthseg generate --n {cfg.n}", log=log):
         try:
-            return _generate(cfg, log, renderer, gen_config, num_classes, plan, identity, quality_check)
+            return _generate(cfg, log, renderer, gen_config, num_classes, plan, identity, quality_check,
+                             pipeline_factory)
         except Exception as e:  # a Beam worker's write failure, unwrapped from the runner's error
             err = _storage_error_in(e)
             if err is None or err is e:
@@ -932,10 +996,20 @@ def run_generation(cfg: GenerationConfig, log=print) -> Dict:
             raise err from e
 
 
+def _pilot_rate(cfg: GenerationConfig, gen_config: Dict, num_classes: int, plan: Dict, log: Callable) -> float:
+    """The quality filter's pass rate on the first candidates (at most two inference batches of
+    shard 0), made in the driver to size the one pipeline; the shard is made again by a worker."""
+    maker = ShardMaker(cfg, gen_config, num_classes, plan).load()
+    samples = maker.batches(list(range(min(cfg.samples_per_shard, 2 * cfg.inference_batch))))
+    rate = sum(s["kept"] for s in samples) / len(samples)
+    log(f"quality filter: {rate:.0%} of the first {len(samples)} candidates pass --min-quality {cfg.min_quality}")
+    return rate
+
+
 def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, num_classes: int, plan: Dict,
-              identity: Dict, quality_check) -> Dict:
+              identity: Dict, quality_check, pipeline_factory: Optional[Callable] = None) -> Dict:
     """run_generation's work, under the output lock."""
-    _CACHE.clear()  # maps and quality model: loaded once per run (its waves share them), never across runs
+    _CACHE.clear()  # maps and quality model: loaded once per run, never across runs
     state = _prepare_out(cfg, identity)
     if state and state.get("status") == "complete":
         log(f"{cfg.out} is already complete ({state['kept']} samples); nothing to do")
@@ -955,17 +1029,23 @@ def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, 
         if cfg.pixel_filter is not None:
             plan["pixel_class_mean_loss"] = stats["class_mean_loss"]
     if renderer.classes is not None:
-        renderer.classes.save(os.path.join(cfg.out, "classes.json"))
-    base = {"identity": identity, "generator": os.path.abspath(cfg.generator), "status": "running",
+        _write_file(outfs.join(cfg.out, "classes.json"),
+                    json.dumps(renderer.classes.to_dict(), indent=1).encode("utf-8"))
+    base = {"identity": identity, "generator": outfs.absolute(cfg.generator), "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "quality_check": quality_check,
             "label_weights": plan.get("label_weights")}
-    atomic_write_text(os.path.join(cfg.out, STATE_FILE), json.dumps(base, indent=1))
+    _write_file(outfs.join(cfg.out, STATE_FILE), json.dumps(base, indent=1).encode("utf-8"))
     del renderer  # in-process workers reuse it (load_renderer); other workers load their own copy
-    remove_temp_files([cfg.out] + [os.path.join(cfg.out, d) for d in ("images", "masks", "parts")], log)
+    n_temp = outfs.remove_temp_files([cfg.out] + [outfs.join(cfg.out, d) for d in ("images", "masks", "parts")])
+    if n_temp:
+        log(f"removed {n_temp} temporary file(s) left by an interrupted run")
 
     per = cfg.samples_per_shard
     max_candidates = int(math.ceil(cfg.n * cfg.max_candidates_factor))
+    filtered = cfg.quality_model is not None and cfg.min_quality is not None
     t0 = time.time()
+    pilot = None
+    pipelines = 0
     while True:
         parts = _part_summaries(cfg.out, per)
         contiguous = 0
@@ -980,20 +1060,44 @@ def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, 
                 f"only {kept} of {candidates} candidates passed --min-quality {cfg.min_quality}; stopped at "
                 f"{max_candidates} candidates. Lower --min-quality or train the generator longer "
                 f"(the finished shards in {cfg.out} are kept; a rerun resumes)")
-        rate = kept / candidates if candidates else 1.0
-        need = (cfg.n - kept) / max(rate, 0.02) * (1.0 if candidates == 0 else 1.1)
-        n_shards = min(cfg.max_shards_per_wave, max(1, math.ceil(need / per)))
+        if candidates:
+            rate, margin = kept / candidates, (1.1 if filtered else 1.0)
+        elif filtered:
+            if pilot is None:
+                pilot = _pilot_rate(cfg, gen_config, num_classes, plan, log)
+            rate, margin = pilot, 1.25
+        else:
+            rate, margin = 1.0, 1.0
+        need = (cfg.n - kept) / max(rate, 0.02) * margin
+        n_shards = max(1, math.ceil(need / per), )
+        n_shards = min(n_shards, max(1, math.ceil((max_candidates - candidates) / per)))
+        if cfg.max_shards_per_wave:
+            n_shards = min(n_shards, cfg.max_shards_per_wave)
         todo, s = [], contiguous
         while len(todo) < n_shards:
             if s not in parts:
                 todo.append(s)
             s += 1
-        log(f"wave: shards {todo[0]}..{todo[-1]} ({len(todo) * per} candidates; {kept}/{cfg.n} kept so far)")
-        _run_wave(cfg, gen_config, num_classes, identity["generator_fingerprint"], todo, plan)
-    summary = _finish(cfg, contiguous, base, time.time() - t0, log)
+        what = "" if pipelines == 0 else " (the quality filter kept fewer than estimated: another pass)"
+        log(f"generating shards {todo[0]}..{todo[-1]} ({len(todo) * per} candidates; {kept}/{cfg.n} kept so "
+            f"far){what}")
+        _run_pipeline(cfg, gen_config, num_classes, identity["generator_fingerprint"], todo, plan, pipeline_factory)
+        pipelines += 1
+    summary = _finish(cfg, contiguous, dict(base, pipelines=pipelines), time.time() - t0, log)
     log(f"wrote {summary['kept']} samples to {cfg.out} ({summary['candidates']} candidates, "
         f"{summary['rejected']} rejected by the quality filter)")
     return summary
+
+
+@contextlib.contextmanager
+def _text_out(path: str):
+    """A text file written atomically on any storage (local: :func:`~synthseg_tf.utils.atomic_writer`)."""
+    if outfs.is_remote(path):
+        with outfs.text_writer(path) as f:
+            yield f
+    else:
+        with atomic_writer(path, "w") as f:
+            yield f
 
 
 def _finish(cfg: GenerationConfig, contiguous: int, base: Dict, seconds: float, log: Callable = print) -> Dict:
@@ -1002,24 +1106,24 @@ def _finish(cfg: GenerationConfig, contiguous: int, base: Dict, seconds: float, 
     every candidate ``0..last`` is accounted for exactly once, and sweep what is not in the set."""
     per = cfg.samples_per_shard
     kept_files, n_kept, cutoff = set(), 0, -1
-    with atomic_writer(os.path.join(cfg.out, MANIFEST_FILE), "w") as f:
+    with _text_out(outfs.join(cfg.out, MANIFEST_FILE)) as f:
         for s in range(contiguous):
             part = load_part(cfg.out, part_file(cfg.out, s), per)
             for e in sorted(part["kept"], key=lambda e: e["index"]):
                 f.write(json.dumps(e, sort_keys=True) + "\n")
-                kept_files.update(os.path.basename(e[k]) for k in ("image", "mask") if k in e)
+                kept_files.update(e[k].rsplit("/", 1)[-1] for k in ("image", "mask") if k in e)
                 n_kept, cutoff = n_kept + 1, e["index"]
                 if n_kept == cfg.n:
                     break
             if n_kept == cfg.n:
                 break
     last_shard = cutoff // per
-    for p in sorted(glob.glob(os.path.join(cfg.out, "parts", "shard-*.json"))):
+    for p in _part_paths(cfg.out):
         part = load_part(cfg.out, p, per)
         if part["shard"] >= last_shard and any(e["index"] > cutoff for e in part["kept"] + part["rejected"]):
             _trim_shard(cfg, part, cutoff)
     rejected = 0
-    with atomic_writer(os.path.join(cfg.out, REJECTED_FILE), "w") as f:
+    with _text_out(outfs.join(cfg.out, REJECTED_FILE)) as f:
         for s in range(last_shard + 1):
             path = part_file(cfg.out, s)
             part = load_part(cfg.out, path, per)
@@ -1036,28 +1140,29 @@ def _finish(cfg: GenerationConfig, contiguous: int, base: Dict, seconds: float, 
     _sweep(cfg, kept_files, log)
     meta = {"schema_version": 1, "spec": f"generated:{cfg.out}", "task": "segmentation", "count": n_kept,
             "synthetic": True}
-    atomic_write_text(os.path.join(cfg.out, "dataset.json"), json.dumps(meta, indent=1))
+    _write_file(outfs.join(cfg.out, "dataset.json"), json.dumps(meta, indent=1).encode("utf-8"))
     summary = dict(base, status="complete", kept=n_kept, candidates=cutoff + 1, rejected=rejected,
                    last_index=cutoff, seconds=round(seconds, 1), finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    atomic_write_text(os.path.join(cfg.out, STATE_FILE), json.dumps(summary, indent=1))
+    _write_file(outfs.join(cfg.out, STATE_FILE), json.dumps(summary, indent=1).encode("utf-8"))
     return summary
 
 
 def _sweep(cfg: GenerationConfig, kept_files: set, log: Callable) -> None:
     """Remove what is not part of the finished set: temporary files, PNGs and TFRecords of
     candidates past the cut or of shards an interrupted run did not finish."""
-    removed = remove_temp_files([cfg.out] + [os.path.join(cfg.out, d) for d in ("images", "masks", "parts")])
+    out = cfg.out
+    removed = outfs.remove_temp_files([out] + [outfs.join(out, d) for d in ("images", "masks", "parts")])
+    victims = []
     for d in ("images", "masks"):
-        folder = os.path.join(cfg.out, d)
-        for name in (os.listdir(folder) if os.path.isdir(folder) else []):
-            if _SAMPLE_FILE.match(name) and name not in kept_files:
-                os.remove(os.path.join(folder, name))
-                removed += 1
-    for name in os.listdir(cfg.out):
+        folder = outfs.join(out, d)
+        victims += [outfs.join(folder, n) for n in outfs.listdir(folder)
+                    if _SAMPLE_FILE.match(n) and n not in kept_files]
+    parts = {outfs.basename(p) for p in _part_paths(out)}
+    for name in outfs.listdir(out):
         m = _SHARD_FILE.match(name)
-        if m and not os.path.isfile(part_file(cfg.out, int(m.group(1)))):
-            os.remove(os.path.join(cfg.out, name))
-            removed += 1
+        if m and f"shard-{int(m.group(1)):05d}.json" not in parts:
+            victims.append(outfs.join(out, name))
+    removed += outfs.remove(victims)
     if removed:
         log(f"removed {removed} file(s) of unfinished shards or candidates past the cut")
 
@@ -1071,33 +1176,26 @@ def _trim_shard(cfg: GenerationConfig, part: Dict, cutoff: int) -> None:
     path = shard_file(cfg.out, shard)
     where = part_file(cfg.out, shard)
     keep_ids = {e["source_id"] for e in part["kept"] if e["index"] <= cutoff}
-    if os.path.isfile(path):
-        tmp = path + ".tmp"
+    if outfs.exists(path):
         try:
-            if keep_ids:
-                with tf.io.TFRecordWriter(tmp) as w:
-                    for rec in tf.data.TFRecordDataset(path):
-                        ex = tf.train.Example.FromString(rec.numpy())
-                        sid = ex.features.feature["source_id"].bytes_list.value[0].decode()
-                        if sid in keep_ids:
-                            w.write(rec.numpy())
-                os.replace(tmp, path)
-            else:
-                os.remove(path)
-        except (OSError, tf.errors.OpError) as e:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise_storage_error(path, e)
-    for e in part["kept"]:
-        if e["index"] > cutoff:
-            for key in ("image", "mask"):
-                if key in e:
-                    f = safe_join(cfg.out, e[key], where)
-                    if os.path.lexists(f):
-                        os.remove(f)
+            records = outfs.read_tfrecords(outfs.read_bytes(path), path)
+        except OSError as e:
+            raise_storage_error(path, e, "reading")
+        keep = []
+        for rec in records:
+            ex = tf.train.Example.FromString(rec)
+            if ex.features.feature["source_id"].bytes_list.value[0].decode() in keep_ids:
+                keep.append(rec)
+        if keep:
+            _write_file(path, outfs.tfrecord_bytes(keep))
+        else:
+            outfs.remove([path])
+    victims = [outfs.safe_join(cfg.out, e[key], where) for e in part["kept"] if e["index"] > cutoff
+               for key in ("image", "mask") if key in e]
+    outfs.remove(victims)
     part = dict(part, kept=[e for e in part["kept"] if e["index"] <= cutoff],
                 rejected=[r for r in part["rejected"] if r["index"] <= cutoff], trimmed_after=cutoff)
     if part["kept"] or part["rejected"]:
-        atomic_write_text(where, json.dumps(part, sort_keys=True))
+        _write_file(where, json.dumps(part, sort_keys=True).encode("utf-8"))
     else:
-        os.remove(where)
+        outfs.remove([where])

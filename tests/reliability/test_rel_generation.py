@@ -29,7 +29,7 @@ from synthseg_tf.utils import LOCK_FILE, output_lock
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 ENV = {**os.environ, "PYTHONPATH": REPO + os.pathsep + os.environ.get("PYTHONPATH", "")}
-N, PER, K, SEED = 40, 4, 8, 3  # 10 shards: two waves (8 + 2)
+N, PER, K, SEED = 40, 4, 8, 3  # 10 shards
 
 
 # --------------------------------------------------------------------------- fixtures and helpers
@@ -86,7 +86,8 @@ def _quiet(_msg):
 
 def snapshot(out):
     """``{relative path: sha256}`` of every file under ``out`` (hidden ones too); generation.json
-    without its timing fields and dataset.json without the folder's own path."""
+    without its timing fields (and the last invocation's pipeline count) and dataset.json without
+    the folder's own path."""
     snap = {}
     for root, dirs, files in os.walk(out):
         for f in files:
@@ -95,7 +96,7 @@ def snapshot(out):
             data = open(p, "rb").read()
             if rel in ("generation.json", "dataset.json"):
                 d = json.loads(data)
-                for k in ("started", "finished", "seconds", "spec"):
+                for k in ("started", "finished", "seconds", "spec", "pipelines"):
                     d.pop(k, None)
                 data = json.dumps(d, sort_keys=True).encode()
             snap[rel] = hashlib.sha256(data).hexdigest()
@@ -197,7 +198,7 @@ def test_rel_gen_crash_leftovers_are_swept_and_never_counted(world, reference, t
     (out / LOCK_FILE).write_text(json.dumps({"pid": _dead_pid(), "host": socket.gethostname(), "started": "then"}))
     logs = []
     summary = run_generation(_cfg(world, out), log=logs.append)
-    assert summary["kept"] == N and any("wave: shards 6.." in m for m in logs), logs
+    assert summary["kept"] == N and any("generating shards 6..9" in m for m in logs), logs
     assert any("temporary file" in m for m in logs) and any("stale lock" in m for m in logs), logs
     assert_clean(out)
     assert snapshot(out) == reference["snap"]
@@ -393,27 +394,25 @@ def _assert_only_finished_shards(out):
 
 
 def test_rel_gen_failing_tfrecord_and_manifest_writers(world, reference, tmp_path, monkeypatch):
-    """TensorFlow's TFRecord writer failing (as on a full disk), then the driver's manifest write
-    failing: each a StorageError naming its file, nothing partial kept; a clean rerun completes."""
-    import tensorflow as tf
-
+    """The third shard's TFRecord write failing (as on a full disk), then the driver's manifest
+    write failing: each a StorageError naming its file, nothing partial kept; a clean rerun completes."""
     from synthseg_tf.generation import pipeline
 
-    real_writer = tf.io.TFRecordWriter
-    writes = []
+    real_write = pipeline.atomic_write_bytes
+    records = []
 
-    class FullDiskWriter(real_writer):
-        def write(self, record):
-            writes.append(record)
-            if len(writes) == 10:
-                raise tf.errors.ResourceExhaustedError(None, None, "No space left on device")
-            return super().write(record)
+    def full_disk(path, data):
+        if path.endswith(".tfrecord"):
+            records.append(path)
+            if len(records) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_write(path, data)
 
     out = tmp_path / "tfw"
-    monkeypatch.setattr(tf.io, "TFRecordWriter", FullDiskWriter)
+    monkeypatch.setattr(pipeline, "atomic_write_bytes", full_disk)
     with pytest.raises(StorageError, match=r"writing .*data-\d{5}\.tfrecord failed: No space left") as ei:
         run_generation(_cfg(world, out), log=_quiet)
-    assert str(out) in str(ei.value)
+    assert str(out) in str(ei.value) and records[2] in str(ei.value)
     _assert_only_finished_shards(out)
     monkeypatch.undo()
 
@@ -573,8 +572,8 @@ class PeakRSS:
 
 
 @pytest.mark.slow
-def test_rel_gen_memory_stays_flat_from_one_wave_to_six(world, tmp_path):
-    """6x the samples (6 waves instead of 1) within 10 % of the peak RSS. The real
+def test_rel_gen_memory_stays_flat_from_one_pipeline_to_six(world, tmp_path):
+    """6x the samples (6 Beam pipelines of 2 shards instead of 1) within 10 % of the peak RSS. The real
     1,000 vs 10,000 measurement: benchmarks/generation_memory.py (before the fix, with the generator
     loaded again in every wave: 788 -> 949 MB, x1.20; after: 723 -> 745 MB, x1.03)."""
     import gc
