@@ -157,16 +157,28 @@ class ClassTable:
         )
 
     def save(self, path: str) -> str:
-        """Write ``classes.json`` (``path`` may be a directory) atomically; returns the file path."""
-        if os.path.isdir(path):
-            path = os.path.join(path, CLASS_TABLE_FILE)
-        from synthseg_tf.utils import atomic_write_text
+        """Write ``classes.json`` (``path`` may be a directory) atomically; returns the file path.
 
-        atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
+        ``path`` may be remote (``gs://...``, see :mod:`synthseg_tf.storage`)."""
+        from synthseg_tf import storage
+
+        if storage.isdir(path):
+            path = storage.join(path, CLASS_TABLE_FILE)
+        storage.atomic_write_text(path, json.dumps(self.to_dict(), indent=1))
         return path
 
     @classmethod
     def load(cls, path: str) -> "ClassTable":
+        """Read a ``classes.json`` (``path`` may be its folder, and remote: ``gs://...``)."""
+        from synthseg_tf import storage
+
+        if storage.is_remote(path):
+            try:
+                if storage.isdir(path):
+                    path = storage.join(path, CLASS_TABLE_FILE)
+                return cls.from_dict(json.loads(storage.read_text(path)))
+            except (OSError, ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}: not a readable class table ({e})") from e
         if os.path.isdir(path):
             path = os.path.join(path, CLASS_TABLE_FILE)
         try:

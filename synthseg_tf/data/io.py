@@ -15,6 +15,9 @@ to class ids. Every failure raises :class:`DataError` naming the file and the pr
 - an image over the pixel limit (a decompression-bomb guard): the limit and how to raise it
   (``?max_pixels=N`` in the dataset spec, or the ``SYNTHSEG_MAX_PIXELS`` environment variable;
   default :data:`DEFAULT_MAX_PIXELS`).
+
+Remote paths (``gs://...``, see :mod:`synthseg_tf.storage`) are read into memory once and decoded
+from there, with the same checks and messages.
 """
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from synthseg_tf import storage
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 JPEG_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif")
@@ -89,8 +94,11 @@ def describe_content(path: str, head: Optional[bytes] = None) -> str:
     """What a file that is not a readable image holds, in words (for error messages)."""
     if head is None:
         try:
-            with open(path, "rb") as f:
-                head = f.read(256)
+            if storage.is_remote(path):
+                head = storage.read_bytes(path, 256)
+            else:
+                with open(path, "rb") as f:
+                    head = f.read(256)
         except OSError as e:
             return f"unreadable: {e.strerror or e}"
     if not head:
@@ -120,13 +128,18 @@ def probe(path: str) -> Optional[str]:
     Reads only the header: cheap enough for files that are not otherwise decoded (an image
     without a mask, say), so they are reported as what they are.
     """
+    data = None
     try:
-        if os.path.getsize(path) == 0:
+        if storage.is_remote(path):  # one read of the whole file (object stores have no cheap seek)
+            data = storage.read_bytes(path)
+            if not data:
+                return "empty file (0 bytes), not an image"
+        elif os.path.getsize(path) == 0:
             return "empty file (0 bytes), not an image"
-        with Image.open(path):
+        with Image.open(path if data is None else io.BytesIO(data)):
             return None
     except UnidentifiedImageError:
-        return f"not an image ({describe_content(path)})"
+        return f"not an image ({describe_content(path, None if data is None else data[:256])})"
     except Image.DecompressionBombError:
         return None  # an image; the size limit is reported when it is read
     except (OSError, SyntaxError, ValueError) as e:
@@ -155,6 +168,31 @@ def _ends_cleanly(path: str, fmt: str) -> bool:
     return b"IEND\xaeB`\x82" in tail
 
 
+def _ends_cleanly_data(data: bytes, fmt: str) -> bool:
+    """:func:`_ends_cleanly` for a file read into memory."""
+    if fmt != "PNG":
+        return True
+    if data[-12:][4:8] == b"IEND":
+        return True
+    return b"IEND\xaeB`\x82" in data[-65536:]
+
+
+def _read_remote(path: str) -> bytes:
+    """A remote file's bytes; failures are :class:`DataError` with the messages local files get."""
+    try:
+        return storage.read_bytes(path)
+    except OSError as e:
+        try:
+            folder = storage.isdir(path)
+        except OSError:
+            folder = False
+        if folder:
+            raise DataError(path, "is a folder, not an image file") from None
+        if isinstance(e, FileNotFoundError):
+            raise DataError(path, "file not found") from None
+        raise DataError(path, f"cannot read the file ({e.strerror or e})") from None
+
+
 def _bomb_message(path: str, pixels_text: str, limit: int) -> DataError:
     return DataError(path, f"image has {pixels_text} pixels, over the limit of {limit} (a guard against "
                            f"decompression bombs); if the file is trusted, raise the limit with ?max_pixels=N in "
@@ -168,20 +206,26 @@ def _open(path: str, max_pixels: Optional[int] = None) -> Image.Image:
         # Pillow refuses images over twice its limit before we see their size: a limit the user
         # raised past that raises Pillow's too (never lowered; the default needs no change).
         Image.MAX_IMAGE_PIXELS = (limit + 1) // 2
-    try:
-        size = os.path.getsize(path)
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except OSError as e:
-        raise DataError(path, f"cannot read the file ({e.strerror or e})") from None
-    if os.path.isdir(path):
-        raise DataError(path, "is a folder, not an image file")
+    data = None
+    if storage.is_remote(path):  # read once, decode from memory
+        data = _read_remote(path)
+        size = len(data)
+    else:
+        try:
+            size = os.path.getsize(path)
+        except FileNotFoundError:
+            raise DataError(path, "file not found") from None
+        except OSError as e:
+            raise DataError(path, f"cannot read the file ({e.strerror or e})") from None
+        if os.path.isdir(path):
+            raise DataError(path, "is a folder, not an image file")
     if size == 0:
         raise DataError(path, "empty file (0 bytes), not an image")
     try:
-        im = Image.open(path)
+        im = Image.open(path if data is None else io.BytesIO(data))
     except UnidentifiedImageError:
-        raise DataError(path, f"not an image ({describe_content(path)})") from None
+        raise DataError(path, f"not an image ({describe_content(path, None if data is None else data[:256])})"
+                        ) from None
     except Image.DecompressionBombError as e:
         found = re.search(r"\((\d+) pixels\)", str(e))
         raise _bomb_message(path, found.group(1) if found else f"more than {2 * (Image.MAX_IMAGE_PIXELS or 0)}",
@@ -198,7 +242,7 @@ def _open(path: str, max_pixels: Optional[int] = None) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
         im.close()
         raise DataError(path, f"corrupt or truncated image ({fmt} file of {size} bytes: {e})") from None
-    if not _ends_cleanly(path, fmt):
+    if not (_ends_cleanly(path, fmt) if data is None else _ends_cleanly_data(data, fmt)):
         im.close()
         raise DataError(path, f"corrupt or truncated image ({fmt} file of {size} bytes has no IEND chunk: "
                               "the file was cut short)")
@@ -311,7 +355,5 @@ def decode_png(data: bytes, name: str = "<PNG bytes>") -> np.ndarray:
 
 
 def write_png(path: str, arr: np.ndarray) -> None:
-    """Write a PNG atomically."""
-    from synthseg_tf.utils import atomic_write_bytes
-
-    atomic_write_bytes(path, encode_png(arr))
+    """Write a PNG atomically (local or remote path, see :func:`synthseg_tf.storage.atomic_write_bytes`)."""
+    storage.atomic_write_bytes(path, encode_png(arr))

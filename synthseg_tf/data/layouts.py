@@ -47,6 +47,14 @@ Every spec also takes these options:
 ===============================  ============================================================
 
 A bare folder where a spec is expected is refused with the spec its contents suggest.
+
+Paths may be local or remote (``gs://bucket/dir``, ``s3://...``, any filesystem ``tf.io.gfile``
+knows; see :mod:`synthseg_tf.storage`): the spec body is split on ``:`` and a ``scheme://`` is put
+back together (``pairs:gs://b/images:gs://b/masks``; a ``host:port`` right after it too, as in
+``hdfs://namenode:8020/data``). Local and remote arguments can be mixed. Remote folders are listed
+and read through ``tf.io.gfile`` (TensorFlow is imported only then); object stores have no
+symbolic links, so the link checks apply to local paths only. A ``:`` inside a remote path
+cannot be told apart from the separator.
 """
 from __future__ import annotations
 
@@ -60,6 +68,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
+from synthseg_tf import storage
 from synthseg_tf.data import artefacts as _art
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, ClassTable
 from synthseg_tf.data.dataset import (CLASSIFICATION, JPEG_MASK_PROBLEM, SEGMENTATION, SNAP_MODES, DataOptions, Dataset,
@@ -86,6 +95,35 @@ class SpecError(ValueError):
     """A dataset spec that cannot be understood or whose folders are missing."""
 
 
+_SCHEME_WORD = re.compile(r"[a-z][a-z0-9+.-]*\Z")
+_PORT = re.compile(r"\d+(/|\Z)")
+
+
+def split_args(rest: str) -> List[str]:
+    """The ``:``-separated arguments of a spec body, with every ``scheme://...`` argument kept whole.
+
+    ``"gs://b/im:gs://b/ms"`` -> ``["gs://b/im", "gs://b/ms"]``; ``"/data/im:s3://x/ms"`` ->
+    ``["/data/im", "s3://x/ms"]``; a port right after a remote host stays with it
+    (``"hdfs://nn:8020/d"`` -> ``["hdfs://nn:8020/d"]``).
+    """
+    parts = rest.split(":")
+    out: List[str] = []
+    i = 0
+    while i < len(parts):
+        p = parts[i]
+        if i + 1 < len(parts) and _SCHEME_WORD.match(p) and parts[i + 1].startswith("//"):
+            p = p + ":" + parts[i + 1]
+            i += 2
+            authority = p.split("://", 1)[1]
+            if "/" not in authority and authority and i < len(parts) and _PORT.match(parts[i]):
+                p = p + ":" + parts[i]
+                i += 1
+        else:
+            i += 1
+        out.append(p)
+    return out
+
+
 def parse_spec(spec: str) -> Tuple[str, List[str], Dict[str, str]]:
     """``"pairs:a:b?void=255"`` -> ``("pairs", ["a", "b"], {"void": "255"})``.
 
@@ -101,7 +139,10 @@ def parse_spec(spec: str) -> Tuple[str, List[str], Dict[str, str]]:
     kind = kind.strip().lower()
     if kind not in KINDS:
         raise SpecError(_unknown_kind_message(spec, body, kind, query))
-    args = rest.split(":") if rest else []
+    args = split_args(rest) if rest else []
+    for a in args:
+        if storage.is_remote(a) and not storage.split_scheme(a)[1].strip("/"):
+            raise SpecError(f"{spec}: {a!r} names no bucket or folder; e.g. {a.rstrip('/')}//BUCKET/DIR")
     unknown = [k for k in opts if k not in OPTIONS]
     if unknown:
         close = difflib.get_close_matches(unknown[0], OPTIONS, n=1)
@@ -112,6 +153,10 @@ def parse_spec(spec: str) -> Tuple[str, List[str], Dict[str, str]]:
 
 
 def _unknown_kind_message(spec: str, body: str, kind: str, query: str) -> str:
+    if storage.is_remote(body):  # checked without touching it (TensorFlow is not imported for a bad spec)
+        return (f"{body!r} is a {storage.split_scheme(body)[0]} path, not a dataset spec; a spec names the layout, "
+                f"e.g. pairs:IMAGES_DIR:MASKS_DIR, camvid:DIR or classfolders:DIR (here e.g. classfolders:{body}; "
+                f"kinds: {', '.join(KINDS)})")
     path = os.path.expanduser(body)
     if os.path.isdir(path):
         guess, why = guess_spec(path)
@@ -230,10 +275,10 @@ def absolute_spec(spec: str) -> str:
     kind, args, opts = parse_spec(spec)
     if kind.startswith("demo-"):
         return spec
-    args = [os.path.abspath(os.path.expanduser(a)) for a in args]
+    args = [storage.abspath(storage.expanduser(a)) for a in args]
     for key in ("classes", "palette", "list"):
         if key in opts and not opts[key].isdigit():
-            opts[key] = os.path.abspath(os.path.expanduser(opts[key]))
+            opts[key] = storage.abspath(storage.expanduser(opts[key]))
     query = "&".join(f"{k}={v}" for k, v in opts.items())
     return f"{kind}:{':'.join(args)}" + (f"?{query}" if query else "")
 
@@ -272,7 +317,15 @@ class _Ctx:
         self.discovered = False  # the class table was discovered from the mask values
 
     def list_images(self, d: str, recursive: bool = False, root: Optional[str] = None) -> List[str]:
-        """Image files of ``d``; symbolic links out of ``root`` (default ``d``) are refused unless follow_links."""
+        """Image files of ``d``; symbolic links out of ``root`` (default ``d``) are refused unless follow_links.
+
+        Remote folders (no symbolic links there) are listed through :mod:`synthseg_tf.storage`."""
+        if storage.is_remote(d):
+            if recursive:
+                found = [storage.join(r, f) for r, _, fs in storage.walk(d) for f in fs if is_image_file(f)]
+            else:
+                found = [storage.join(d, n) for n in storage.listdir(d) if is_image_file(n)]
+            return sorted(found)
         root_real = os.path.realpath(root or d)
         if recursive:
             found = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs if is_image_file(f)]
@@ -302,22 +355,22 @@ def _within(path: str, root: str) -> bool:
 
 def _apply_list(ds: Dataset, list_path: str, ctx: "_Ctx") -> Dataset:
     """Keep the samples a list file names (entries relative to the dataset root, never leaving it)."""
-    list_path = os.path.expanduser(list_path)
+    list_path = storage.expanduser(list_path)
     root = ctx.root
-    if not os.path.isfile(list_path):
+    if not storage.isfile(list_path):
         raise SpecError(f"{ctx.spec}: list file {list_path} does not exist")
     if root is None:
         raise SpecError(f"{ctx.spec}: this layout takes no list file")
-    root_real = os.path.realpath(root)
+    local_root = not storage.is_remote(root)
+    root_real = os.path.realpath(root) if local_root else root
     index: Dict[str, int] = {}
     for i, s in enumerate(ds.samples):
-        rel = os.path.normpath(os.path.relpath(s.image, root))
+        rel = os.path.normpath(storage.relpath(s.image, root))
         index.setdefault(rel, i)
         index.setdefault(os.path.splitext(rel)[0], i)
     keep, seen, problems = [], set(), []
     try:
-        with open(list_path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+        lines = storage.read_text(list_path).splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise SpecError(f"{list_path}: cannot read the list file ({e})") from None
     for n, line in enumerate(lines, 1):
@@ -332,7 +385,8 @@ def _apply_list(ds: Dataset, list_path: str, ctx: "_Ctx") -> Dataset:
         if norm == os.pardir or norm.startswith(os.pardir + os.sep):
             raise SpecError(f"{where}: {entry!r} leaves the dataset folder {root}; list entries must stay inside it")
         full = os.path.join(root, norm)
-        if os.path.lexists(full) and not ctx.options.follow_links and not _within(os.path.realpath(full), root_real):
+        if (local_root and os.path.lexists(full) and not ctx.options.follow_links
+                and not _within(os.path.realpath(full), root_real)):
             raise SpecError(f"{where}: {entry!r} is a symbolic link to {os.path.realpath(full)}, outside the dataset "
                             f"folder {root}; refused (pass ?follow_links=1 to allow links out of the dataset)")
         i = index.get(norm)
@@ -353,9 +407,9 @@ def _apply_list(ds: Dataset, list_path: str, ctx: "_Ctx") -> Dataset:
 def _need_dir(spec: str, path: Optional[str], what: str) -> str:
     if not path:
         raise SpecError(f"{spec}: missing {what} folder")
-    path = os.path.expanduser(path)
-    if not os.path.isdir(path):
-        if os.path.exists(path):
+    path = storage.expanduser(path)
+    if not storage.isdir(path):
+        if storage.exists(path):
             raise SpecError(f"{spec}: {what} folder {path} is a file, not a folder")
         raise SpecError(f"{spec}: {what} folder {path} does not exist")
     return path
@@ -441,10 +495,10 @@ def _split_pairs(splits, ctx: "_Ctx") -> Tuple[List[Sample], List[Tuple[str, str
     """``[(split, images_dir, masks_dir)]`` -> matched samples of every split whose images exist."""
     samples, problems = [], []
     for split, img_dir, mask_dir in splits:
-        if img_dir is None or not os.path.isdir(img_dir):
+        if img_dir is None or not storage.isdir(img_dir):
             continue
-        if not os.path.isdir(mask_dir):
-            problems.append((img_dir, f"no {os.path.basename(mask_dir)} folder beside it"))
+        if not storage.isdir(mask_dir):
+            problems.append((img_dir, f"no {storage.basename(mask_dir)} folder beside it"))
             continue
         s, p = _match_pairs(ctx.list_images(img_dir, root=ctx.root), ctx.list_images(mask_dir, root=ctx.root),
                             split=split)
@@ -505,22 +559,21 @@ def _find_table_artefacts(ds: Dataset) -> None:
 
 def _read_palette(path: str) -> ClassTable:
     """A palette file: classes.json style JSON, or text lines ``R G B name``."""
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise SpecError(f"palette file {path} does not exist")
     if path.lower().endswith(".json"):
         return ClassTable.load(path)
     names, colors = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.split("#", 1)[0].strip()
-            if not line:
-                continue
-            parts = re.split(r"[\s,;]+", line)
-            try:
-                colors.append(tuple(int(x) for x in parts[:3]))
-            except ValueError:
-                raise SpecError(f"{path}:{n}: expected 'R G B name', got {line!r}") from None
-            names.append(" ".join(parts[3:]) or f"class_{len(names)}")
+    for n, line in enumerate(storage.read_text(path).splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = re.split(r"[\s,;]+", line)
+        try:
+            colors.append(tuple(int(x) for x in parts[:3]))
+        except ValueError:
+            raise SpecError(f"{path}:{n}: expected 'R G B name', got {line!r}") from None
+        names.append(" ".join(parts[3:]) or f"class_{len(names)}")
     return ClassTable(names=names, colors=colors, source_values=colors)
 
 
@@ -561,9 +614,9 @@ def _load_pairs(spec, args, opts, ctx) -> Dataset:
     elif "palette" in opts:
         table = _read_palette(opts["palette"])
     else:
-        found = [p for p in (os.path.join(mask_dir, CLASS_TABLE_FILE),
-                             os.path.join(os.path.dirname(os.path.abspath(mask_dir)), CLASS_TABLE_FILE))
-                 if os.path.isfile(p)]
+        found = [p for p in (storage.join(mask_dir, CLASS_TABLE_FILE),
+                             storage.join(storage.dirname(storage.abspath(mask_dir)), CLASS_TABLE_FILE))
+                 if storage.isfile(p)]
         if found:
             table = ClassTable.load(found[0])
         elif not ctx.options.jpeg_masks and all(is_jpeg_file(s.mask) for s in samples):
@@ -613,13 +666,13 @@ def _table_from_values(spec, mask_paths, void, options: DataOptions = DataOption
 
 def _load_camvid(spec, args, opts, ctx) -> Dataset:
     root = ctx.root = _need_dir(spec, args[0] if args else None, "CamVid")
-    samples, problems = _split_pairs([(split, os.path.join(root, split), os.path.join(root, split + "annot"))
+    samples, problems = _split_pairs([(split, storage.join(root, split), storage.join(root, split + "annot"))
                                       for split in ("train", "val", "test")], ctx)
     if not samples:
         raise SpecError(f"{spec}: no CamVid train/trainannot (val, test) pairs under {root}"
                         + "".join(f"; {p}: {m}" for p, m in problems[:3]))
-    cj = os.path.join(root, CLASS_TABLE_FILE)
-    table = ClassTable.load(cj) if os.path.isfile(cj) else ClassTable(names=CAMVID_CLASSES, void_values=[CAMVID_VOID])
+    cj = storage.join(root, CLASS_TABLE_FILE)
+    table = ClassTable.load(cj) if storage.isfile(cj) else ClassTable(names=CAMVID_CLASSES, void_values=[CAMVID_VOID])
     return Dataset(spec=spec, task=SEGMENTATION, samples=samples, classes=table, problems=problems)
 
 
@@ -647,19 +700,19 @@ def cityscapes_table(setting: str = "19") -> ClassTable:
 
 def _load_cityscapes(spec, args, opts, ctx) -> Dataset:
     root = ctx.root = _need_dir(spec, args[0] if args else None, "Cityscapes")
-    img_root, gt_root = os.path.join(root, "leftImg8bit"), os.path.join(root, "gtFine")
+    img_root, gt_root = storage.join(root, "leftImg8bit"), storage.join(root, "gtFine")
     for d in (img_root, gt_root):
-        if not os.path.isdir(d):
+        if not storage.isdir(d):
             raise SpecError(f"{spec}: expected {d} (the leftImg8bit and gtFine folders of Cityscapes)")
     samples, problems = [], []
-    for split in sorted(os.listdir(img_root)):
-        if not os.path.isdir(os.path.join(img_root, split)):
+    for split in sorted(storage.listdir(img_root)):
+        if not storage.isdir(storage.join(img_root, split)):
             continue
-        imgs = [p for p in ctx.list_images(os.path.join(img_root, split), recursive=True, root=root)
+        imgs = [p for p in ctx.list_images(storage.join(img_root, split), recursive=True, root=root)
                 if p.endswith("_leftImg8bit.png")]
-        gt_dir = os.path.join(gt_root, split)
+        gt_dir = storage.join(gt_root, split)
         gts = ([p for p in ctx.list_images(gt_dir, recursive=True, root=root) if p.endswith("_gtFine_labelIds.png")]
-               if os.path.isdir(gt_dir) else [])
+               if storage.isdir(gt_dir) else [])
         gt_by_key = {os.path.basename(p)[: -len("_gtFine_labelIds.png")]: p for p in gts}
         for img in imgs:
             key = os.path.basename(img)[: -len("_leftImg8bit.png")]
@@ -676,18 +729,18 @@ def _load_cityscapes(spec, args, opts, ctx) -> Dataset:
 
 
 def _find_isic_dir(root: str, name: str) -> Optional[str]:
-    d = os.path.join(root, name)
-    if not os.path.isdir(d):
+    d = storage.join(root, name)
+    if not storage.isdir(d):
         return None
-    inner = os.path.join(d, name)  # archives often unpack as NAME/NAME/
-    return inner if os.path.isdir(inner) else d
+    inner = storage.join(d, name)  # archives often unpack as NAME/NAME/
+    return inner if storage.isdir(inner) else d
 
 
 def _load_isic2016(spec, args, opts, ctx) -> Dataset:
     root = ctx.root = _need_dir(spec, args[0] if args else None, "ISIC 2016")
     samples, problems = _split_pairs([(split, _find_isic_dir(root, f"ISBI2016_ISIC_Part1_{part}_Data"),
                                        _find_isic_dir(root, f"ISBI2016_ISIC_Part1_{part}_GroundTruth")
-                                       or os.path.join(root, f"ISBI2016_ISIC_Part1_{part}_GroundTruth"))
+                                       or storage.join(root, f"ISBI2016_ISIC_Part1_{part}_GroundTruth"))
                                       for split, part in (("train", "Training"), ("test", "Test"))], ctx)
     if not samples:
         raise SpecError(f"{spec}: no ISBI2016_ISIC_Part1_Training_Data / _GroundTruth pairs under {root}"
@@ -698,7 +751,8 @@ def _load_isic2016(spec, args, opts, ctx) -> Dataset:
 
 def _load_classfolders(spec, args, opts, ctx) -> Dataset:
     root = ctx.root = _need_dir(spec, args[0] if args else None, "class folders")
-    subdirs = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.startswith("."))
+    subdirs = sorted(d for d in storage.listdir(root)
+                     if not d.startswith(".") and storage.isdir(storage.join(root, d)))
     # Either split folders (any of train/ val/ test/, e.g. only train/ + test/) each holding class
     # folders, or class folders directly; a mix is ambiguous (a test/ read as a class would leak).
     split_dirs = [d for d in subdirs if d in ("train", "val", "test")]
@@ -707,25 +761,25 @@ def _load_classfolders(spec, args, opts, ctx) -> Dataset:
         raise SpecError(f"{spec}: {root} mixes split folders ({', '.join(split_dirs)}) with other folders "
                         f"({', '.join(others[:5])}{', ...' if len(others) > 5 else ''}); put the class folders "
                         "inside train/ val/ test/, or use no split folders at all")
-    parts = [(d, os.path.join(root, d)) for d in split_dirs] if split_dirs else [(None, root)]
-    names = sorted({c for _, base in parts for c in os.listdir(base)
-                    if os.path.isdir(os.path.join(base, c)) and not c.startswith(".")})
+    parts = [(d, storage.join(root, d)) for d in split_dirs] if split_dirs else [(None, root)]
+    names = sorted({c for _, base in parts for c in storage.listdir(base)
+                    if not c.startswith(".") and storage.isdir(storage.join(base, c))})
     if not names:
         raise SpecError(f"{spec}: no class sub-folders in {root}")
     samples, problems = [], []
     for split, base in parts:
         for label, name in enumerate(names):
-            d = os.path.join(base, name)
-            files = ctx.list_images(d, root=root) if os.path.isdir(d) else []
+            d = storage.join(base, name)
+            files = ctx.list_images(d, root=root) if storage.isdir(d) else []
             if not files:
                 problems.append((d, "class folder has no images"))
             for f in files:
-                rel = os.path.relpath(f, root)
+                rel = storage.relpath(f, root)
                 samples.append(Sample(image=f, label=label, source_id=os.path.splitext(rel)[0], split=split))
     if not samples:
         raise SpecError(f"{spec}: no images in the class folders of {root}")
-    cj = os.path.join(root, CLASS_TABLE_FILE)
-    table = ClassTable.load(cj) if os.path.isfile(cj) else ClassTable(names=names)
+    cj = storage.join(root, CLASS_TABLE_FILE)
+    table = ClassTable.load(cj) if storage.isfile(cj) else ClassTable(names=names)
     if table.names != names:
         table = ClassTable(names=names)
     return Dataset(spec=spec, task=CLASSIFICATION, samples=samples, classes=table, problems=problems)

@@ -26,6 +26,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 import tensorflow as tf
 
+from synthseg_tf import storage
 from synthseg_tf.data.dataset import SEGMENTATION, Dataset
 from synthseg_tf.data.tfrecord import feature_spec, read_metadata, tfrecord_files
 
@@ -242,10 +243,13 @@ Source = Union[str, Dataset]
 
 
 def raw_source(source: Source) -> Tuple[tf.data.Dataset, int]:
-    """A spec string, a :class:`Dataset`, or a TFRecord folder/glob -> (raw elements, count or -1)."""
+    """A spec string, a :class:`Dataset`, or a TFRecord folder/glob -> (raw elements, count or -1).
+
+    A bare remote path (``gs://...``: no spec names one) is a TFRecord folder, file or glob."""
     if isinstance(source, Dataset):
         return read_files(source), len(source)
-    if isinstance(source, str) and (source.startswith("tfrecord:") or os.path.isdir(source)
+    if isinstance(source, str) and (source.startswith("tfrecord:") or storage.is_remote(source)
+                                    or os.path.isdir(source)
                                     or source.endswith((".tfrecord", ".tfrecord.gz")) or "*" in source):
         path = source[len("tfrecord:"):] if source.startswith("tfrecord:") else source
         return read_tfrecords(path), int(read_metadata(path).get("count", -1))

@@ -16,6 +16,10 @@ feature                type     meaning
 
 A TFRecord folder holds ``data-SSSSS-of-NNNNN.tfrecord`` shards, ``classes.json`` and
 ``dataset.json`` (spec, task, counts, skipped files).
+
+The folder may be remote (``gs://...``, any filesystem ``tf.io.gfile`` knows): it is then written
+through :func:`synthseg_tf.storage.atomic_directory`, whose files are moved into place one by one
+with ``dataset.json`` last (a remote folder without ``dataset.json`` is incomplete).
 """
 from __future__ import annotations
 
@@ -27,10 +31,10 @@ from typing import Dict, Iterable, List, Optional
 
 import numpy as np
 
+from synthseg_tf import storage
 from synthseg_tf.data.classes import ClassTable
 from synthseg_tf.data.dataset import SEGMENTATION, Dataset
 from synthseg_tf.data.io import DataError, encode_png
-from synthseg_tf.utils import atomic_directory, atomic_write_text
 
 SCHEMA_VERSION = 1
 DATASET_FILE = "dataset.json"
@@ -86,8 +90,8 @@ def write_tfrecords(ds: Dataset, out_dir: str, shards: int = 4, skip_bad: bool =
             return idx, None, e
         return idx, make_example(image, mask, label=s.label, source_id=s.source_id), None
 
-    with atomic_directory(out_dir, overwrite=overwrite) as tmp:
-        writers = [tf.io.TFRecordWriter(os.path.join(tmp, shard_name(k, shards))) for k in range(shards)]
+    with storage.atomic_directory(out_dir, overwrite=overwrite, last=[DATASET_FILE]) as tmp:
+        writers = [tf.io.TFRecordWriter(storage.join(tmp, shard_name(k, shards))) for k in range(shards)]
         try:
             written = 0
             with ThreadPoolExecutor(max_workers=min(8, 2 * (os.cpu_count() or 2))) as ex:
@@ -106,14 +110,20 @@ def write_tfrecords(ds: Dataset, out_dir: str, shards: int = 4, skip_bad: bool =
                 w.close()
         meta = {"schema_version": SCHEMA_VERSION, "spec": ds.spec, "task": ds.task, "count": sum(counts),
                 "shards": counts, "skipped": skipped, "splits": ds.splits}
-        ds.classes.save(os.path.join(tmp, "classes.json"))
-        atomic_write_text(os.path.join(tmp, DATASET_FILE), json.dumps(meta, indent=1))
+        ds.classes.save(storage.join(tmp, "classes.json"))
+        storage.atomic_write_text(storage.join(tmp, DATASET_FILE), json.dumps(meta, indent=1))
     return meta
 
 
 def tfrecord_files(path: str) -> List[str]:
-    """A TFRecord folder, a single file, or a glob -> sorted file list (error if none)."""
-    if os.path.isdir(path):
+    """A TFRecord folder, a single file, or a glob -> sorted file list (error if none); local or remote."""
+    if storage.is_remote(path):
+        if storage.isdir(path):
+            files = sorted(storage.glob(storage.join(path, "*.tfrecord"))
+                           + storage.glob(storage.join(path, "*.tfrecord.gz")))
+        else:
+            files = sorted(storage.glob(path))
+    elif os.path.isdir(path):
         files = sorted(glob.glob(os.path.join(path, "*.tfrecord")) + glob.glob(os.path.join(path, "*.tfrecord.gz")))
     else:
         files = sorted(glob.glob(path))
@@ -123,18 +133,17 @@ def tfrecord_files(path: str) -> List[str]:
 
 
 def read_metadata(path: str) -> Dict:
-    """dataset.json of a TFRecord folder ({} when absent)."""
-    p = os.path.join(path if os.path.isdir(path) else os.path.dirname(path), DATASET_FILE)
-    if not os.path.isfile(p):
+    """dataset.json of a TFRecord folder ({} when absent); local or remote."""
+    p = storage.join(path if storage.isdir(path) else storage.dirname(path), DATASET_FILE)
+    if not storage.isfile(p):
         return {}
-    with open(p, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(storage.read_text(p))
 
 
 def read_class_table(path: str) -> Optional[ClassTable]:
-    d = path if os.path.isdir(path) else os.path.dirname(path)
-    p = os.path.join(d, "classes.json")
-    return ClassTable.load(p) if os.path.isfile(p) else None
+    d = path if storage.isdir(path) else storage.dirname(path)
+    p = storage.join(d, "classes.json")
+    return ClassTable.load(p) if storage.isfile(p) else None
 
 
 def feature_spec() -> Dict:

@@ -27,6 +27,7 @@ from typing import Dict, Optional
 
 import tensorflow as tf
 
+from synthseg_tf import storage
 from synthseg_tf.data.classes import ClassTable
 from synthseg_tf.utils import atomic_directory, atomic_write_text
 
@@ -148,8 +149,8 @@ def export_run(run_dir: str, export_dir: str, overwrite: bool = False) -> str:
     generator = load_keras_model(os.path.join(run_dir, "generator"), what="trained generator (Keras SavedModel)")
     # settings older runs lack (upsample, label_conditioning, ...) recorded as those runs used them
     config = run_settings(_read_json(os.path.join(run_dir, "config.json")))
-    cj = os.path.join(run_dir, "classes.json")
-    classes = ClassTable.load(cj) if os.path.isfile(cj) else None
+    cj = storage.join(run_dir, "classes.json")
+    classes = ClassTable.load(cj) if storage.isfile(cj) else None
     return export_generator(generator, export_dir, config["image_size"], classes, config, overwrite=overwrite)
 
 

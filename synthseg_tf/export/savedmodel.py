@@ -10,6 +10,7 @@ import os
 from typing import Dict, Mapping, Optional, Sequence
 
 from synthseg_tf import _env  # noqa: F401  (quiet TF before it loads)
+from synthseg_tf import storage
 from synthseg_tf.data.classes import ClassTable
 from synthseg_tf.utils import atomic_directory, atomic_write_text
 
@@ -83,9 +84,8 @@ class LoadedExport:
         what = f"{self.kind} export"
         hint = f", {CONFIG_FILE} and classes.json (the model/ folder a `synthseg` training writes)"
         require_saved_model_dir(export_dir, what, hint)
-        try:
-            with open(os.path.join(export_dir, CONFIG_FILE), encoding="utf-8") as f:
-                self.config = json.load(f)
+        try:  # the export may be remote (gs://...): read through synthseg_tf.storage
+            self.config = json.loads(storage.read_text(storage.join(export_dir, CONFIG_FILE)))
             if not isinstance(self.config, dict):
                 raise ValueError("not a JSON object")
         except (OSError, ValueError) as e:

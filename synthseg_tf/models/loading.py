@@ -9,6 +9,9 @@ layers is executed, whatever the format).
 
 A path that does not exist raises :class:`ModelNotFound`, which is both a ``ModelLoadError`` and a
 ``FileNotFoundError``.
+
+Paths may be remote (``gs://...``, see :mod:`synthseg_tf.storage`): they are checked through
+``tf.io.gfile`` and handed to TensorFlow/Keras, which read them the same way.
 """
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import contextlib
 import os
 from typing import Dict, Optional
 
+from synthseg_tf import storage
 from synthseg_tf.errors import ModelLoadError
 
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -29,24 +33,24 @@ class ModelNotFound(ModelLoadError, FileNotFoundError):
 def _listing(path: str, limit: int = 8) -> str:
     """What a folder holds, for error messages: ``'a, b, c (+5 more)'`` or ``'nothing'``."""
     try:
-        names = sorted(os.listdir(path))
+        names = sorted(storage.listdir(path))
     except OSError:
         return "nothing readable"
     if not names:
         return "nothing (an empty folder)"
-    shown = ", ".join(n + ("/" if os.path.isdir(os.path.join(path, n)) else "") for n in names[:limit])
+    shown = ", ".join(n + ("/" if storage.isdir(storage.join(path, n)) else "") for n in names[:limit])
     return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 def require_saved_model_dir(path: str, what: str, hint: str = "") -> str:
     """``path`` (absolute) if it is a folder holding ``saved_model.pb``; else a ModelLoadError naming
     the folder, what was expected (``what``, plus ``hint``) and what it holds."""
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
+    path = storage.abspath(os.fspath(path))
+    if not storage.exists(path):
         raise ModelNotFound(f"{path}: {what} not found (no such file or folder)")
-    if not os.path.isdir(path):
+    if not storage.isdir(path):
         raise ModelLoadError(f"{path}: not a {what}: expected a folder with {SAVED_MODEL_FILE}, got a file")
-    if not os.path.isfile(os.path.join(path, SAVED_MODEL_FILE)):
+    if not storage.isfile(storage.join(path, SAVED_MODEL_FILE)):
         raise ModelLoadError(f"{path}: not a {what}: expected a TensorFlow SavedModel folder with "
                              f"{SAVED_MODEL_FILE}{hint}; it holds {_listing(path)}")
     return path
@@ -73,12 +77,12 @@ def load_keras_model(path: str, what: str = "Keras model", compile: bool = False
     """
     import tensorflow as tf
 
-    path = os.path.abspath(os.fspath(path))
-    if not os.path.exists(path):
+    path = storage.abspath(os.fspath(path))
+    if not storage.exists(path):
         raise ModelNotFound(f"{path}: {what} not found (no such file or folder)")
-    if os.path.isdir(path):
+    if storage.isdir(path):
         require_saved_model_dir(path, what)
-        if not os.path.isfile(os.path.join(path, KERAS_METADATA_FILE)):
+        if not storage.isfile(storage.join(path, KERAS_METADATA_FILE)):
             raise ModelLoadError(f"{path}: not a {what}: a TensorFlow SavedModel without {KERAS_METADATA_FILE} "
                                  "(not saved by Keras); load it with tf.saved_model.load instead")
     elif not path.endswith((".keras", ".h5", ".hdf5")):
