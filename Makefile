@@ -8,7 +8,7 @@ PYTHON310 ?=
 DEMO_OUT ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean-venv lock
+.PHONY: setup demo test bench bench-quick clean-venv lock pipeline-demo
 
 setup: $(VENV)/.installed
 
@@ -31,11 +31,19 @@ lock: $(VENV)/.installed
 demo: setup
 	$(VENV)/bin/synthseg demo --out $(DEMO_OUT)
 
+# The TFX pipeline (LocalDagRunner, ML Metadata in SQLite) on the demo scenes with tiny sizes/steps.
+pipeline-demo: setup
+	$(VENV)/bin/synthseg pipeline run --data demo-scenes --out runs/pipeline-demo --preset demo
+
 test: setup
 	$(PY) -m pytest -q -n 2 $(PYTEST_ARGS) tests
 
+# Benchmarks of issue 8 -> bench-results.json (+ a table); bench-quick: the same keys in under 5 minutes.
 bench: setup
 	$(PY) benchmarks/run_all.py
+
+bench-quick: setup
+	$(PY) benchmarks/run_all.py --quick
 
 clean-venv:
 	rm -rf $(VENV)

@@ -1,6 +1,6 @@
 """Generation images/s: raw batched generator inference vs the Beam pipeline (1 and 2 workers).
 
-    python benchmarks/generation.py [--generator RUN_OR_EXPORT] [--n 256]
+    python benchmarks/generation.py [--generator RUN_OR_EXPORT] [--n 256] [--workers 1,2] [--skip-raw]
 
 Without --generator, a small untrained generator (128x128, 12 classes) is saved first: the
 speed of inference does not depend on the weights' quality.
@@ -47,6 +47,8 @@ def main():
     p.add_argument("--n", type=int, default=256)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--workers", default="1,2", help="comma-separated DirectRunner worker counts of the Beam runs")
+    p.add_argument("--skip-raw", action="store_true", help="only the Beam runs")
     a = p.parse_args()
 
     import numpy as np
@@ -58,24 +60,27 @@ def main():
         gen = a.generator or _make_generator(tmp, a.size)
         r = Renderer(gen)
         h, w = r.image_size
-        maps = np.random.default_rng(0).integers(0, r.config["num_classes"], (a.batch_size, h, w)).astype(np.uint8)
-        labels = np.zeros(a.batch_size, np.int32) if r.conditional else None
-        r.render(maps, labels)
-        t = time.perf_counter()
-        done = 0
-        while done < a.n:
+        if not a.skip_raw:
+            rng = np.random.default_rng(0)
+            maps = rng.integers(0, r.config["num_classes"], (a.batch_size, h, w)).astype(np.uint8)
+            labels = np.zeros(a.batch_size, np.int32) if r.conditional else None
             r.render(maps, labels)
-            done += a.batch_size
-        report("generation.raw_batched", done / (time.perf_counter() - t), "images/s", size=f"{h}x{w}",
-               batch=a.batch_size)
-        for workers in (1, 2):
+            t = time.perf_counter()
+            done = 0
+            while done < a.n:
+                r.render(maps, labels)
+                done += a.batch_size
+            report("generation.raw_batched", done / (time.perf_counter() - t), "images/s", size=f"{h}x{w}",
+                   batch=a.batch_size, n=done)
+        for workers in (int(v) for v in a.workers.split(",") if v.strip()):
             out = os.path.join(tmp, f"out{workers}")
             cfg = GenerationConfig(generator=gen, out=out, n=a.n, batch_size=a.batch_size, workers=workers,
                                    samples_per_shard=max(16, a.n // 8), max_shards_per_wave=8)
             t = time.perf_counter()
             run_generation(cfg, log=lambda m: None)
             report(f"generation.beam_{workers}_worker", a.n / (time.perf_counter() - t), "images/s",
-                   size=f"{h}x{w}", batch=a.batch_size, note="includes pipeline start-up, map sampling, PNG+TFRecord writing")
+                   size=f"{h}x{w}", batch=a.batch_size, n=a.n, workers=workers,
+                   note="includes pipeline start-up, map sampling, PNG+TFRecord writing")
 
 
 if __name__ == "__main__":
