@@ -1,6 +1,29 @@
 """synthseg-tf: synthetic training data for segmentation and classification (TensorFlow/Keras)."""
 from setuptools import find_packages, setup
 
+# The TFX code lives in pipeline/ and components/ at the repository root but is installed under the
+# project's own namespace, never as the generic top-level names ``pipeline`` / ``components``:
+#   pipeline/   -> synthseg_tf_tfx.pipeline     (configs, pipeline, module_file, runners)
+#   components/ -> synthseg_tf_tfx.components   (SyntheticGeneration)
+# ``synthseg_tf_tfx`` itself is an implicit namespace package (no __init__.py). TFX records these
+# installed names in the pipeline IR (module_file functions, executor classes) and imports them
+# again in every component's process or container.
+TFX_NAMESPACE = "synthseg_tf_tfx"
+TFX_DIRS = {"pipeline": "pipeline", "components": "components"}  # subpackage -> folder at the repository root
+
+
+def _tfx_packages():
+    packages, package_dir = [], {}
+    for sub, folder in TFX_DIRS.items():
+        root = f"{TFX_NAMESPACE}.{sub}"
+        packages.append(root)
+        package_dir[root] = folder
+        packages += [f"{root}.{p}" for p in find_packages(where=folder)]
+    return packages, package_dir
+
+
+TFX_PACKAGES, TFX_PACKAGE_DIR = _tfx_packages()
+
 setup(
     name="synthseg-tf",
     version="0.1.0",
@@ -8,7 +31,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.11",
-    packages=find_packages(include=["synthseg_tf", "synthseg_tf.*", "components", "components.*", "pipeline", "pipeline.*"]),
+    packages=find_packages(include=["synthseg_tf", "synthseg_tf.*"]) + TFX_PACKAGES,
+    package_dir=TFX_PACKAGE_DIR,
     include_package_data=True,
     install_requires=[
         "tensorflow>=2.15,<2.16",

@@ -11,8 +11,8 @@ Inputs
     ``generator/``) or a generator SavedModel from ``synthseg gan export``; a
     ``Format-Serving/`` sub-folder holding one of those is accepted too. In a pipeline it is
     usually brought in with ``tfx.dsl.Importer(source_uri=..., artifact_type=Model)``. Remote
-    (``gs://``) models are copied to a local work folder first, since the library reads local
-    files. With ``masks="sample"`` the label maps come from the dataset spec recorded in the
+    (``gs://``) models are read where they are (``tf.io.gfile``), by the driver and by every
+    worker. With ``masks="sample"`` the label maps come from the dataset spec recorded in the
     GAN run's ``config.json`` (``data``), which must be readable where the executor runs.
 ``real_examples`` (``Examples``, optional)
     Real examples (ExampleGen's output). When given, their splits are copied next to the
@@ -31,17 +31,19 @@ the generator's training maps, "sample:SPEC" or a dataset spec), ``class_balance
 Beam arguments come the usual TFX way: the pipeline's ``beam_pipeline_args`` plus
 ``component.with_beam_pipeline_args([...])`` (or ``beam_pipeline_args=`` here; these come last,
 so they win). ``--runner`` and ``--direct_num_workers`` select the library's runner and worker
-count (``0`` = one per CPU, multi-processing); everything else is passed through to
-``run_generation``'s Beam pipeline. Only the DirectRunner is accepted: ``run_generation`` writes
-its shards with local-file APIs into a local work folder, which remote (Dataflow) workers could
-not share; the executor refuses other runners with an explanation instead of losing shards.
+count (``0`` = one per CPU, multi-processing). The generation job runs on the Beam pipeline TFX
+makes from those arguments (``_make_beam_pipeline``), so ``--runner=DataflowRunner`` (with its
+``--project``/``--region``/``--temp_location``) runs it on Dataflow: the workers write each shard
+straight into the output artifact through Beam's ``FileSystems`` (``gs://``), and the driver reads
+the shards back from there (:mod:`synthseg_tf.generation.outfs`); no disk is shared.
 
 Output ``examples`` (``Examples``) layout::
 
     <uri>/Split-train/synthetic-SSSSS.tfrecord.gz   generated samples (gzipped TFRecords)
     <uri>/Split-train/real-*.gz                     only with real_examples
     <uri>/Split-eval/real-*.gz                      only with real_examples
-    <uri>/generation/   manifest.jsonl generation.json classes.json dataset.json [images/ masks/]
+    <uri>/generation/   the generation folder itself (written there by the workers): manifest.jsonl
+                        generation.json classes.json dataset.json parts/ data-*.tfrecord [images/ masks/]
 
 Properties: ``split_names`` (``["train"]`` or the real splits), custom properties
 ``payload_format = FORMAT_TF_EXAMPLE`` and ``file_format = tfrecords_gzip`` (what
@@ -51,21 +53,18 @@ GZIP from the ``.gz`` suffix), ``synthetic_count``, ``generator_fingerprint``,
 ``Split-<name>/*``; the manifest and PNGs live in ``generation/``.
 
 Why class-based (``BaseBeamComponent`` + ``BaseBeamExecutor`` + ``ComponentSpec``) rather than a
-``@component`` function: ``run_generation`` builds its own Beam pipelines (one per wave) from
-*arguments*, so the executor needs the merged TFX Beam arguments as a list
-(``self._beam_pipeline_args``, which ``BeamExecutorSpec`` fills from the pipeline and the
-component on every orchestrator, Vertex included), not a ready-made ``beam.Pipeline`` object
-as a function component with ``use_beam=True`` gets. A ``ComponentSpec`` also gives typed
-optional inputs/parameters that the Kubeflow V2 compiler maps directly.
+``@component`` function: the executor hands ``run_generation`` TFX's pipeline factory
+(``self._make_beam_pipeline``, built from the Beam arguments ``BeamExecutorSpec`` merges from the
+pipeline and the component on every orchestrator, Vertex included), so a rerun that needs a second
+pass (a quality filter that kept fewer samples than estimated) can make another pipeline; a
+``ComponentSpec`` also gives typed optional inputs/parameters that the Kubeflow V2 compiler maps
+directly.
 
 The library itself never imports TFX; only this module and ``pipeline/`` do.
 """
 from __future__ import annotations
 
-import glob
 import os
-import shutil
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import logging
@@ -76,6 +75,8 @@ from tfx.dsl.io import fileio
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
+
+from synthseg_tf.generation import outfs
 
 GENERATOR_KEY = "generator"
 REAL_EXAMPLES_KEY = "real_examples"
@@ -88,7 +89,6 @@ SYNTHETIC_PREFIX = "synthetic-"
 REAL_PREFIX = "real-"
 FILE_FORMAT = "tfrecords_gzip"
 # The library's own run metadata, copied into <uri>/generation/.
-_METADATA_FILES = ("manifest.jsonl", "generation.json", "classes.json", "dataset.json")
 
 _DEFAULTS = {"seed": 0, "masks": "sample", "samples_per_shard": 200, "batch_size": 16, "write_png": 0}
 
@@ -130,8 +130,8 @@ def resolve_model_dir(uri: str, what: str, markers: Sequence[str]) -> str:
 def split_beam_args(beam_args: Sequence[str]) -> Tuple[str, int, List[str]]:
     """TFX Beam args -> (runner, DirectRunner worker count, the rest for ``run_generation``).
 
-    ``run_generation`` sets ``--runner`` and the DirectRunner's worker flags itself (from its
-    config), so those are lifted out of the list instead of passed twice.
+    The runner and worker count go into the job's ``GenerationConfig`` (logged and recorded);
+    the pipeline itself is made by TFX from the full argument list.
     """
     runner, workers, rest = "DirectRunner", 1, []
     args = list(beam_args or [])
@@ -154,34 +154,15 @@ def split_beam_args(beam_args: Sequence[str]) -> Tuple[str, int, List[str]]:
     return runner, max(1, workers), rest
 
 
-def _rewrite_gzip(src: str, dst: str) -> int:
-    """Copy the records of an uncompressed TFRecord file into a gzipped one; returns the count."""
-    import tensorflow as tf
+def _gzip_records(src: str, dst: str) -> int:
+    """A generated TFRecord shard (any storage) as a gzipped TFRecord file (what ExampleGen writes
+    and TFX readers expect); returns its record count."""
+    import gzip
 
-    n = 0
-    tmp = dst + ".tmp"
-    with tf.io.TFRecordWriter(tmp, options="GZIP") as w:
-        for rec in tf.data.TFRecordDataset(src):
-            w.write(rec.numpy())
-            n += 1
-    fileio.rename(tmp, dst, overwrite=True)
+    data = outfs.read_bytes(src)
+    n = len(outfs.read_tfrecords(data, src))
+    outfs.write_bytes(dst, gzip.compress(data, compresslevel=6, mtime=0))
     return n
-
-
-def _copy_tree(src: str, dst: str) -> None:
-    fileio.makedirs(dst)
-    for name in fileio.listdir(src):
-        s, d = os.path.join(src, name), os.path.join(dst, name.rstrip("/"))
-        if fileio.isdir(s):
-            _copy_tree(s, d)
-        else:
-            fileio.copy(s, d, overwrite=True)
-
-
-def _localize(uri: str, local: str) -> str:
-    logging.info("SyntheticGeneration: copying %s to %s", uri, local)
-    _copy_tree(uri, local)
-    return local
 
 
 # =========================================================================== executor
@@ -202,52 +183,29 @@ class Executor(base_beam_executor.BaseBeamExecutor):
                                               "quality_model", ("saved_model.pb",))
         out = artifact_utils.get_single_instance(output_dict[EXAMPLES_KEY])
         runner, workers, rest = split_beam_args(self._beam_pipeline_args)
-        if runner != "DirectRunner":
-            raise ValueError(
-                f"SyntheticGeneration runs the library's generation job with the DirectRunner only (got --runner="
-                f"{runner}): run_generation writes its shards with local-file APIs, which remote workers cannot "
-                "share. Give the component its own args, e.g. .with_beam_pipeline_args(['--runner=DirectRunner', "
-                "'--direct_num_workers=0']); the component-level args come last and win.")
 
-        # The library reads and writes with local-file APIs (atomic renames), so it works in a local
-        # folder: remote (gs://) models are copied in first, and the results are copied out to the
-        # artifact uri (local or gs://) with TFX's fileio.
-        work = tempfile.mkdtemp(prefix="synthseg_generation_")
-        try:
-            if "://" in generator:
-                generator = _localize(generator, os.path.join(work, "generator"))
-            if quality_model and "://" in quality_model:
-                quality_model = _localize(quality_model, os.path.join(work, "quality_model"))
-            cfg = GenerationConfig(
-                generator=generator, out=os.path.join(work, "out"), n=int(props["n"]), masks=str(props["masks"]),
-                seed=int(props["seed"]), class_balance=props.get("class_balance") or None,
-                min_quality=None if props.get("min_quality") is None else float(props["min_quality"]),
-                quality_model=quality_model, samples_per_shard=int(props["samples_per_shard"]),
-                batch_size=int(props["batch_size"]), write_png=bool(int(props["write_png"])),
-                runner=runner, workers=workers, beam_args=rest)
-            logging.info("SyntheticGeneration: %d samples from %s (runner %s, %d worker(s))", cfg.n, generator,
-                         runner, workers)
-            summary = run_generation(cfg, log=logging.info)
+        # The generation job writes straight into the output artifact (local or gs://) through Beam's
+        # FileSystems, from the workers of the pipeline TFX makes from the merged Beam args (Dataflow
+        # when configured); the models are read where they are (tf.io.gfile).
+        gen_dir = os.path.join(out.uri, GENERATION_DIR)
+        cfg = GenerationConfig(
+            generator=generator, out=gen_dir, n=int(props["n"]), masks=str(props["masks"]),
+            seed=int(props["seed"]), class_balance=props.get("class_balance") or None,
+            min_quality=None if props.get("min_quality") is None else float(props["min_quality"]),
+            quality_model=quality_model, samples_per_shard=int(props["samples_per_shard"]),
+            batch_size=int(props["batch_size"]), write_png=bool(int(props["write_png"])),
+            runner=runner, workers=workers, beam_args=rest)
+        logging.info("SyntheticGeneration: %d samples from %s into %s (runner %s)", cfg.n, generator, gen_dir, runner)
+        summary = run_generation(cfg, log=logging.info, pipeline_factory=self._make_beam_pipeline)
 
-            train_dir = os.path.join(out.uri, f"Split-{TRAIN_SPLIT}")
-            fileio.makedirs(train_dir)
-            count = 0
-            for path in sorted(glob.glob(os.path.join(cfg.out, "data-*.tfrecord"))):
-                shard = os.path.basename(path)[len("data-"):-len(".tfrecord")]
-                count += _rewrite_gzip(path, os.path.join(train_dir, f"{SYNTHETIC_PREFIX}{shard}.tfrecord.gz"))
-            if count != int(summary["kept"]):
-                raise RuntimeError(f"generation reported {summary['kept']} samples but its shards hold {count}")
-
-            meta_dir = os.path.join(out.uri, GENERATION_DIR)
-            fileio.makedirs(meta_dir)
-            for name in _METADATA_FILES:
-                if os.path.isfile(os.path.join(cfg.out, name)):
-                    fileio.copy(os.path.join(cfg.out, name), os.path.join(meta_dir, name), overwrite=True)
-            for sub in ("images", "masks"):
-                if os.path.isdir(os.path.join(cfg.out, sub)):
-                    _copy_tree(os.path.join(cfg.out, sub), os.path.join(meta_dir, sub))
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+        train_dir = os.path.join(out.uri, f"Split-{TRAIN_SPLIT}")
+        fileio.makedirs(train_dir)
+        count = 0
+        for path in outfs.files(gen_dir, r"^data-\d{5}\.tfrecord$"):
+            shard = outfs.basename(path)[len("data-"):-len(".tfrecord")]
+            count += _gzip_records(path, os.path.join(train_dir, f"{SYNTHETIC_PREFIX}{shard}.tfrecord.gz"))
+        if count != int(summary["kept"]):
+            raise RuntimeError(f"generation reported {summary['kept']} samples but its shards hold {count}")
 
         splits = [TRAIN_SPLIT]
         real = input_dict.get(REAL_EXAMPLES_KEY) or []

@@ -1,5 +1,9 @@
 """The synthseg-tf TFX pipeline: configs, pipeline definition, user module and runners.
 
+Installed as ``synthseg_tf_tfx.pipeline`` (setup.py maps this folder there; ``components/``
+becomes ``synthseg_tf_tfx.components``), the names the pipeline gives TFX for its user module and
+executors. The command line runs it: ``synthseg pipeline run`` / ``synthseg pipeline compile``.
+
 - :mod:`pipeline.configs`: names, paths, sizes, steps (env-overridable, ``SYNTHSEG_TFX_*``);
 - :mod:`pipeline.pipeline`: :func:`~pipeline.pipeline.create_pipeline`;
 - :mod:`pipeline.module_file`: ``preprocessing_fn`` (Transform) and ``run_fn`` (Trainer);

@@ -6,9 +6,10 @@ project and bucket come from ``GOOGLE_CLOUD_PROJECT`` / ``SYNTHSEG_TFX_GCS_BUCKE
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import shlex
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 _PREFIX = "SYNTHSEG_TFX_"
 
@@ -21,6 +22,18 @@ def env(name: str, default: Optional[str] = None) -> Optional[str]:
 
 def env_int(name: str, default: int) -> int:
     return int(env(name, str(default)))
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """``1/true/yes/on`` or ``0/false/no/off`` (any case); ``default`` when unset."""
+    v = env(name)
+    if v is None:
+        return default
+    if v.strip().lower() in ("1", "true", "yes", "on"):
+        return True
+    if v.strip().lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{_PREFIX}{name}={v!r}: expected 1/0, true/false, yes/no or on/off")
 
 
 def env_float(name: str, default: Optional[float]) -> Optional[float]:
@@ -44,6 +57,33 @@ def parse_size(s) -> Tuple[int, int]:
     h, w = s
     return int(h), int(w)
 
+
+# --------------------------------------------------------------------------- module names
+# Installed (a wheel, `pip install .`, or the editable `make setup`), pipeline/ and components/ are
+# the packages synthseg_tf_tfx.pipeline and synthseg_tf_tfx.components (setup.py), never the generic
+# top-level names. TFX writes the module and executor names into the pipeline IR and imports them
+# again in each component's process or container, so the pipeline refers to them by these installed
+# names. Only a bare checkout that was never installed falls back to the folder names.
+TFX_NAMESPACE = "synthseg_tf_tfx"
+
+
+def _package_prefix() -> str:
+    if __name__.startswith(TFX_NAMESPACE + "."):
+        return TFX_NAMESPACE + "."
+    try:
+        if importlib.util.find_spec(TFX_NAMESPACE + ".pipeline") is not None:
+            return TFX_NAMESPACE + "."
+    except (ImportError, ValueError):
+        pass
+    return ""
+
+
+PIPELINE_PACKAGE = _package_prefix() + "pipeline"
+COMPONENTS_PACKAGE = _package_prefix() + "components"
+# The Transform/Trainer user module (preprocessing_fn, run_fn), by importable name.
+DEFAULT_MODULE = PIPELINE_PACKAGE + ".module_file"
+# The GanTrainer's user module (run_fn: pix2pix on the real training split).
+DEFAULT_GAN_MODULE = PIPELINE_PACKAGE + ".gan_module_file"
 
 # --------------------------------------------------------------------------- names
 PIPELINE_NAME = env("PIPELINE_NAME", "synthseg-segmentation")  # Vertex: [a-z0-9-]{1,128}
@@ -75,6 +115,13 @@ MIN_MEAN_IOU = env_float("MIN_MEAN_IOU", 0.3)
 MAX_MEAN_IOU_DROP = env_float("MAX_MEAN_IOU_DROP", 0.01)
 
 # --------------------------------------------------------------------------- synthetic data
+# Without GENERATOR_DIR, TRAIN_GAN adds the GanTrainer (pix2pix on the real training split) whose
+# generator feeds SyntheticGeneration; a BaselineTrainer (real data only) is then what the
+# augmented model must not fall behind by more than MAX_MEAN_IOU_DROP.
+TRAIN_GAN = env_bool("TRAIN_GAN", True)
+GAN_STEPS = env_int("GAN_STEPS", 5000)
+GAN_BATCH_SIZE = env_int("GAN_BATCH_SIZE", 4)
+GAN_BASE_FILTERS = env_int("GAN_BASE_FILTERS", 64)
 SYNTHETIC_N = env_int("SYNTHETIC_N", 1000)
 SYNTHETIC_SEED = env_int("SYNTHETIC_SEED", 0)
 SYNTHETIC_MASKS = env("SYNTHETIC_MASKS", "sample")
@@ -97,9 +144,42 @@ VERTEX_DATA_ROOT = env("VERTEX_DATA_ROOT", f"gs://{GCS_BUCKET_NAME}/data/{PIPELI
 VERTEX_SERVING_MODEL_DIR = env("VERTEX_SERVING_MODEL_DIR", f"{VERTEX_PIPELINE_ROOT}/serving_model")
 
 
+# --------------------------------------------------------------------------- presets
+# `synthseg pipeline run --preset NAME`: sizes and steps (pipeline.create_pipeline arguments, plus
+# `shards` for the TFRecord conversion). "demo" runs in a few minutes on 2 CPU cores (a 20-step GAN
+# with 8 base filters, 16 synthetic samples, two 20-step U-Nets) and always blesses (min_mean_iou 0,
+# a tolerance of 1.0 against the baseline), so the run ends with a pushed model; "full" is the env
+# defaults above.
+PRESETS: Dict[str, Dict[str, Any]] = {
+    "demo": {"image_size": (64, 64), "backbone": "resnet18", "batch_size": 4, "train_steps": 20, "eval_steps": 2,
+             "min_mean_iou": 0.0, "max_mean_iou_drop": 1.0, "synthetic_n": 16, "shards": 2, "log_every": 5,
+             "train_gan": True, "gan_steps": 20, "gan_batch_size": 4, "gan_base_filters": 8, "gan_log_every": 5},
+    "small": {"image_size": (128, 128), "backbone": "resnet34", "batch_size": 8, "train_steps": 300,
+              "eval_steps": 10, "min_mean_iou": 0.1, "max_mean_iou_drop": MAX_MEAN_IOU_DROP, "synthetic_n": 200,
+              "shards": 4, "log_every": 25, "train_gan": True, "gan_steps": 500, "gan_batch_size": 4,
+              "gan_base_filters": 32, "gan_log_every": 50},
+    "full": {"image_size": IMAGE_SIZE, "backbone": BACKBONE, "batch_size": BATCH_SIZE, "train_steps": TRAIN_NUM_STEPS,
+             "eval_steps": EVAL_NUM_STEPS, "min_mean_iou": MIN_MEAN_IOU, "max_mean_iou_drop": MAX_MEAN_IOU_DROP,
+             "synthetic_n": SYNTHETIC_N, "shards": 4, "log_every": 50, "train_gan": TRAIN_GAN,
+             "gan_steps": GAN_STEPS, "gan_batch_size": GAN_BATCH_SIZE, "gan_base_filters": GAN_BASE_FILTERS,
+             "gan_log_every": 100},
+}
+
+
+def preset(name: str) -> Dict[str, Any]:
+    """A copy of ``PRESETS[name]`` (``ValueError`` naming the choices for an unknown name)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return dict(PRESETS[name])
+
+
 def dataflow_beam_args(project: str = GOOGLE_CLOUD_PROJECT, region: str = GOOGLE_CLOUD_REGION,
-                       bucket: str = GCS_BUCKET_NAME, image: str = PIPELINE_IMAGE) -> List[str]:
-    """Beam args that run the Beam components (and the generation job) on Dataflow with the pipeline image."""
+                       bucket: str = GCS_BUCKET_NAME, image: str = PIPELINE_IMAGE,
+                       temp_location: Optional[str] = None) -> List[str]:
+    """Beam args that run the Beam components (and the generation job) on Dataflow with the pipeline image.
+
+    ``temp_location`` defaults to ``gs://<bucket>/tmp``.
+    """
     return [f"--project={project}", f"--region={region}", "--runner=DataflowRunner",
-            f"--temp_location=gs://{bucket}/tmp", f"--sdk_container_image={image}",
+            f"--temp_location={temp_location or f'gs://{bucket}/tmp'}", f"--sdk_container_image={image}",
             "--experiments=use_runner_v2"]

@@ -35,12 +35,19 @@ Trainer (``run_fn``)
     ``classes.json`` and ``config.json`` are written next to it, so the pushed model is also a
     regular library export: ``synthseg_tf.models.unet.load_segmenter(dir)`` and the generation
     quality filter accept it.
+
+    Progress: :class:`ProgressLogger` logs a line every ``log_every`` steps (``custom_config``;
+    default about 20 lines per run) through absl logging, which the TFX executor (locally and
+    on Vertex) writes to its log: step/total, epoch, the running loss and metrics, images/s; and
+    one line per epoch with the validation values. The lines start with ``log_name``
+    (``custom_config``, default ``Trainer``; the pipeline's ``BaselineTrainer`` sets its own id).
 """
 from __future__ import annotations
 
 import json
 import os
-from typing import Any, Dict, List, Optional, Tuple
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from synthseg_tf import _env  # noqa: F401  (SM_FRAMEWORK=tf.keras before TF/segmentation_models load)
 
@@ -139,6 +146,68 @@ def input_fn(file_pattern: List[str], data_accessor, tf_transform_output, batch_
     return ds.map(lambda features, mask: (features[IMAGE_XF], tf.cast(mask, tf.int32)))
 
 
+class ProgressLogger(tf.keras.callbacks.Callback):
+    """Log ``Trainer: step S/T (epoch E/N) loss=... pixel_accuracy=... X images/s`` every ``every`` steps.
+
+    The rate covers the steps since the previous line (the first line includes graph building).
+    At each epoch's end one line gives the epoch's training and validation values.
+    """
+
+    def __init__(self, every: int, total_steps: int, epochs: int, batch_size: int,
+                 log: Optional[Callable[[str], None]] = None, name: str = "Trainer"):
+        super().__init__()
+        self.name = str(name)  # the node id the lines start with (Trainer, BaselineTrainer)
+        self.every = max(1, int(every))
+        self.total_steps = int(total_steps)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.lines: List[str] = []
+        self._log = log
+        self._step = 0
+        self._epoch = 0
+        self._mark = (0, time.perf_counter())
+
+    def _emit(self, line: str) -> None:
+        self.lines.append(line)
+        if self._log is not None:
+            self._log(line)
+        else:
+            from absl import logging as absl_logging
+
+            absl_logging.info("%s", line)
+
+    @staticmethod
+    def _values(logs: Optional[Dict[str, Any]], skip_val: bool = True) -> str:
+        items = [(k, v) for k, v in sorted((logs or {}).items()) if not (skip_val and k.startswith("val_"))]
+        items.sort(key=lambda kv: (kv[0] != "loss", kv[0]))  # loss first
+        return " ".join(f"{k}={float(v):.4f}" for k, v in items)
+
+    def on_train_begin(self, logs=None):
+        self._step = 0
+        self._mark = (0, time.perf_counter())
+        self._emit(f"{self.name}: training {self.total_steps} steps in {self.epochs} epoch(s), batch {self.batch_size}, "
+                   f"a progress line every {self.every} steps")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = int(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.every and self._step != self.total_steps:
+            return
+        last_step, last_t = self._mark
+        now = time.perf_counter()
+        rate = (self._step - last_step) * self.batch_size / max(now - last_t, 1e-9)
+        self._mark = (self._step, now)
+        self._emit(f"{self.name}: step {self._step}/{self.total_steps} (epoch {self._epoch + 1}/{self.epochs}) "
+                   f"{self._values(logs)} {rate:.1f} images/s")
+
+    def on_epoch_end(self, epoch, logs=None):
+        val = {k[4:]: v for k, v in (logs or {}).items() if k.startswith("val_")}
+        self._emit(f"{self.name}: epoch {int(epoch) + 1}/{self.epochs} done: {self._values(logs)}"
+                   + (f"; validation {self._values(val)}" if val else ""))
+
+
 def _serving_module(model: tf.keras.Model, image_size: Tuple[int, int], tf_transform_output):
     """The library's segmenter module plus the tf.Example and transform signatures."""
     from synthseg_tf.models.unet import _SegmenterModule
@@ -222,12 +291,15 @@ def run_fn(fn_args) -> None:
     compile_unet(model, num_classes, learning_rate=float(cfg["learning_rate"]))
     steps = int(fn_args.train_steps or 100)
     epochs = max(1, int(cfg.get("epochs", 1)))
-    callbacks = []
+    batch_size = int(cfg["batch_size"])
+    every = int(cfg.get("log_every") or max(1, steps // 20))
+    callbacks: List[tf.keras.callbacks.Callback] = [ProgressLogger(every, max(1, steps // epochs) * epochs, epochs,
+                                                                   batch_size, name=cfg.get("log_name", "Trainer"))]
     if fn_args.model_run_dir:
         callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch",
                                                         profile_batch=0, write_graph=False))
     history = model.fit(train, epochs=epochs, steps_per_epoch=max(1, steps // epochs), validation_data=val,
-                        validation_steps=max(1, int(fn_args.eval_steps or 1)), callbacks=callbacks, verbose=2)
+                        validation_steps=max(1, int(fn_args.eval_steps or 1)), callbacks=callbacks, verbose=0)
     last = {k: float(v[-1]) for k, v in history.history.items()}
     export_serving_model(model, fn_args.serving_model_dir, tf_transform_output, class_names, size,
                          extra_config={"backbone": cfg["backbone"], "train_steps": steps, "history": last})

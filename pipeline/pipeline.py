@@ -4,6 +4,7 @@
 
     ImportExampleGen (synthseg TFRecord folder, hash split train:eval on source_id)
       ├─ StatisticsGen ─ SchemaGen ───────────────────────────────┐
+      │        └──────────┴─ ExampleValidator (anomalies)         │
       │                                                           │
       ├─ [Importer(generator) ─ SyntheticGeneration]  ── examples │ (real train + synthetic, real eval)
       │                                                   │       │
@@ -12,6 +13,12 @@
       └───────────── Evaluator (TFMA on the *real* eval split) ──────────────┤  + Resolver(latest blessed)
                                                                              │
                                                                           Pusher (when blessed)
+
+Data validation
+---------------
+``ExampleValidator`` checks the statistics of every split against the inferred schema and writes
+the anomalies (missing or unexpected features, wrong types, out-of-domain values) as an
+``ExampleAnomalies`` artifact; it records them, it does not stop the run.
 
 Evaluation choice
 -----------------
@@ -41,6 +48,7 @@ and unions do not compile for Vertex, hence the merged artifact.)
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -48,10 +56,15 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
 
-from components.synthetic_generation import SyntheticGeneration
+from . import configs
+from .configs import DEFAULT_GAN_MODULE, DEFAULT_MODULE  # "synthseg_tf_tfx.pipeline.module_file", ...gan_module_file
 
-DEFAULT_MODULE = "pipeline.module_file"
+# By its installed name (synthseg_tf_tfx.components...): TFX records the executor's class path in
+# the pipeline IR, and each component's process or container imports it again from there.
+SyntheticGeneration = importlib.import_module(configs.COMPONENTS_PACKAGE + ".synthetic_generation").SyntheticGeneration
+DATA_ROOT_PARAMETER = "data_root"  # the runtime parameter of ImportExampleGen's input_base (runtime_parameters=True)
 INPUT_PATTERN = "*.tfrecord*"  # `synthseg data to-tfrecord` shards (plain or .gz); classes.json is skipped
+CANDIDATE, BASELINE = "candidate", "baseline"  # TFMA model names (tfma.CANDIDATE_KEY / tfma.BASELINE_KEY)
 
 
 def _has_scheme(path: str) -> bool:
@@ -82,21 +95,31 @@ def _user_code(module_file: str) -> Tuple[Dict[str, str], Dict[str, str]]:
     return ({"preprocessing_fn": f"{module_file}.preprocessing_fn"}, {"run_fn": f"{module_file}.run_fn"})
 
 
-def make_eval_config(num_classes: int, min_mean_iou: float, max_mean_iou_drop: Optional[float] = None
-                     ) -> tfma.EvalConfig:
-    """TFMA config: pixel accuracy + mean IoU (the library's Keras metrics) with a blessing threshold."""
+def make_eval_config(num_classes: int, min_mean_iou: float, max_mean_iou_drop: Optional[float] = None,
+                     baseline: bool = False) -> tfma.EvalConfig:
+    """TFMA config: pixel accuracy + mean IoU (the library's Keras metrics) with a blessing threshold.
+
+    ``min_mean_iou``: a value threshold on the candidate's ``mean_iou``. ``max_mean_iou_drop``: a
+    change threshold, ``candidate - baseline >= -max_mean_iou_drop`` (``HIGHER_IS_BETTER``); it
+    applies when the Evaluator gets a ``baseline_model`` (TFX drops it otherwise: the first run is
+    rubber-stamped). ``baseline``: spell out the two models, ``candidate`` and ``baseline``
+    (``is_baseline=True``), for an Evaluator whose baseline is always there (the real-only
+    ``BaselineTrainer``); without it TFX derives the baseline spec from the single one when a
+    baseline model (the latest blessed one) exists.
+    """
     threshold = tfma.MetricThreshold(
         value_threshold=tfma.GenericValueThreshold(lower_bound={"value": float(min_mean_iou)}))
     if max_mean_iou_drop is not None:
         threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
             direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -float(max_mean_iou_drop)}))
+
+    def spec(**kw) -> tfma.ModelSpec:
+        return tfma.ModelSpec(signature_name="serving_tf_example", preprocessing_function_names=["transform_features"],
+                              label_key="mask", prediction_key="probabilities", model_type="tf_generic", **kw)
+
+    model_specs = [spec(name=CANDIDATE), spec(name=BASELINE, is_baseline=True)] if baseline else [spec()]
     return tfma.EvalConfig(
-        model_specs=[tfma.ModelSpec(
-            signature_name="serving_tf_example",
-            preprocessing_function_names=["transform_features"],
-            label_key="mask",
-            prediction_key="probabilities",
-            model_type="tf_generic")],
+        model_specs=model_specs,
         slicing_specs=[tfma.SlicingSpec()],
         metrics_specs=[tfma.MetricsSpec(metrics=[
             tfma.MetricConfig(class_name="PixelAccuracy", module="synthseg_tf.models.unet"),
@@ -104,6 +127,35 @@ def make_eval_config(num_classes: int, min_mean_iou: float, max_mean_iou_drop: O
                               config=json.dumps({"num_classes": int(num_classes), "name": "mean_iou"}),
                               threshold=threshold),
         ])])
+
+
+# Node ids in build order (``until`` takes any of those the configuration has).
+NODE_ORDER = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "RealTransform", "GanTrainer",
+              "generator_importer", "quality_model_importer", "SyntheticGeneration", "Transform", "BaselineTrainer",
+              "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"]
+
+
+def pipeline_nodes(generator_dir: Optional[str] = None, train_gan: bool = False, quality_model_dir: Optional[str] = None,
+                   train_baseline: bool = True) -> List[str]:
+    """The node ids :func:`create_pipeline` builds for these settings, in build order."""
+    synthetic = bool(generator_dir) or bool(train_gan)
+    baseline = synthetic and train_baseline
+    skip = set()
+    if not (synthetic and (baseline or not generator_dir)):
+        skip.add("RealTransform")
+    if generator_dir or not synthetic:
+        skip.add("GanTrainer")
+    if not generator_dir:
+        skip.add("generator_importer")
+    if not (synthetic and quality_model_dir):
+        skip.add("quality_model_importer")
+    if not synthetic:
+        skip.add("SyntheticGeneration")
+    if not baseline:
+        skip.add("BaselineTrainer")
+    else:
+        skip.add("latest_blessed_model_resolver")
+    return [n for n in NODE_ORDER if n not in skip]
 
 
 def create_pipeline(
@@ -138,35 +190,72 @@ def create_pipeline(
     metadata_connection_config: Any = None,
     input_pattern: str = INPUT_PATTERN,
     until: Optional[str] = None,
+    log_every: Optional[int] = None,
+    runtime_parameters: bool = False,
+    train_gan: bool = False,
+    gan_steps: int = 2000,
+    gan_batch_size: int = 4,
+    gan_base_filters: int = 64,
+    gan_log_every: Optional[int] = None,
+    gan_options: Optional[Dict[str, Any]] = None,
+    gan_module: str = DEFAULT_GAN_MODULE,
+    train_baseline: bool = True,
 ) -> tfx.dsl.Pipeline:
     """Build the pipeline (see the module docstring).
 
     ``data_root``: a TFRecord folder written by ``synthseg data to-tfrecord`` (or
     ``synthseg_tf.data.write_tfrecords``). ``module_file``: an importable module name (default
-    ``pipeline.module_file``; nothing to package) or a path to a ``.py`` file (TFX packages it).
+    ``synthseg_tf_tfx.pipeline.module_file``, installed with the package; nothing to package) or a
+    path to a ``.py`` file (TFX packages it).
     ``metadata_path``: a SQLite ML Metadata file for local runs (``metadata_connection_config``
-    overrides it; leave both unset for Vertex). ``generator_dir``: adds generation. ``until``:
-    build only the components up to this node id (e.g. ``"Trainer"``: train without evaluating or
-    pushing; later components are not even created, so nothing dangles). The remaining arguments
-    size the data, model, training and blessing.
+    overrides it; leave both unset for Vertex).
+
+    Synthetic data: ``generator_dir`` imports a generator trained elsewhere (a ``synthseg gan
+    train`` run folder or generator export); otherwise ``train_gan`` adds the ``GanTrainer``
+    (``gan_module``'s ``run_fn``: ``gan_steps`` steps, batch ``gan_batch_size``, ``gan_base_filters``,
+    a progress line every ``gan_log_every`` steps, ``gan_options`` more :func:`train_gan` keywords) on
+    the real training split. Either way ``SyntheticGeneration`` renders ``synthetic_n`` samples, the
+    candidate ``Trainer`` trains on real + synthetic and, with ``train_baseline``, the
+    ``BaselineTrainer`` trains the same U-Net on the real data only; the Evaluator then compares the
+    candidate with it (``max_mean_iou_drop``: the tolerated mean IoU drop). Without a baseline the
+    candidate is compared with the latest blessed model, as without synthetic data.
+
+    ``until``: build only the components up to this node id (e.g. ``"Trainer"``: train without
+    evaluating or pushing; later components are not even created, so nothing dangles); it must be a
+    node of this configuration (:func:`pipeline_nodes`). ``log_every``: the Trainers log a progress
+    line every this many steps (default: about 20 lines per run).
+    ``runtime_parameters``: make ``data_root`` a runtime parameter named ``data_root`` (its value
+    here is the default), settable per run on Vertex AI Pipelines; orchestrators that lack
+    runtime parameters (LocalDagRunner) need it off. The remaining arguments size the data,
+    model, training and blessing.
     """
-    order = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "SyntheticGeneration", "Transform", "Trainer",
-             "Evaluator", "Pusher"]
-    if until is not None and until not in order:
-        raise ValueError(f"until must be one of {order}, got {until!r}")
+    nodes = pipeline_nodes(generator_dir, train_gan, quality_model_dir, train_baseline)
+    if until is not None and until not in nodes:
+        raise ValueError(f"until must be one of {nodes}, got {until!r}")
     if not serving_model_dir and until in (None, "Pusher"):
         raise ValueError("serving_model_dir is required (where Pusher copies blessed models)")
     h, w = (int(s) for s in image_size)
     if h % 32 or w % 32:
         raise ValueError(f"image_size must be multiples of 32 (U-Net), got {h}x{w}")
+    if "GanTrainer" in nodes and (int(gan_steps) < 1 or int(gan_batch_size) < 1):
+        raise ValueError(f"gan_steps and gan_batch_size must be >= 1, got {gan_steps} and {gan_batch_size}")
     names = resolve_class_names(data_root, class_names)
     custom_config = {"image_size": [h, w], "num_classes": len(names), "class_names": names, "backbone": backbone,
                      "batch_size": int(batch_size), "learning_rate": float(learning_rate), "seed": int(seed)}
+    trainer_config = dict(custom_config)
+    if log_every:
+        trainer_config["log_every"] = int(log_every)
     transform_code, trainer_code = _user_code(module_file)
     components = []
 
-    def done(node_id: str) -> bool:
-        return until is not None and order.index(node_id) >= order.index(until)
+    class _Done(Exception):
+        pass
+
+    def add(*new) -> None:
+        """Append components; stop building once ``until`` is among them."""
+        components.extend(new)
+        if until is not None and any(c.id == until for c in new):
+            raise _Done
 
     def make(nodes) -> tfx.dsl.Pipeline:
         config = metadata_connection_config
@@ -176,85 +265,120 @@ def create_pipeline(
                                 enable_cache=enable_cache, metadata_connection_config=config,
                                 beam_pipeline_args=list(beam_pipeline_args or []))
 
+    def transform_of(examples, node_id: str):
+        return tfx.components.Transform(examples=examples, schema=schema_gen.outputs["schema"],
+                                        custom_config=custom_config, **transform_code).with_id(node_id)
+
+    def unet_trainer(transform, node_id: str):
+        return tfx.components.Trainer(
+            examples=transform.outputs["transformed_examples"],
+            transform_graph=transform.outputs["transform_graph"],
+            schema=schema_gen.outputs["schema"],
+            train_args=tfx.proto.TrainArgs(num_steps=int(train_steps)),
+            eval_args=tfx.proto.EvalArgs(num_steps=int(eval_steps)),
+            custom_config=trainer_config if node_id == "Trainer" else {**trainer_config, "log_name": node_id},
+            **trainer_code).with_id(node_id)
+
+    input_base = data_root
+    if runtime_parameters:
+        input_base = tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=str(data_root))
     example_gen = tfx.components.ImportExampleGen(
-        input_base=data_root,
+        input_base=input_base,
         input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=input_pattern)]),
         output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
             tfx.proto.SplitConfig.Split(name="train", hash_buckets=int(train_buckets)),
             tfx.proto.SplitConfig.Split(name="eval", hash_buckets=int(eval_buckets)),
         ], partition_feature_name="source_id")))
-    components.append(example_gen)
-    if done("ImportExampleGen"):
-        return make(components)
+    schema_gen = None
+    try:
+        add(example_gen)
+        statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+        add(statistics_gen)
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"],
+                                              infer_feature_shape=True)
+        add(schema_gen)
+        add(tfx.components.ExampleValidator(statistics=statistics_gen.outputs["statistics"],
+                                            schema=schema_gen.outputs["schema"]))
 
-    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"], infer_feature_shape=True)
-    components.append(statistics_gen)
-    if done("StatisticsGen"):
-        return make(components)
-    components.append(schema_gen)
-    if done("SchemaGen"):
-        return make(components)
+        # ---- synthetic data: GanTrainer (or an imported generator) -> SyntheticGeneration
+        real_transform = None
+        if "RealTransform" in nodes:
+            real_transform = transform_of(example_gen.outputs["examples"], "RealTransform")
+            add(real_transform)
+        training_examples = example_gen.outputs["examples"]
+        if "SyntheticGeneration" in nodes:
+            if generator_dir:
+                generator = tfx.dsl.Importer(source_uri=generator_dir, artifact_type=tfx.types.standard_artifacts.Model
+                                             ).with_id("generator_importer")
+                add(generator)
+                generator_channel = generator.outputs["result"]
+            else:
+                gan_config = {"image_size": [h, w], "num_classes": len(names), "class_names": names,
+                              "batch_size": int(gan_batch_size), "base_filters": int(gan_base_filters),
+                              "seed": int(seed)}
+                if gan_log_every:
+                    gan_config["log_every"] = int(gan_log_every)
+                if gan_options:
+                    gan_config["gan_options"] = dict(gan_options)
+                gan_code = ({"module_file": gan_module} if str(gan_module).endswith(".py")
+                            else {"run_fn": f"{gan_module}.run_fn"})
+                gan_trainer = tfx.components.Trainer(
+                    examples=real_transform.outputs["transformed_examples"],
+                    transform_graph=real_transform.outputs["transform_graph"],
+                    schema=schema_gen.outputs["schema"],
+                    train_args=tfx.proto.TrainArgs(num_steps=int(gan_steps)),
+                    eval_args=tfx.proto.EvalArgs(num_steps=0),
+                    custom_config=gan_config, **gan_code).with_id("GanTrainer")
+                add(gan_trainer)
+                generator_channel = gan_trainer.outputs["model"]
+            quality = None
+            if quality_model_dir:
+                quality = tfx.dsl.Importer(source_uri=quality_model_dir, artifact_type=tfx.types.standard_artifacts.Model
+                                           ).with_id("quality_model_importer")
+                add(quality)
+            synthetic = SyntheticGeneration(
+                generator=generator_channel, n=synthetic_n, real_examples=example_gen.outputs["examples"],
+                quality_model=quality.outputs["result"] if quality is not None else None, seed=synthetic_seed,
+                masks=synthetic_masks, class_balance=class_balance, min_quality=min_quality,
+                beam_pipeline_args=generation_beam_args)
+            add(synthetic)
+            training_examples = synthetic.outputs["examples"]
 
-    training_examples = example_gen.outputs["examples"]
-    if generator_dir:
-        generator = tfx.dsl.Importer(source_uri=generator_dir, artifact_type=tfx.types.standard_artifacts.Model
-                                     ).with_id("generator_importer")
-        components.append(generator)
-        quality = None
-        if quality_model_dir:
-            quality = tfx.dsl.Importer(source_uri=quality_model_dir, artifact_type=tfx.types.standard_artifacts.Model
-                                       ).with_id("quality_model_importer")
-            components.append(quality)
-        synthetic = SyntheticGeneration(
-            generator=generator.outputs["result"], n=synthetic_n, real_examples=example_gen.outputs["examples"],
-            quality_model=quality.outputs["result"] if quality is not None else None, seed=synthetic_seed,
-            masks=synthetic_masks, class_balance=class_balance, min_quality=min_quality,
-            beam_pipeline_args=generation_beam_args)
-        components.append(synthetic)
-        training_examples = synthetic.outputs["examples"]
-    if done("SyntheticGeneration"):
-        return make(components)
+        # ---- U-Nets: the candidate (real + synthetic when there are synthetic samples) and the baseline
+        transform = transform_of(training_examples, "Transform")
+        add(transform)
+        baseline_trainer = None
+        if "BaselineTrainer" in nodes:
+            baseline_trainer = unet_trainer(real_transform, "BaselineTrainer")
+            add(baseline_trainer)
+        trainer = unet_trainer(transform, "Trainer")
+        add(trainer)
 
-    transform = tfx.components.Transform(
-        examples=training_examples, schema=schema_gen.outputs["schema"], custom_config=custom_config,
-        **transform_code)
-    components.append(transform)
-    if done("Transform"):
-        return make(components)
+        # ---- evaluation on the real eval split, against the baseline (or the latest blessed model)
+        if baseline_trainer is not None:
+            baseline_model = baseline_trainer.outputs["model"]
+        else:
+            model_resolver = tfx.dsl.Resolver(
+                strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+                model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+                model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+            ).with_id("latest_blessed_model_resolver")
+            add(model_resolver)
+            baseline_model = model_resolver.outputs["model"]
+        evaluator = tfx.components.Evaluator(
+            examples=example_gen.outputs["examples"],
+            model=trainer.outputs["model"],
+            baseline_model=baseline_model,
+            eval_config=make_eval_config(len(names), min_mean_iou, max_mean_iou_drop,
+                                         baseline=baseline_trainer is not None))
+        add(evaluator)
 
-    trainer = tfx.components.Trainer(
-        examples=transform.outputs["transformed_examples"],
-        transform_graph=transform.outputs["transform_graph"],
-        schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(num_steps=int(train_steps)),
-        eval_args=tfx.proto.EvalArgs(num_steps=int(eval_steps)),
-        custom_config=custom_config,
-        **trainer_code)
-    components.append(trainer)
-    if done("Trainer"):
-        return make(components)
-
-    model_resolver = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
-    components.append(model_resolver)
-
-    evaluator = tfx.components.Evaluator(
-        examples=example_gen.outputs["examples"],
-        model=trainer.outputs["model"],
-        baseline_model=model_resolver.outputs["model"],
-        eval_config=make_eval_config(len(names), min_mean_iou, max_mean_iou_drop))
-    components.append(evaluator)
-    if done("Evaluator"):
-        return make(components)
-
-    pusher = tfx.components.Pusher(
-        model=trainer.outputs["model"],
-        model_blessing=evaluator.outputs["blessing"],
-        push_destination=tfx.proto.PushDestination(
-            filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
-    components.append(pusher)
+        pusher = tfx.components.Pusher(
+            model=trainer.outputs["model"],
+            model_blessing=evaluator.outputs["blessing"],
+            push_destination=tfx.proto.PushDestination(
+                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+        add(pusher)
+    except _Done:
+        pass
     return make(components)

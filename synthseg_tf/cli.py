@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     from synthseg_tf import commands
 
     commands.register(sub, spec_help)
+    from synthseg_tf import cli_pipeline  # `synthseg pipeline run|compile` (imports TFX only when run)
+
+    cli_pipeline.register(sub, spec_help)
     return p
 
 

@@ -67,7 +67,7 @@ def _executions_by_node(metadata_path):
 
 
 # ---------------------------------------------------------------------------------------------- up to Trainer
-FAST_NODES = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "Transform", "Trainer"]
+FAST_NODES = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidator", "Transform", "Trainer"]
 
 
 def test_local_pipeline_up_to_trainer(tmp_path):
@@ -212,9 +212,8 @@ def test_vertex_compile_writes_pipeline_spec(tmp_path):
     containers = [e["container"] for e in executors.values() if "container" in e]
     assert containers and all(c["image"] == image for c in containers)
     gen_args = executors["SyntheticGeneration_executor"]["container"]["args"]
-    assert "components.synthetic_generation.Executor" in gen_args
-    assert "--runner=DataflowRunner" in gen_args and gen_args.index("--runner=DirectRunner") > gen_args.index(
-        "--runner=DataflowRunner")  # Beam components on Dataflow, the generation job stays local (last flag wins)
+    assert "synthseg_tf_tfx.components.synthetic_generation.Executor" in gen_args  # the installed name
+    assert "--runner=DataflowRunner" in gen_args and "--runner=DirectRunner" not in gen_args  # generation on Dataflow
     assert "--runner=DataflowRunner" in executors["Transform_executor"]["container"]["args"]
     text = out.read_text()
     assert "pipeline.module_file.preprocessing_fn" in text and "pipeline.module_file.run_fn" in text

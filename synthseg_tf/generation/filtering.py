@@ -41,12 +41,13 @@ def quality_model_kind(model_dir: str) -> str:
     Raises ``FileNotFoundError`` for a missing folder and ``ValueError`` for anything that is not
     a synthseg segmenter or classifier export.
     """
-    path = os.path.join(model_dir, "config.json")
-    if not os.path.isdir(model_dir):
+    from synthseg_tf import storage
+
+    path = storage.join(model_dir, "config.json")
+    if not storage.isdir(model_dir):
         raise FileNotFoundError(f"--quality-model {model_dir}: no such folder")
     try:
-        with open(path, encoding="utf-8") as f:
-            fmt = json.load(f).get("format")
+        fmt = json.loads(storage.read_text(path)).get("format")
     except (OSError, ValueError) as e:
         raise ValueError(f"--quality-model {model_dir}: not a segmenter or classifier export "
                          f"(unreadable config.json: {e})") from e
@@ -95,11 +96,12 @@ def check_quality_model(model_dir: str, allow_weak: bool = False, log: Callable 
     outside a run) a warning says the check could not run and ``None`` is returned.
     Returns ``{"mean_iou", "majority_class", "majority_mean_iou", "required", "passed", "metrics"}``.
     """
-    run_dir = os.path.dirname(os.path.abspath(model_dir).rstrip(os.sep))
-    path = os.path.join(run_dir, "metrics.json")
+    from synthseg_tf import storage
+
+    run_dir = storage.dirname(storage.abspath(model_dir).rstrip("/" if storage.is_remote(model_dir) else os.sep))
+    path = storage.join(run_dir, "metrics.json")
     try:
-        with open(path, encoding="utf-8") as f:
-            val = json.load(f)["val"]
+        val = json.loads(storage.read_text(path))["val"]
         cm = np.asarray(val["confusion_matrix"], dtype=np.int64)
     except (OSError, ValueError, KeyError, TypeError) as e:
         log(f"warning: the quality model {model_dir} could not be checked against the majority-class baseline: "

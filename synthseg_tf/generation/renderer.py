@@ -12,12 +12,22 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from synthseg_tf import storage
 from synthseg_tf.data.classes import ClassTable
 
 
 def directory_fingerprint(path: str) -> str:
-    """sha256 over the names and bytes of every file under ``path`` (first 16 hex digits)."""
+    """sha256 over the names and bytes of every file under ``path`` (first 16 hex digits; local or
+    remote, e.g. ``gs://``)."""
     h = hashlib.sha256()
+    if storage.is_remote(path):
+        for root, dirs, files in storage.walk(path):
+            dirs.sort()
+            for f in sorted(files):
+                p = storage.join(root, f)
+                h.update(storage.relpath(p, path).encode())
+                h.update(storage.read_bytes(p))
+        return h.hexdigest()[:16]
     for root, dirs, files in os.walk(path):
         dirs.sort()
         for f in sorted(files):
@@ -31,10 +41,10 @@ def directory_fingerprint(path: str) -> str:
 
 def _model_dir(path: str):
     """``(kind, model folder)`` of a run folder or an export; FileNotFoundError for anything else."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
+    if storage.isfile(storage.join(path, "saved_model.pb")):
         return "export", path
-    if os.path.isdir(os.path.join(path, "generator")):
-        return "run", os.path.join(path, "generator")
+    if storage.isdir(storage.join(path, "generator")):
+        return "run", storage.join(path, "generator")
     raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
                             "generator/ or an exported SavedModel with saved_model.pb)")
 
@@ -46,10 +56,10 @@ def load_renderer(path: str) -> "Renderer":
     """A :class:`Renderer` for ``path``, reused within this process while its files are unchanged
     (same weights fingerprint and settings): a generation run's waves, and its resumes in one
     process, load and trace the generator once instead of once per wave."""
-    key = os.path.abspath(path)
+    key = storage.abspath(path)
     kind, model_dir = _model_dir(key)
     stamp = (directory_fingerprint(model_dir),
-             tuple(_file_digest(os.path.join(key, f)) for f in ("config.json", "classes.json")))
+             tuple(_file_digest(storage.join(key, f)) for f in ("config.json", "classes.json")))
     r = _LOADED.get(key)
     if r is None or r._stamp != stamp:
         _LOADED.clear()  # one generator at a time: the previous one's memory is freed
@@ -60,10 +70,9 @@ def load_renderer(path: str) -> "Renderer":
 
 
 def _file_digest(path: str) -> Optional[str]:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         return None
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
+    return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
 class Renderer:
@@ -78,19 +87,19 @@ class Renderer:
     def __init__(self, path: str):
         import tensorflow as tf
 
-        self.path = os.path.abspath(path)
+        self.path = storage.abspath(path)
         try:
             self.kind, model_dir = _model_dir(self.path)
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
                                     "generator/ or an exported SavedModel with saved_model.pb)") from None
-        self.config: Dict = _read_json(os.path.join(self.path, "config.json"))
+        self.config: Dict = _read_json(storage.join(self.path, "config.json"))
         if self.config:
             from synthseg_tf.training.gan import run_settings
 
             self.config = run_settings(self.config)  # what older runs lack, as they used it (upsample, ...)
-        cj = os.path.join(self.path, "classes.json")
-        self.classes: Optional[ClassTable] = ClassTable.load(cj) if os.path.isfile(cj) else None
+        cj = storage.join(self.path, "classes.json")
+        self.classes: Optional[ClassTable] = ClassTable.load(cj) if storage.isfile(cj) else None
         self.fingerprint = directory_fingerprint(model_dir)
         if self.kind == "export":
             loaded = tf.saved_model.load(model_dir)
@@ -138,7 +147,6 @@ class Renderer:
 
 
 def _read_json(path: str) -> Dict:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         return {}
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return json.loads(storage.read_text(path))
