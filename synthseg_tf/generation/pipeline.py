@@ -907,8 +907,9 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
     if not cfg.quality_model:
         return None
     kind = quality_model_kind(cfg.quality_model)
-    with open(os.path.join(cfg.quality_model, "config.json"), encoding="utf-8") as f:
-        qcfg = json.load(f)
+    from synthseg_tf import storage
+
+    qcfg = json.loads(storage.read_text(storage.join(cfg.quality_model, "config.json")))
     if renderer.conditional:
         if kind != "classifier":
             raise ValueError(f"--quality-model {cfg.quality_model}: {cfg.generator} is class-conditional, so the "
