@@ -577,6 +577,116 @@ def default_optimizers(learning_rate: float = 2e-4, beta_1: float = 0.5):
             tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="d_adam"))
 
 
+# --------------------------------------------------------------------------- fast training forward pass
+# Nearest 2x upsampling followed by a 3x3 "same" convolution equals one 4x4 stride-2 transposed
+# convolution: along each axis, output pixel 2i reads input pixels (i-1, i) with taps (w0, w1+w2)
+# and pixel 2i+1 reads (i, i+1) with (w0+w1, w2). Per 2x2 output block that is 4x4 = 16 taps per
+# (input, output) channel pair instead of 4 x 9 = 36, and the decoder's resize-convolutions are most
+# of the generator's arithmetic. Transposed tap a (output offset a - 1 from 2i) sums these 3x3 taps:
+_UPSAMPLE_TAPS = ((2,), (1, 2), (0, 1), (0,))
+# Fuse from this many batch x height x width pixels of the upsampling input (measured on CPU: the
+# kernel rearrangement, paid every step, outweighs the saving below it, e.g. on 4x4 or 8x8 inputs
+# with a 1024->512 kernel at batch 1).
+FUSE_MIN_PIXELS = 256
+
+
+def _upsample_taps(w, axis: int):
+    """Along ``axis`` (size 3): taps ``(w0, w1, w2)`` -> ``(w2, w1 + w2, w0 + w1, w0)`` (see ``_UPSAMPLE_TAPS``)."""
+    w0, w1, w2 = tf.unstack(w, 3, axis=axis)
+    return tf.stack([w2, w1 + w2, w0 + w1, w0], axis=axis)
+
+
+class FusedUpsampleConv(tf.keras.layers.Layer):
+    """``conv(UpSampling2D(2, "nearest")(x))`` computed as one stride-2 transposed convolution.
+
+    Owns no weights: it reads ``conv``'s kernel and bias (so gradients reach ``conv``'s variables)
+    and applies ``conv``'s activation. ``conv`` must be a 3x3, stride-1, ``same``, undilated,
+    ungrouped, channels-last ``Conv2D``. Same function as the pair; only the floating-point
+    summation order differs (float32 differences ~1e-6 relative). Inputs with fewer than
+    ``FUSE_MIN_PIXELS`` batch x height x width (static shape; batch taken as 1 when unknown) run
+    the original ``conv(upsampling(x))``. Used by :func:`fused_generator` for training only; it is
+    not meant to be saved.
+    """
+
+    def __init__(self, upsampling: tf.keras.layers.UpSampling2D, conv: tf.keras.layers.Conv2D, **kwargs):
+        kwargs.setdefault("name", f"{conv.name}_fused")
+        kwargs.setdefault("dtype", conv.dtype_policy)
+        super().__init__(**kwargs)
+        self.upsampling = upsampling
+        self.conv = conv
+
+    @tf.autograph.experimental.do_not_convert  # pure TF ops, static branches; see NO_AUTOGRAPH in synthseg_tf/_env.py
+    def call(self, x, training=None):  # (``training`` unused; the decorator hides the signature from Keras)
+        conv = self.conv
+        pixels = None if None in x.shape[:3] else x.shape[0] * x.shape[1] * x.shape[2]
+        if pixels is None and None not in x.shape[1:3]:
+            pixels = x.shape[1] * x.shape[2]  # batch size unknown when traced: assume 1
+        if pixels is None or pixels < FUSE_MIN_PIXELS:
+            # Small inputs (near the bottleneck): rearranging the (large) kernel every step costs more
+            # than the multiply-adds saved, so run the original pair.
+            return conv(self.upsampling(x))
+        # [3,3,in,out] -> transposed-conv kernel [4,4,out,in] (slices and adds: an einsum is slow on CPU)
+        kernel = _upsample_taps(_upsample_taps(tf.cast(conv.kernel, x.dtype), 0), 1)
+        kernel = tf.transpose(kernel, [0, 1, 3, 2])
+        shape = tf.shape(x)
+        y = tf.nn.conv2d_transpose(x, kernel, tf.stack([shape[0], 2 * shape[1], 2 * shape[2], conv.filters]),
+                                   strides=2, padding="SAME")
+        y.set_shape([x.shape[0], None if x.shape[1] is None else 2 * x.shape[1],
+                     None if x.shape[2] is None else 2 * x.shape[2], conv.filters])
+        if conv.use_bias:
+            y = tf.nn.bias_add(y, tf.cast(conv.bias, y.dtype))
+        return conv.activation(y) if conv.activation is not None else y
+
+
+def _fusable_upsample_conv(up, conv) -> bool:
+    """Whether ``conv(up(x))`` is a pair :class:`FusedUpsampleConv` can compute."""
+    return (type(up) is tf.keras.layers.UpSampling2D and type(conv) is tf.keras.layers.Conv2D
+            and tuple(up.size) == (2, 2) and up.interpolation == "nearest" and up.data_format == "channels_last"
+            and tuple(conv.kernel_size) == (3, 3) and tuple(conv.strides) == (1, 1) and conv.padding == "same"
+            and tuple(conv.dilation_rate) == (1, 1) and conv.groups == 1 and conv.data_format == "channels_last")
+
+
+def fused_generator(generator: tf.keras.Model) -> Optional[tf.keras.Model]:
+    """A training twin of ``generator`` with every (nearest 2x upsampling -> 3x3 conv) pair fused.
+
+    The twin shares every layer and variable with ``generator`` (batch-norm statistics, dropout
+    random streams included) and computes the same function, each pair as one
+    :class:`FusedUpsampleConv` (2.25x fewer multiply-adds there). ``None`` when ``generator`` is not
+    a functional model or has no such pair (e.g. ``upsample="transpose"``).
+    """
+    try:
+        config = generator.get_config()
+        layers = {layer.name: layer for layer in generator.layers}
+        consumers: Dict[str, List[str]] = {}
+        for layer in config["layers"]:
+            for node in layer["inbound_nodes"]:
+                for arg in node:
+                    consumers.setdefault(arg[0], []).append(layer["name"])
+    except Exception:  # not a functional model (subclassed, nested in an unusual way, ...)
+        return None
+    pairs = {}
+    for name, users in consumers.items():
+        if len(users) == 1 and name in layers and users[0] in layers \
+                and _fusable_upsample_conv(layers[name], layers[users[0]]):
+            pairs[name] = users[0]
+    if not pairs:
+        return None
+    convs = set(pairs.values())
+    upsamplings = {conv: layers[up] for up, conv in pairs.items()}
+
+    def share_or_fuse(layer):
+        if layer.name in pairs:
+            return tf.keras.layers.Identity(name=f"{layer.name}_fused_away")
+        if layer.name in convs:
+            return FusedUpsampleConv(upsamplings[layer.name], layer)
+        return layer  # shared, not copied
+
+    twin = tf.keras.models.clone_model(generator, clone_function=share_or_fuse)
+    if [id(v) for v in twin.trainable_variables] != [id(v) for v in generator.trainable_variables]:
+        return None  # never expected; fall back to the plain generator rather than train other weights
+    return twin
+
+
 # --------------------------------------------------------------------------- the GAN model
 class Pix2Pix(tf.keras.Model):
     """Generator + discriminator trained adversarially with an L1 reconstruction term.
@@ -594,6 +704,12 @@ class Pix2Pix(tf.keras.Model):
     augmented by the *real* pair's draw (one extra discriminator pass), so matched positions
     stay aligned. The L1 term and evaluation (``test_step``) see un-augmented images.
 
+    ``fused_upsample`` (default on): training steps run the generator through
+    :func:`fused_generator`, which computes each decoder (nearest 2x upsampling -> 3x3 conv) pair as
+    one stride-2 transposed convolution on the same variables -- the same function with 2.25x fewer
+    multiply-adds in those layers (only the float summation order differs). The generator itself,
+    inference, export and ``test_step`` are unchanged. No effect with ``upsample="transpose"``.
+
     ``ema_decay`` (default off): :attr:`ema_generator`, a non-trainable copy of the generator,
     follows ``ema = d * ema + (1 - d) * w`` after every generator step with
     ``d = min(ema_decay, (1 + t) / (EMA_WARMUP + t))`` at generator step ``t`` (a warm-up so
@@ -610,10 +726,14 @@ class Pix2Pix(tf.keras.Model):
     """
 
     def __init__(self, generator: tf.keras.Model, discriminator: tf.keras.Model, diffaugment=None,
-                 ema_decay: Optional[float] = None, augment_seed: Optional[int] = None, **kwargs):
+                 ema_decay: Optional[float] = None, augment_seed: Optional[int] = None,
+                 fused_upsample: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.discriminator = discriminator
+        # Training twin of the generator (see fused_generator), kept out of Keras' attribute
+        # tracking so checkpoints and the model's layers are unchanged.
+        object.__setattr__(self, "_train_generator", fused_generator(generator) if fused_upsample else None)
         self.conditional = "label" in generator.input_names
         self._d_features = discriminator_features(discriminator)
         self.g_loss_tracker = tf.keras.metrics.Mean(name="g_loss")
@@ -722,7 +842,11 @@ class Pix2Pix(tf.keras.Model):
         mask = tf.cast(data["mask"], tf.int32)
         label = tf.cast(data["label"], tf.int32) if self.conditional else None
         real = tf.cast(data["image"], tf.float32) * 2.0 - 1.0
-        fake = (generator or self.generator)(self.generator_inputs(data), training=training)
+        if generator is None:
+            generator = self.generator
+            if training and self._train_generator is not None:
+                generator = self._train_generator  # same function and variables, fewer multiply-adds
+        fake = generator(self.generator_inputs(data), training=training)
         augment = training and self.diffaugment is not None
         if augment:
             n, h, w = tf.shape(real)[0], real.shape[1], real.shape[2]
