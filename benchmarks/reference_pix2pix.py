@@ -1,7 +1,7 @@
 """Our ``Pix2Pix.train_step`` vs a plain TensorFlow-tutorial pix2pix train step, same models.
 
     python benchmarks/reference_pix2pix.py [--size 256] [--batch 1] [--steps 5] [--blocks 3] [--warmup 2]
-                                           [--which both|ours|reference] [--upsample transpose]
+                                           [--which both|ours|reference] [--upsample resize]
 
 The reference (:func:`make_reference_step`) is the train step of the TensorFlow pix2pix
 tutorial (https://www.tensorflow.org/tutorials/generative/pix2pix): one ``tf.function``, a pair
@@ -10,8 +10,10 @@ pair, ``BinaryCrossentropy(from_logits=True)`` for the GAN terms, generator loss
 ``gan + 100 * L1``, two ``Adam(2e-4, beta_1=0.5)``. It runs on the very generator and
 discriminator Keras models :func:`~synthseg_tf.models.pix2pix.build_pix2pix` returns (the
 standard pix2pix setting: 64 base filters, batch norm, dropout 0.5, no DiffAugment, no EMA;
-``--upsample transpose`` is the original 4x4 transposed-convolution decoder), so the two steps
-differ only in the training-step code. Batches are the package's format: ``mask`` int32
+the decoder is the package's default, ``resize``: nearest 2x upsampling + 3x3 conv, no
+checkerboard; ``--upsample transpose`` is the original 4x4 transposed-convolution decoder), so
+the two steps differ only in the training-step code (ours computes each resize-convolution as
+one equivalent stride-2 transposed convolution: the same maths, 2.25x fewer multiply-adds). Batches are the package's format: ``mask`` int32
 ``[B,H,W]`` (one-hot encoded inside the models) and ``image`` float ``[B,H,W,3]`` in ``[0,1]``
 (mapped to ``[-1,1]`` in the step, as ``Pix2Pix`` does).
 
@@ -126,7 +128,7 @@ def main():
     p.add_argument("--classes", type=int, default=12)
     p.add_argument("--base-filters", type=int, default=64)
     p.add_argument("--norm", default="batch")
-    p.add_argument("--upsample", default="transpose", help="transpose (original pix2pix) or resize")
+    p.add_argument("--upsample", default="resize", help="resize (the package default) or transpose (original pix2pix)")
     p.add_argument("--warmup", type=int, default=2, help="steps before timing (after the first, traced, call)")
     p.add_argument("--steps", type=int, default=5, help="steps per timed block")
     p.add_argument("--blocks", type=int, default=3)

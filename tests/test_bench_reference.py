@@ -20,15 +20,16 @@ import run_all  # noqa: E402
 LR = 2e-4
 
 
-def _model(seed=0):
+def _model(seed=0, upsample="transpose"):
     tf.keras.utils.set_random_seed(seed)  # same weights and the same dropout-generator seeds
-    m = build_pix2pix(5, (64, 64), base_filters=16, norm="batch", upsample="transpose")
+    m = build_pix2pix(5, (64, 64), base_filters=16, norm="batch", upsample=upsample)
     m.compile(gan_loss="bce", l1_weight=100.0)
     return m
 
 
-def test_reference_step_matches_pix2pix_train_step():
-    ours, ref = _model(), _model()
+@pytest.mark.parametrize("upsample", ["transpose", "resize"])  # resize: our step uses the fused convolutions
+def test_reference_step_matches_pix2pix_train_step(upsample):
+    ours, ref = _model(upsample=upsample), _model(upsample=upsample)
     for a, b in ((ours.generator, ref.generator), (ours.discriminator, ref.discriminator)):
         b.set_weights(a.get_weights())
     before = [w.numpy().copy() for w in ours.generator.weights + ours.discriminator.weights]
