@@ -75,7 +75,7 @@ def main():
         for workers in (int(v) for v in a.workers.split(",") if v.strip()):
             out = os.path.join(tmp, f"out{workers}")
             cfg = GenerationConfig(generator=gen, out=out, n=a.n, batch_size=a.batch_size, workers=workers,
-                                   samples_per_shard=max(16, a.n // 8), max_shards_per_wave=8)
+                                   samples_per_shard=max(16, a.n // 8))
             t = time.perf_counter()
             run_generation(cfg, log=lambda m: None)
             report(f"generation.beam_{workers}_worker", a.n / (time.perf_counter() - t), "images/s",

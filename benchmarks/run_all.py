@@ -99,7 +99,7 @@ def plan(quick: bool) -> List[Job]:
     if quick:
         mm, mm_reps = 2048, 10
         gan = {(256, 1): (1, 2), (128, 8): (1, 1)}  # (size, batch) -> (warm-up steps, steps per block)
-        gen_n, rss = 128, (400, 4000)
+        gen_n, rss = 512, (400, 4000)
         input_args = ["--steps", "10", "--sources", "files"]
         unet_steps = 2  # train_step.py times --steps // 2 per block
         timeout = 600.0
