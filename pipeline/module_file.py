@@ -185,8 +185,8 @@ class ProgressLogger(tf.keras.callbacks.Callback):
     def on_train_begin(self, logs=None):
         self._step = 0
         self._mark = (0, time.perf_counter())
-        self._emit(f"{self.name}: training {self.total_steps} steps in {self.epochs} epoch(s), batch {self.batch_size}, "
-                   f"a progress line every {self.every} steps")
+        self._emit(f"{self.name}: training {self.total_steps} steps in {self.epochs} epoch(s), "
+                   f"batch {self.batch_size}, a progress line every {self.every} steps")
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = int(epoch)

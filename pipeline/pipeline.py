@@ -1,18 +1,20 @@
-"""The TFX pipeline: real TFRecords (+ optional synthetic samples) -> Transform -> U-Net -> TFMA -> push.
+"""The TFX pipeline: real TFRecords -> [GAN -> synthetic samples] -> Transform -> U-Nets -> TFMA -> push.
 
 ::
 
     ImportExampleGen (synthseg TFRecord folder, hash split train:eval on source_id)
-      ├─ StatisticsGen ─ SchemaGen ───────────────────────────────┐
-      │        └──────────┴─ ExampleValidator (anomalies)         │
-      │                                                           │
-      ├─ [Importer(generator) ─ SyntheticGeneration]  ── examples │ (real train + synthetic, real eval)
-      │                                                   │       │
-      │                                    Transform(preprocessing_fn) ─ Trainer(run_fn)
-      │                                                                      │
-      └───────────── Evaluator (TFMA on the *real* eval split) ──────────────┤  + Resolver(latest blessed)
-                                                                             │
-                                                                          Pusher (when blessed)
+      ├─ StatisticsGen ─ SchemaGen ─ ExampleValidator (anomalies)
+      ├─ RealTransform (real train/eval)
+      │    ├─ GanTrainer (pix2pix on the train split)        [or Importer(generator_dir)]
+      │    │    └─ SyntheticGeneration (real train + synthetic, real eval)
+      │    │         └─ Transform ─ Trainer (U-Net, candidate) ────────────── model ─┐
+      │    └─ BaselineTrainer (U-Net, real only) ────────────────────── baseline_model ─┤
+      └─ (real eval split) ─────────────────────────────────────────────────── Evaluator (TFMA)
+                                                                                      └─ Pusher (when blessed)
+
+Without synthetic data (``train_gan=False`` and no ``generator_dir``) the pipeline is
+ImportExampleGen ... Transform -> Trainer -> Evaluator (against the latest blessed model, a
+``Resolver``) -> Pusher.
 
 Data validation
 ---------------
@@ -31,20 +33,36 @@ of the ``serving_tf_example`` signature (``[H, W, K]`` per example), and the met
 library's own Keras metrics, loaded by TFMA from their modules:
 ``synthseg_tf.models.unet.PixelAccuracy`` and ``synthseg_tf.metrics.segmentation.MeanIoUIgnore``
 (void pixels skipped, the same numbers the Trainer's compiled metrics report). The blessing
-threshold is a value threshold on ``mean_iou`` (``min_mean_iou``) plus, once a blessed model
-exists, a change threshold against it (``max_mean_iou_drop``). The evaluation always runs on the
+threshold is a value threshold on ``mean_iou`` (``min_mean_iou``) plus a change threshold against
+the baseline (``max_mean_iou_drop``): the ``BaselineTrainer``'s model with synthetic data, else
+the latest blessed model once one exists. The evaluation always runs on the
 real eval split of ImportExampleGen, never on synthetic samples. The model type is set to
 ``tf_generic`` (the export is a ``tf.Module`` with signatures, not a Keras SavedModel), which
 also spares TFMA its trial ``keras.models.load_model``.
 
 Synthetic data
 --------------
-With ``generator_dir`` the pipeline imports the generator as a ``Model`` artifact and adds
-:class:`components.SyntheticGeneration` with ``real_examples`` wired in, so its single output
-artifact holds real train + synthetic samples in ``Split-train`` and the real ``Split-eval``; that
-artifact feeds Transform (and thus the Trainer). Statistics, schema and evaluation stay on the
-real data. (TFX cannot union two ``Examples`` artifacts with different splits into Transform,
-and unions do not compile for Vertex, hence the merged artifact.)
+``train_gan`` adds the ``GanTrainer``: a generic TFX ``Trainer`` whose ``run_fn``
+(:mod:`pipeline.gan_module_file`) trains the library's pix2pix (``train_gan``) on
+``RealTransform``'s train split and writes a ``synthseg gan train`` run folder whose ``config.json``
+records the training label maps (written next to it as a ``pairs:`` dataset) as ``data`` and
+``train_source_ids``, so :class:`components.SyntheticGeneration` (``masks="sample"``) samples new
+maps from the training split only. ``generator_dir`` instead imports a generator trained elsewhere
+(an ``Importer``). Either way ``SyntheticGeneration`` gets ``real_examples`` wired in, so its single
+output artifact holds real train + synthetic samples in ``Split-train`` and the real ``Split-eval``;
+that artifact feeds ``Transform`` and the candidate ``Trainer``. Statistics, schema and evaluation
+stay on the real data. (TFX cannot union two ``Examples`` artifacts with different splits into
+Transform, and unions do not compile for Vertex, hence the merged artifact and the second
+Transform.)
+
+Baseline
+--------
+With synthetic data, ``BaselineTrainer`` trains the same U-Net (same settings and steps) on
+``RealTransform``'s real examples only, and is the Evaluator's ``baseline_model``: the EvalConfig
+names two models, ``candidate`` and ``baseline`` (``is_baseline=True``), and the candidate is
+blessed when its ``mean_iou`` reaches ``min_mean_iou`` and is not below the baseline's by more than
+``max_mean_iou_drop`` (``GenericChangeThreshold(absolute=-max_mean_iou_drop, HIGHER_IS_BETTER)``).
+Only the candidate is pushed. ``train_baseline=False`` falls back to the latest blessed model.
 """
 from __future__ import annotations
 
@@ -135,8 +153,8 @@ NODE_ORDER = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidato
               "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"]
 
 
-def pipeline_nodes(generator_dir: Optional[str] = None, train_gan: bool = False, quality_model_dir: Optional[str] = None,
-                   train_baseline: bool = True) -> List[str]:
+def pipeline_nodes(generator_dir: Optional[str] = None, train_gan: bool = False,
+                   quality_model_dir: Optional[str] = None, train_baseline: bool = True) -> List[str]:
     """The node ids :func:`create_pipeline` builds for these settings, in build order."""
     synthetic = bool(generator_dir) or bool(train_gan)
     baseline = synthetic and train_baseline
@@ -333,7 +351,8 @@ def create_pipeline(
                 generator_channel = gan_trainer.outputs["model"]
             quality = None
             if quality_model_dir:
-                quality = tfx.dsl.Importer(source_uri=quality_model_dir, artifact_type=tfx.types.standard_artifacts.Model
+                quality = tfx.dsl.Importer(source_uri=quality_model_dir,
+                                           artifact_type=tfx.types.standard_artifacts.Model
                                            ).with_id("quality_model_importer")
                 add(quality)
             synthetic = SyntheticGeneration(

@@ -3,10 +3,14 @@
 ``register(sub, spec_help)`` adds::
 
     synthseg pipeline run --data SPEC|TFRECORD_DIR --out DIR [--preset demo|small|full] [--task segmentation]
+        [--train-gan/--no-train-gan] [--gan-steps N] [--synthetic-n N] [--generator DIR] [--cache]
     synthseg pipeline compile --target vertex --project P --region R --image IMG --pipeline-root gs://... \\
         (--class-names a,b,c | --classes-json FILE | --classes-from SPEC) [--dataflow] --output FILE
 
-``run`` is ``pipeline/local_runner.py`` (``LocalDagRunner``, ML Metadata in SQLite under DIR);
+``run`` is ``pipeline/local_runner.py`` (``LocalDagRunner``, ML Metadata in SQLite under DIR); it prints
+the generator (trained by the ``GanTrainer``, or imported with ``--generator``), the synthetic
+examples, the candidate's and the real-only baseline's evaluations, the blessing, the pushed model
+and which components were reused from the cache;
 ``compile`` is ``pipeline/kubeflow_v2_runner.py`` (a Vertex AI Pipelines JSON spec, offline).
 The pipeline code is the installed package ``synthseg_tf_tfx.pipeline`` (the repository's
 ``pipeline/`` folder, see setup.py). TFX is imported only when one of these commands runs:

@@ -148,7 +148,8 @@ def test_docker_context_and_installed_layout_import_what_the_spec_names(tmp_path
     assert sorted(os.listdir(site / "synthseg_tf_tfx")) == ["components", "pipeline"]
     assert (site / "synthseg_tf_tfx" / "pipeline" / "module_file.py").is_file()
 
-    names = sorted(set(OWN_NAME.findall(vertex_spec.read_text())))
+    # + the GanTrainer's user module (in the spec compiled without --generator)
+    names = sorted(set(OWN_NAME.findall(vertex_spec.read_text())) | {"synthseg_tf_tfx.pipeline.gan_module_file.run_fn"})
     assert "synthseg_tf_tfx.pipeline.module_file.preprocessing_fn" in names
     assert "synthseg_tf_tfx.components.synthetic_generation.Executor" in names
     spec = json.loads(vertex_spec.read_text())["pipelineSpec"]
@@ -219,9 +220,12 @@ def test_compile_for_vertex(vertex_spec, tmp_path, capsys):
     job = json.loads(vertex_spec.read_text())
     spec = job["pipelineSpec"]
     tasks = set(spec["root"]["dag"]["tasks"])
-    for node in COMPONENTS + ["generator_importer", "SyntheticGeneration"]:
+    for node in COMPONENTS + ["generator_importer", "SyntheticGeneration", "RealTransform", "BaselineTrainer"]:
         assert node in tasks, sorted(tasks)
-    assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
+    assert "GanTrainer" not in tasks  # the generator is imported
+    assert not any(t.startswith("latest_blessed_model_resolver") for t in tasks)  # the baseline is BaselineTrainer's
+    evaluator = spec["root"]["dag"]["tasks"]["Evaluator"]["inputs"]["artifacts"]
+    assert evaluator["baseline_model"]["taskOutputArtifact"]["producerTask"] == "BaselineTrainer"
 
     executors = spec["deploymentSpec"]["executors"]
     containers = {k: e["container"] for k, e in executors.items() if "container" in e}
@@ -258,10 +262,29 @@ def test_compile_for_vertex(vertex_spec, tmp_path, capsys):
         "synthseg_tf_tfx.pipeline.module_file.run_fn")
     assert '\\"image_size\\": [64, 64]' in text and '\\"sign\\"' in text
 
-    # without --dataflow: no Dataflow args anywhere
+    # without --dataflow: no Dataflow args anywhere; without --generator the GanTrainer trains the GAN
     plain = tmp_path / "plain.json"
-    assert _compile(plain) == 0
-    assert "DataflowRunner" not in plain.read_text() and "SyntheticGeneration" not in plain.read_text()
+    assert _compile(plain, "--gan-steps", "7") == 0
+    assert "DataflowRunner" not in plain.read_text()
+    plain_spec = json.loads(plain.read_text())["pipelineSpec"]
+    plain_tasks = plain_spec["root"]["dag"]["tasks"]
+    for node in COMPONENTS + ["RealTransform", "GanTrainer", "SyntheticGeneration", "BaselineTrainer"]:
+        assert node in plain_tasks, sorted(plain_tasks)
+    assert "generator_importer" not in plain_tasks
+    gan = plain_tasks["GanTrainer"]["inputs"]
+    assert gan["parameters"]["run_fn"]["runtimeValue"]["constantValue"]["stringValue"] == (
+        "synthseg_tf_tfx.pipeline.gan_module_file.run_fn")
+    assert json.loads(gan["parameters"]["train_args"]["runtimeValue"]["constantValue"]["stringValue"])[
+        "num_steps"] == 7
+    assert gan["artifacts"]["examples"]["taskOutputArtifact"]["producerTask"] == "RealTransform"
+    assert plain_tasks["SyntheticGeneration"]["inputs"]["artifacts"]["generator"]["taskOutputArtifact"] == {
+        "producerTask": "GanTrainer", "outputArtifactKey": "model"}
+    # --no-train-gan: no synthetic data, no baseline Trainer; the latest blessed model is the baseline
+    real_only = tmp_path / "real_only.json"
+    assert _compile(real_only, "--no-train-gan") == 0
+    text = real_only.read_text()
+    assert "SyntheticGeneration" not in text and "GanTrainer" not in text and "BaselineTrainer" not in text
+    assert "latest_blessed_model_resolver" in text
     assert "wrote " in capsys.readouterr().out
 
 

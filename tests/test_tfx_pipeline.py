@@ -26,9 +26,9 @@ pytest.importorskip("tfx")
 SPEC = "demo-scenes?n=40&size=64"
 SIZE = 64
 N_SYNTHETIC = 12
-# node ids of the pipeline with a generator
-NODES = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "generator_importer", "SyntheticGeneration", "Transform",
-         "Trainer", "latest_blessed_model_resolver", "Evaluator", "Pusher"]
+# node ids of the pipeline with an imported generator (the candidate is compared with a real-only baseline)
+NODES = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "RealTransform", "generator_importer", "SyntheticGeneration",
+         "Transform", "BaselineTrainer", "Trainer", "Evaluator", "Pusher"]
 SIGNATURES = {"serving_default", "serving_bytes", "serving_tf_example", "transform_features"}
 
 
@@ -124,8 +124,8 @@ def test_local_pipeline_end_to_end(tmp_path):
 
     paths = local_runner.run(
         data, str(tmp_path / "out"), pipeline_name="synthseg-test", image_size=(SIZE, SIZE), backbone="resnet34",
-        batch_size=4, train_steps=2, eval_steps=1, min_mean_iou=0.0, generator_dir=gan, synthetic_n=N_SYNTHETIC,
-        synthetic_seed=1, class_balance="rare", beam_pipeline_args=[])
+        batch_size=4, train_steps=2, eval_steps=1, min_mean_iou=0.0, max_mean_iou_drop=1.0, generator_dir=gan,
+        synthetic_n=N_SYNTHETIC, synthetic_seed=1, class_balance="rare", beam_pipeline_args=[])
     root = paths["pipeline_root"]
 
     # ML Metadata: one completed execution per component
@@ -162,7 +162,7 @@ def test_local_pipeline_end_to_end(tmp_path):
 
     # Evaluator (TFMA with the library's Keras metrics on per-pixel outputs) blessed the model
     eval_dir = glob.glob(os.path.join(root, "Evaluator", "evaluation", "*"))[0]
-    metrics = tfma.load_eval_result(eval_dir).slicing_metrics[0][1][""][""]
+    metrics = tfma.load_eval_result(eval_dir, model_name="candidate").slicing_metrics[0][1][""][""]
     for name in ("pixel_accuracy", "mean_iou"):
         assert 0.0 <= metrics[name]["doubleValue"] <= 1.0, metrics
     assert tfma.load_validation_result(eval_dir).validation_ok
@@ -204,10 +204,10 @@ def test_vertex_compile_writes_pipeline_spec(tmp_path):
     assert rc == 0 and out.is_file()
     spec = json.loads(out.read_text())["pipelineSpec"]
     tasks = set(spec["root"]["dag"]["tasks"])
-    for node in ["ImportExampleGen", "StatisticsGen", "SchemaGen", "generator_importer", "SyntheticGeneration",
-                 "Transform", "Trainer", "Evaluator", "Pusher"]:
+    for node in ["ImportExampleGen", "StatisticsGen", "SchemaGen", "RealTransform", "generator_importer",
+                 "SyntheticGeneration", "Transform", "BaselineTrainer", "Trainer", "Evaluator", "Pusher"]:
         assert node in tasks, sorted(tasks)
-    assert any(t.startswith("latest_blessed_model_resolver") for t in tasks)
+    assert not any(t.startswith("latest_blessed_model_resolver") for t in tasks)  # the baseline is BaselineTrainer's
     executors = spec["deploymentSpec"]["executors"]
     containers = [e["container"] for e in executors.values() if "container" in e]
     assert containers and all(c["image"] == image for c in containers)
