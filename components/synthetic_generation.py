@@ -23,11 +23,16 @@ Inputs
     inputs compile for Vertex AI Pipelines; one self-contained artifact works on both.
 ``quality_model`` (``Model``, optional)
     A segmenter export (``Trainer`` output or ``synthseg unet train``'s ``model/``) used by the
-    quality filter; required when ``min_quality`` is set.
+    quality filter for a label-map generator, or a classifier export (the classification
+    pipeline's real-only ``BaselineTrainer``, ``synthseg classifier train``'s ``model/``) for a
+    class-conditional one (score: its probability of the intended class); required when
+    ``min_quality`` is set.
 
 Parameters: ``n`` (samples kept), ``seed``, ``masks`` ("sample" = the label-map sampler on
 the generator's training maps, "sample:SPEC" or a dataset spec), ``class_balance`` (e.g.
-``"rare"``), ``min_quality``, ``samples_per_shard``, ``batch_size``, ``write_png`` (0/1).
+``"rare"``), ``min_quality``, ``labels`` (class ids of a class-conditional generator:
+``balanced`` (default), ``random``, ``rare`` or one id; see ``GenerationConfig.labels``),
+``samples_per_shard``, ``batch_size``, ``write_png`` (0/1).
 Beam arguments come the usual TFX way: the pipeline's ``beam_pipeline_args`` plus
 ``component.with_beam_pipeline_args([...])`` (or ``beam_pipeline_args=`` here; these come last,
 so they win). ``--runner`` and ``--direct_num_workers`` select the library's runner and worker
@@ -103,6 +108,7 @@ class SyntheticGenerationSpec(types.ComponentSpec):
         "masks": ExecutionParameter(type=str, optional=True),
         "class_balance": ExecutionParameter(type=str, optional=True),
         "min_quality": ExecutionParameter(type=float, optional=True),
+        "labels": ExecutionParameter(type=str, optional=True),
         "samples_per_shard": ExecutionParameter(type=int, optional=True),
         "batch_size": ExecutionParameter(type=int, optional=True),
         "write_png": ExecutionParameter(type=int, optional=True),
@@ -192,7 +198,8 @@ class Executor(base_beam_executor.BaseBeamExecutor):
             generator=generator, out=gen_dir, n=int(props["n"]), masks=str(props["masks"]),
             seed=int(props["seed"]), class_balance=props.get("class_balance") or None,
             min_quality=None if props.get("min_quality") is None else float(props["min_quality"]),
-            quality_model=quality_model, samples_per_shard=int(props["samples_per_shard"]),
+            quality_model=quality_model, labels=str(props.get("labels") or "balanced"),
+            samples_per_shard=int(props["samples_per_shard"]),
             batch_size=int(props["batch_size"]), write_png=bool(int(props["write_png"])),
             runner=runner, workers=workers, beam_args=rest)
         logging.info("SyntheticGeneration: %d samples from %s into %s (runner %s)", cfg.n, generator, gen_dir, runner)
@@ -253,17 +260,17 @@ class SyntheticGeneration(base_beam_component.BaseBeamComponent):
     def __init__(self, generator: types.BaseChannel, n: int, real_examples: Optional[types.BaseChannel] = None,
                  quality_model: Optional[types.BaseChannel] = None, seed: int = 0, masks: str = "sample",
                  class_balance: Optional[str] = None, min_quality: Optional[float] = None,
-                 samples_per_shard: int = 200, batch_size: int = 16, write_png: bool = False,
+                 labels: Optional[str] = None, samples_per_shard: int = 200, batch_size: int = 16, write_png: bool = False,
                  beam_pipeline_args: Optional[Sequence[str]] = None):
         if int(n) < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if min_quality is not None and quality_model is None:
-            raise ValueError("min_quality needs a quality_model channel (a segmenter Model artifact)")
+            raise ValueError("min_quality needs a quality_model channel (a segmenter or classifier Model artifact)")
         spec = SyntheticGenerationSpec(
             generator=generator, real_examples=real_examples, quality_model=quality_model,
             n=int(n), seed=int(seed), masks=str(masks), class_balance=class_balance,
             min_quality=None if min_quality is None else float(min_quality),
-            samples_per_shard=int(samples_per_shard), batch_size=int(batch_size), write_png=int(bool(write_png)),
+            labels=None if labels is None else str(labels), samples_per_shard=int(samples_per_shard), batch_size=int(batch_size), write_png=int(bool(write_png)),
             examples=types.Channel(type=standard_artifacts.Examples))
         super().__init__(spec=spec)
         if beam_pipeline_args:

@@ -7,6 +7,9 @@ executors. The command line runs it: ``synthseg pipeline run`` / ``synthseg pipe
 - :mod:`pipeline.configs`: names, paths, sizes, steps (env-overridable, ``SYNTHSEG_TFX_*``);
 - :mod:`pipeline.pipeline`: :func:`~pipeline.pipeline.create_pipeline`;
 - :mod:`pipeline.module_file`: ``preprocessing_fn`` (Transform) and ``run_fn`` (Trainer);
+- :mod:`pipeline.classification_pipeline` (``--task classification``), with its user modules
+  :mod:`pipeline.classification_module_file` (CNN classifier, ``MacroF1``) and
+  :mod:`pipeline.classification_gan_module_file` (class-conditional GAN);
 - :mod:`pipeline.local_runner`: run with ``LocalDagRunner`` + SQLite ML Metadata;
 - :mod:`pipeline.kubeflow_v2_runner`: compile for Vertex AI Pipelines (offline, JSON only).
 

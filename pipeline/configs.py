@@ -84,6 +84,10 @@ COMPONENTS_PACKAGE = _package_prefix() + "components"
 DEFAULT_MODULE = PIPELINE_PACKAGE + ".module_file"
 # The GanTrainer's user module (run_fn: pix2pix on the real training split).
 DEFAULT_GAN_MODULE = PIPELINE_PACKAGE + ".gan_module_file"
+# The classification pipeline's user modules (--task classification): the CNN classifier (and the
+# Evaluator's MacroF1 metric), and the class-conditional GAN.
+DEFAULT_CLASSIFICATION_MODULE = PIPELINE_PACKAGE + ".classification_module_file"
+DEFAULT_CLASSIFICATION_GAN_MODULE = PIPELINE_PACKAGE + ".classification_gan_module_file"
 
 # --------------------------------------------------------------------------- names
 PIPELINE_NAME = env("PIPELINE_NAME", "synthseg-segmentation")  # Vertex: [a-z0-9-]{1,128}
@@ -166,11 +170,54 @@ PRESETS: Dict[str, Dict[str, Any]] = {
 }
 
 
-def preset(name: str) -> Dict[str, Any]:
-    """A copy of ``PRESETS[name]`` (``ValueError`` naming the choices for an unknown name)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    return dict(PRESETS[name])
+# --------------------------------------------------------------------------- classification
+# `synthseg pipeline run --task classification` (pipeline.classification_pipeline): class-folder data,
+# the class-conditional GAN, synthetic images of the rare classes, CNN classifiers, blessing on macro-F1.
+# The "full" values mirror the classification experiment (GAN_DEFAULTS: 1500 steps, batch 16, 32 base
+# filters; generation min_confidence 0.5) and can be overridden with SYNTHSEG_TFX_CLS_* variables.
+CLS_IMAGE_SIZE = parse_size(env("CLS_IMAGE_SIZE", "64x64"))  # H, W: multiples of 16
+CLS_BATCH_SIZE = env_int("CLS_BATCH_SIZE", 32)
+CLS_LEARNING_RATE = env_float("CLS_LEARNING_RATE", 2e-3)
+CLS_TRAIN_STEPS = env_int("CLS_TRAIN_STEPS", 2000)
+CLS_EVAL_STEPS = env_int("CLS_EVAL_STEPS", 10)
+MIN_MACRO_F1 = env_float("MIN_MACRO_F1", 0.0)
+MAX_MACRO_F1_DROP = env_float("MAX_MACRO_F1_DROP", 0.01)
+CLS_GAN_STEPS = env_int("CLS_GAN_STEPS", 1500)
+CLS_GAN_BATCH_SIZE = env_int("CLS_GAN_BATCH_SIZE", 16)
+CLS_GAN_BASE_FILTERS = env_int("CLS_GAN_BASE_FILTERS", 32)
+CLS_SYNTHETIC_N = env_int("CLS_SYNTHETIC_N", 1000)
+CLS_LABELS = env("CLS_LABELS", "rare")  # class ids of the synthetic images: rare | balanced | random | <id>
+MIN_CONFIDENCE = env_float("MIN_CONFIDENCE", 0.5)  # the confidence filter (real-only classifier); unset: 0.5
+
+# "demo" runs in a few minutes on 2 CPU cores (32x32 images, a 20-step GAN with 8 base filters, 32 synthetic
+# images, two 60-step classifiers) and always blesses (min_macro_f1 0, a tolerance of 1.0 against the
+# baseline, a confidence filter of 0 that keeps every image), so the run ends with a pushed model.
+CLASSIFICATION_PRESETS: Dict[str, Dict[str, Any]] = {
+    "demo": {"image_size": (32, 32), "batch_size": 16, "train_steps": 60, "eval_steps": 2, "min_macro_f1": 0.0,
+             "max_macro_f1_drop": 1.0, "synthetic_n": 32, "shards": 2, "log_every": 10, "train_gan": True,
+             "gan_steps": 20, "gan_batch_size": 8, "gan_base_filters": 8, "gan_log_every": 5, "min_quality": 0.0,
+             "labels": "rare"},
+    "small": {"image_size": (64, 64), "batch_size": 32, "train_steps": 500, "eval_steps": 5, "min_macro_f1": 0.0,
+              "max_macro_f1_drop": MAX_MACRO_F1_DROP, "synthetic_n": 300, "shards": 4, "log_every": 50,
+              "train_gan": True, "gan_steps": 500, "gan_batch_size": 16, "gan_base_filters": 32, "gan_log_every": 50,
+              "min_quality": MIN_CONFIDENCE, "labels": CLS_LABELS},
+    "full": {"image_size": CLS_IMAGE_SIZE, "batch_size": CLS_BATCH_SIZE, "train_steps": CLS_TRAIN_STEPS,
+             "eval_steps": CLS_EVAL_STEPS, "min_macro_f1": MIN_MACRO_F1, "max_macro_f1_drop": MAX_MACRO_F1_DROP,
+             "synthetic_n": CLS_SYNTHETIC_N, "shards": 4, "log_every": 100, "train_gan": TRAIN_GAN,
+             "gan_steps": CLS_GAN_STEPS, "gan_batch_size": CLS_GAN_BATCH_SIZE, "gan_base_filters": CLS_GAN_BASE_FILTERS,
+             "gan_log_every": 100, "min_quality": MIN_CONFIDENCE, "labels": CLS_LABELS},
+}
+TASK_PRESETS = {"segmentation": PRESETS, "classification": CLASSIFICATION_PRESETS}
+
+
+def preset(name: str, task: str = "segmentation") -> Dict[str, Any]:
+    """A copy of the ``task``'s preset ``name`` (``ValueError`` naming the choices for an unknown name/task)."""
+    if task not in TASK_PRESETS:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(TASK_PRESETS)}")
+    presets = TASK_PRESETS[task]
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(presets)}")
+    return dict(presets[name])
 
 
 def dataflow_beam_args(project: str = GOOGLE_CLOUD_PROJECT, region: str = GOOGLE_CLOUD_REGION,

@@ -37,21 +37,24 @@ def compile_pipeline(output_file: str, image: str = configs.PIPELINE_IMAGE,
                      data_root: str = configs.VERTEX_DATA_ROOT,
                      serving_model_dir: str = configs.VERTEX_SERVING_MODEL_DIR,
                      class_names: Optional[Sequence[str]] = configs.CLASS_NAMES,
-                     runtime_parameters: bool = True,
+                     runtime_parameters: bool = True, task: str = "segmentation",
                      **pipeline_kwargs) -> str:
     """Build the pipeline and write its Vertex (KFP v2 IR) JSON to ``output_file``; returns the path.
 
     ``pipeline_kwargs`` go to :func:`pipeline.pipeline.create_pipeline` (``generator_dir``,
-    ``train_steps``, ``image_size``, ``beam_pipeline_args``, ...). No metadata connection is
+    ``train_steps``, ``image_size``, ``beam_pipeline_args``, ...; with ``task="classification"`` to
+    :func:`pipeline.classification_pipeline.create_classification_pipeline`). No metadata connection is
     set: Vertex brings its own ML Metadata. With ``runtime_parameters`` the data root is the
     runtime parameter ``data_root`` (default ``data_root``; override it per run with
     ``PipelineJob(..., parameter_values={"data_root": "gs://..."})``).
     """
     from tfx import v1 as tfx
 
-    from .pipeline import DATA_ROOT_PARAMETER, DEFAULT_MODULE, create_pipeline
+    from .pipeline import DATA_ROOT_PARAMETER, DEFAULT_MODULE, builder
 
-    pipeline_kwargs.setdefault("module_file", DEFAULT_MODULE)
+    create_pipeline = builder(task)
+    if task == "segmentation":
+        pipeline_kwargs.setdefault("module_file", DEFAULT_MODULE)
     dsl_pipeline = create_pipeline(pipeline_name=pipeline_name, pipeline_root=pipeline_root, data_root=data_root,
                                    serving_model_dir=serving_model_dir, class_names=class_names,
                                    runtime_parameters=runtime_parameters, **pipeline_kwargs)

@@ -58,17 +58,21 @@ def prepare_data(data_root: str, dataset_spec: Optional[str] = None, shards: int
 
 
 def build(data_root: str, output_root: str, dataset_spec: Optional[str] = None, shards: int = 4,
-          pipeline_name: str = configs.PIPELINE_NAME, **pipeline_kwargs):
+          pipeline_name: str = configs.PIPELINE_NAME, task: str = "segmentation", **pipeline_kwargs):
     """Prepare the data if asked and build the pipeline; returns ``(pipeline, paths)`` (nothing runs).
 
+    ``task``: ``segmentation`` (:func:`pipeline.pipeline.create_pipeline`) or ``classification``
+    (:func:`pipeline.classification_pipeline.create_classification_pipeline`, class-folder data).
     Raises ``ValueError`` for settings the pipeline cannot take (image size, class names, ...)
     before any component runs.
     """
-    from .pipeline import DEFAULT_MODULE, create_pipeline
+    from .pipeline import DEFAULT_MODULE, builder
 
+    create_pipeline = builder(task)
     data_root = os.path.abspath(prepare_data(data_root, dataset_spec, shards))
     p = paths(output_root, pipeline_name)
-    pipeline_kwargs.setdefault("module_file", DEFAULT_MODULE)
+    if task == "segmentation":
+        pipeline_kwargs.setdefault("module_file", DEFAULT_MODULE)
     dsl_pipeline = create_pipeline(
         pipeline_name=pipeline_name, pipeline_root=p["pipeline_root"], data_root=data_root,
         serving_model_dir=p["serving_model_dir"], metadata_path=p["metadata_path"], **pipeline_kwargs)
@@ -76,15 +80,17 @@ def build(data_root: str, output_root: str, dataset_spec: Optional[str] = None, 
 
 
 def run(data_root: str, output_root: str, dataset_spec: Optional[str] = None, shards: int = 4,
-        pipeline_name: str = configs.PIPELINE_NAME, **pipeline_kwargs) -> Dict[str, str]:
+        pipeline_name: str = configs.PIPELINE_NAME, task: str = "segmentation", **pipeline_kwargs) -> Dict[str, str]:
     """Prepare the data if asked, build the pipeline and run it; returns :func:`paths`.
 
     ``pipeline_kwargs`` go to :func:`pipeline.pipeline.create_pipeline` (``train_steps``,
-    ``image_size``, ``generator_dir``, ``beam_pipeline_args``, ...).
+    ``image_size``, ``generator_dir``, ``beam_pipeline_args``, ...), or with ``task="classification"``
+    to :func:`pipeline.classification_pipeline.create_classification_pipeline`.
     """
     from tfx import v1 as tfx
 
-    dsl_pipeline, p = build(data_root, output_root, dataset_spec, shards, pipeline_name, **pipeline_kwargs)
+    dsl_pipeline, p = build(data_root, output_root, dataset_spec, shards, pipeline_name, task=task,
+                            **pipeline_kwargs)
     os.makedirs(os.path.dirname(p["metadata_path"]), exist_ok=True)
     tfx.orchestration.LocalDagRunner().run(dsl_pipeline)
     return p

@@ -1,5 +1,9 @@
 """The TFX pipeline: real TFRecords -> [GAN -> synthetic samples] -> Transform -> U-Nets -> TFMA -> push.
 
+This module builds the segmentation pipeline; :func:`builder` picks a task's factory, and
+``task="classification"`` (class-folder data) is :mod:`pipeline.classification_pipeline`: the same
+structure with a class-conditional GAN, synthetic images of the rare classes and CNN classifiers.
+
 ::
 
     ImportExampleGen (synthseg TFRecord folder, hash split train:eval on source_id)
@@ -83,6 +87,32 @@ SyntheticGeneration = importlib.import_module(configs.COMPONENTS_PACKAGE + ".syn
 DATA_ROOT_PARAMETER = "data_root"  # the runtime parameter of ImportExampleGen's input_base (runtime_parameters=True)
 INPUT_PATTERN = "*.tfrecord*"  # `synthseg data to-tfrecord` shards (plain or .gz); classes.json is skipped
 CANDIDATE, BASELINE = "candidate", "baseline"  # TFMA model names (tfma.CANDIDATE_KEY / tfma.BASELINE_KEY)
+
+
+TASKS = ("segmentation", "classification")
+
+
+def builder(task: str = "segmentation"):
+    """The pipeline factory of a task: :func:`create_pipeline` (segmentation) or
+    :func:`pipeline.classification_pipeline.create_classification_pipeline`; both take the same first
+    arguments (``pipeline_name``, ``pipeline_root``, ``data_root``, ``serving_model_dir``, ...)."""
+    if task == "segmentation":
+        return create_pipeline
+    if task == "classification":
+        from .classification_pipeline import create_classification_pipeline
+
+        return create_classification_pipeline
+    raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+
+
+def nodes_of(task: str = "segmentation", **settings) -> List[str]:
+    """:func:`pipeline_nodes` of a task (settings: ``generator_dir``, ``train_gan``, ``quality_model_dir``,
+    ``train_baseline``)."""
+    if task == "classification":
+        from .classification_pipeline import pipeline_nodes as classification_nodes
+
+        return classification_nodes(**settings)
+    return pipeline_nodes(**settings)
 
 
 def _has_scheme(path: str) -> bool:

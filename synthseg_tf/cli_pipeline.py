@@ -2,10 +2,16 @@
 
 ``register(sub, spec_help)`` adds::
 
-    synthseg pipeline run --data SPEC|TFRECORD_DIR --out DIR [--preset demo|small|full] [--task segmentation]
-        [--train-gan/--no-train-gan] [--gan-steps N] [--synthetic-n N] [--generator DIR] [--cache]
+    synthseg pipeline run --data SPEC|TFRECORD_DIR --out DIR [--preset demo|small|full]
+        [--task segmentation|classification] [--train-gan/--no-train-gan] [--gan-steps N] [--synthetic-n N]
+        [--generator DIR] [--cache]
     synthseg pipeline compile --target vertex --project P --region R --image IMG --pipeline-root gs://... \\
         (--class-names a,b,c | --classes-json FILE | --classes-from SPEC) [--dataflow] --output FILE
+
+``--task`` selects the pipeline: ``segmentation`` (image + label-map data, pix2pix, U-Nets, mean IoU;
+``pipeline/pipeline.py``) or ``classification`` (class-folder data ``classfolders:DIR`` / ``demo-classes``, a
+class-conditional GAN, synthetic images of the rare classes with a confidence filter, CNN classifiers,
+macro-F1 and accuracy; ``pipeline/classification_pipeline.py``); each task has its own presets.
 
 ``run`` is ``pipeline/local_runner.py`` (``LocalDagRunner``, ML Metadata in SQLite under DIR); it prints
 the generator (trained by the ``GanTrainer``, or imported with ``--generator``), the synthetic
@@ -71,22 +77,49 @@ def _positive_int(text: str) -> int:
     return v
 
 
-def _check_task(task: str) -> None:
-    if task != "segmentation":
-        raise CliError(f"--task {task} is not supported yet: the TFX pipeline trains the U-Net segmenter only "
-                       "(train a classifier with `synthseg classifier train`)", EXIT_BAD_DATA)
+# Options that only one task's pipeline has (the other task refuses them rather than ignore them).
+TASK_ONLY = {"backbone": "segmentation", "min_mean_iou": "segmentation", "min_macro_f1": "classification"}
+
+
+def _check_task(args) -> None:
+    """Refuse options of the other task (e.g. ``--backbone`` with ``--task classification``)."""
+    for key, task in TASK_ONLY.items():
+        if getattr(args, key, None) is not None and args.task != task:
+            raise CliError(f"--{key.replace('_', '-')} is an option of --task {task}, not {args.task}",
+                           EXIT_BAD_DATA)
+
+
+def _name(args) -> str:
+    """``--name``, else SYNTHSEG_TFX_PIPELINE_NAME, else ``synthseg-<task>``."""
+    return args.name or os.environ.get("SYNTHSEG_TFX_PIPELINE_NAME") or f"synthseg-{args.task}"
 
 
 def _settings(args) -> Dict[str, Any]:
-    """The preset's sizes and steps with the command line's overrides."""
+    """The task's preset (sizes, steps, blessing) with the command line's overrides."""
+    _check_task(args)
     configs = _tfx("configs")
-    s = configs.preset(args.preset)
-    for key in ("image_size", "backbone", "batch_size", "train_steps", "eval_steps", "min_mean_iou", "synthetic_n",
-                "log_every", "train_gan", "gan_steps"):
+    s = configs.preset(args.preset, args.task)
+    for key in ("image_size", "backbone", "batch_size", "train_steps", "eval_steps", "min_mean_iou", "min_macro_f1",
+                "synthetic_n", "log_every", "train_gan", "gan_steps"):
         value = getattr(args, key, None)
         if value is not None:
             s[key] = value
     return s
+
+
+def _task_kwargs(args, settings: Dict[str, Any]) -> Dict[str, Any]:
+    """The task's ``create_pipeline`` arguments from the settings (sizes, steps, blessing, generation)."""
+    configs = _tfx("configs")
+    common = dict(image_size=settings["image_size"], batch_size=settings["batch_size"],
+                  train_steps=settings["train_steps"], eval_steps=settings["eval_steps"],
+                  synthetic_n=settings["synthetic_n"], log_every=settings.get("log_every"),
+                  generator_dir=args.generator, seed=args.seed, **_gan_kwargs(settings))
+    if args.task == "classification":
+        return dict(common, task="classification", min_macro_f1=settings["min_macro_f1"],
+                    max_macro_f1_drop=settings.get("max_macro_f1_drop"), min_quality=settings.get("min_quality"),
+                    labels=settings.get("labels", "rare"), learning_rate=configs.CLS_LEARNING_RATE)
+    return dict(common, backbone=settings["backbone"], min_mean_iou=settings["min_mean_iou"],
+                max_mean_iou_drop=settings.get("max_mean_iou_drop"), class_balance=configs.CLASS_BALANCE)
 
 
 # --------------------------------------------------------------------------- logging
@@ -135,15 +168,20 @@ def _tfrecord_folder(path: str) -> bool:
     return os.path.isdir(path) and any(f.endswith((".tfrecord", ".tfrecord.gz")) for f in os.listdir(path))
 
 
-def _prepare_data(data: str, out: str, shards: int) -> str:
-    """A TFRecord folder for ImportExampleGen: ``data`` itself, or ``out/data`` converted from the spec."""
+_WANTS = {"segmentation": "segmentation (image + mask pairs)",
+          "classification": "classification (class folders: classfolders:DIR or demo-classes)"}
+
+
+def _prepare_data(data: str, out: str, shards: int, task: str = "segmentation") -> str:
+    """A TFRecord folder for ImportExampleGen: ``data`` itself, or ``out/data`` converted from the spec
+    (``synthseg data to-tfrecord``); its task must be ``task``."""
     from synthseg_tf.data.tfrecord import read_metadata
 
     if _tfrecord_folder(data):
-        task = read_metadata(data).get("task", "segmentation")
-        if task != "segmentation":
-            raise CliError(f"{data} holds {task} records; the pipeline trains segmentation (image + mask)",
-                           EXIT_BAD_DATA)
+        have = read_metadata(data).get("task", "segmentation")
+        if have != task:
+            raise CliError(f"{data} holds {have} records; the --task {task} pipeline trains {_WANTS[task]}"
+                           + (f" (use --task {have})" if have in _WANTS else ""), EXIT_BAD_DATA)
         if not os.path.isfile(os.path.join(data, "classes.json")):
             raise CliError(f"{data}: no classes.json (write the folder with `synthseg data to-tfrecord`)",
                            EXIT_BAD_DATA)
@@ -151,9 +189,9 @@ def _prepare_data(data: str, out: str, shards: int) -> str:
     from synthseg_tf.data import load, write_tfrecords
 
     ds = load(data)
-    if ds.task != "segmentation":
-        raise CliError(f"{data} is a {ds.task} dataset; the pipeline trains segmentation (image + mask pairs)",
-                       EXIT_BAD_DATA)
+    if ds.task != task:
+        raise CliError(f"{data} is a {ds.task} dataset; the --task {task} pipeline trains {_WANTS[task]}"
+                       + (f" (use --task {ds.task})" if ds.task in _WANTS else ""), EXIT_BAD_DATA)
     target = os.path.join(out, "data")
     if os.path.isdir(target) and os.listdir(target):
         have = read_metadata(target).get("spec")
@@ -169,12 +207,13 @@ def _prepare_data(data: str, out: str, shards: int) -> str:
 
 # --------------------------------------------------------------------------- run
 def cmd_pipeline_run(args) -> int:
-    _check_task(args.task)
     settings = _settings(args)
+    name = _name(args)
     out = os.path.abspath(args.out)
     if os.path.exists(out) and not os.path.isdir(out):
         raise CliError(f"--out {args.out} is a file, not a folder", EXIT_CONFLICT)
-    data_root = _prepare_data(args.data, out, int(settings.pop("shards", 4)))  # data errors before TFX loads
+    # data errors before TFX loads
+    data_root = _prepare_data(args.data, out, int(settings.pop("shards", 4)), args.task)
     local_runner = _tfx("local_runner")
     configs = _tfx("configs")
     from tfx import v1 as tfx  # noqa: F401  (imported before logging is set up: it installs handlers)
@@ -182,18 +221,13 @@ def cmd_pipeline_run(args) -> int:
     _configure_logging(args.verbose)
     try:
         dsl_pipeline, paths = local_runner.build(
-            data_root, out, pipeline_name=args.name, image_size=settings["image_size"],
-            backbone=settings["backbone"], batch_size=settings["batch_size"], train_steps=settings["train_steps"],
-            eval_steps=settings["eval_steps"], min_mean_iou=settings["min_mean_iou"],
-            max_mean_iou_drop=settings.get("max_mean_iou_drop"), generator_dir=args.generator,
-            synthetic_n=settings["synthetic_n"], class_balance=configs.CLASS_BALANCE, seed=args.seed,
+            data_root, out, pipeline_name=name,
             beam_pipeline_args=args.beam_arg if args.beam_arg is not None else configs.BEAM_PIPELINE_ARGS,
-            enable_cache=args.cache, until=args.until, log_every=settings.get("log_every"),
-            **_gan_kwargs(settings))
+            enable_cache=args.cache, until=args.until, **_task_kwargs(args, settings))
     except ValueError as e:
         raise CliError(str(e), EXIT_BAD_DATA) from e
     nodes = [c.id for c in dsl_pipeline.components]
-    print(f"pipeline {args.name} (preset {args.preset}): {' -> '.join(nodes)}")
+    print(f"pipeline {name} ({args.task}, preset {args.preset}): {' -> '.join(nodes)}")
     print(f"  pipeline root: {paths['pipeline_root']}")
     os.makedirs(os.path.dirname(paths["metadata_path"]), exist_ok=True)
     tfx.orchestration.LocalDagRunner().run(dsl_pipeline)
@@ -234,9 +268,11 @@ def print_summary(s: Dict[str, Any], settings: Dict[str, Any]) -> None:
         print(f"  evaluation:    {s['evaluation']}" + (f" ({metrics})" if metrics else ""))
         if s["baseline_metrics"]:
             print(f"  baseline evaluation: {_metrics(s['baseline_metrics'])}")
+    # the blessing metric: mean_iou (segmentation) or macro_f1 (classification)
+    metric = "macro_f1" if "min_macro_f1" in settings else "mean_iou"
+    minimum, drop = settings[f"min_{metric}"], settings.get(f"max_{metric}_drop")
     if s["blessed"] is not None:
-        drop = settings.get("max_mean_iou_drop")
-        rule = f"mean_iou >= {settings['min_mean_iou']}"
+        rule = f"{metric} >= {minimum}"
         if s["baseline_metrics"] and drop is not None:
             rule += f" and at most {drop} below the baseline's"
         print(f"  blessing:      {'BLESSED' if s['blessed'] else 'NOT blessed'} ({rule})")
@@ -244,7 +280,7 @@ def print_summary(s: Dict[str, Any], settings: Dict[str, Any]) -> None:
         print(f"  pushed model:  {s['pushed_model']}")
     elif s["blessed"] is False:
         against = "the baseline" if s["baseline_metrics"] else "the last blessed one"
-        print(f"  pushed model:  none: the Evaluator did not bless the model (mean_iou below {settings['min_mean_iou']}"
+        print(f"  pushed model:  none: the Evaluator did not bless the model ({metric} below {minimum}"
               f" or worse than {against})")
     else:
         print("  pushed model:  none (the run stopped before the Pusher)")
@@ -284,9 +320,10 @@ def _class_names(args) -> List[str]:
 
 def compile_vertex(args) -> str:
     """Write the Vertex AI Pipelines JSON for ``args`` (the ``compile`` options); returns its path."""
-    _check_task(args.task)
-    if not VERTEX_NAME.match(args.name):
-        raise CliError(f"--name {args.name!r}: Vertex pipeline names are lowercase letters, digits and '-' "
+    settings = _settings(args)
+    name = _name(args)
+    if not VERTEX_NAME.match(name):
+        raise CliError(f"--name {name!r}: Vertex pipeline names are lowercase letters, digits and '-' "
                        "(at most 128)", EXIT_BAD_DATA)
     if not args.pipeline_root.startswith("gs://"):
         raise CliError(f"--pipeline-root {args.pipeline_root!r}: Vertex AI Pipelines needs a gs:// folder",
@@ -294,7 +331,8 @@ def compile_vertex(args) -> str:
     if args.dataflow and not args.project:
         raise CliError("--dataflow needs --project (or GOOGLE_CLOUD_PROJECT)", EXIT_BAD_DATA)
     names = _class_names(args)
-    settings = _settings(args)
+    if args.task == "classification" and len(names) < 2:
+        raise CliError(f"--task classification needs at least 2 class names, got {len(names)}", EXIT_BAD_DATA)
     runner = _tfx("kubeflow_v2_runner")
     configs = _tfx("configs")
     root = args.pipeline_root.rstrip("/")
@@ -303,16 +341,12 @@ def compile_vertex(args) -> str:
         temp_location=args.temp_location or f"{root}/tmp")
     try:
         return runner.compile_pipeline(
-            args.output, image=args.image, pipeline_name=args.name, pipeline_root=root,
+            args.output, image=args.image, pipeline_name=name, pipeline_root=root,
             data_root=args.data_root or f"{root}/data",
             serving_model_dir=args.serving_model_dir or f"{root}/serving_model",
-            class_names=names, generator_dir=args.generator, synthetic_n=settings["synthetic_n"],
-            image_size=settings["image_size"], backbone=settings["backbone"], batch_size=settings["batch_size"],
-            train_steps=settings["train_steps"], eval_steps=settings["eval_steps"],
-            min_mean_iou=settings["min_mean_iou"], max_mean_iou_drop=settings.get("max_mean_iou_drop"),
-            log_every=settings.get("log_every"), beam_pipeline_args=beam_args, generation_beam_args=generation_args,
-            learning_rate=configs.LEARNING_RATE, seed=args.seed, train_buckets=configs.TRAIN_BUCKETS,
-            eval_buckets=configs.EVAL_BUCKETS, class_balance=configs.CLASS_BALANCE, **_gan_kwargs(settings))
+            class_names=names, beam_pipeline_args=beam_args, generation_beam_args=generation_args,
+            train_buckets=configs.TRAIN_BUCKETS, eval_buckets=configs.EVAL_BUCKETS,
+            **{"learning_rate": configs.LEARNING_RATE, **_task_kwargs(args, settings)})
     except ValueError as e:
         raise CliError(str(e), EXIT_BAD_DATA) from e
 
@@ -333,14 +367,19 @@ def _sizes(p: argparse.ArgumentParser) -> None:
                    help="sizes and steps: demo (a few minutes on 2 CPU cores), small, full (the SYNTHSEG_TFX_* "
                    "settings; default)")
     p.add_argument("--task", choices=TASKS, default="segmentation",
-                   help="segmentation (default); classification is not supported by the pipeline yet")
+                   help="segmentation (default: label-map data, pix2pix, U-Nets, mean IoU) or classification "
+                   "(class folders: classfolders:DIR or demo-classes; a class-conditional GAN for the rare classes, "
+                   "CNN classifiers, macro-F1 and accuracy); each task has its own presets")
     p.add_argument("--image-size", type=_size, default=None, metavar="HxW",
                    help="override the preset (multiples of 32)")
-    p.add_argument("--backbone", default=None, help="U-Net encoder (override the preset)")
+    p.add_argument("--backbone", default=None, help="segmentation: U-Net encoder (override the preset)")
     p.add_argument("--batch-size", type=_positive_int, default=None)
     p.add_argument("--train-steps", type=_positive_int, default=None)
     p.add_argument("--eval-steps", type=_positive_int, default=None)
-    p.add_argument("--min-mean-iou", type=float, default=None, help="blessing threshold (override the preset)")
+    p.add_argument("--min-mean-iou", type=float, default=None,
+                   help="segmentation: blessing threshold (override the preset)")
+    p.add_argument("--min-macro-f1", type=float, default=None,
+                   help="classification: blessing threshold on the eval split's macro-F1 (override the preset)")
     p.add_argument("--log-every", type=_positive_int, default=None, help="Trainer progress line every N steps")
     p.add_argument("--generator", default=None, metavar="DIR",
                    help="a `synthseg gan train` run folder or generator export, imported instead of training the "
@@ -352,8 +391,9 @@ def _sizes(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gan-steps", type=_positive_int, default=None, help="GanTrainer steps (override the preset)")
     p.add_argument("--synthetic-n", type=_positive_int, default=None,
                    help="synthetic samples (with the GanTrainer or --generator)")
-    p.add_argument("--name", default=os.environ.get("SYNTHSEG_TFX_PIPELINE_NAME") or "synthseg-segmentation",
-                   help="pipeline name (default synthseg-segmentation)")
+    p.add_argument("--name", default=None,
+                   help="pipeline name (default SYNTHSEG_TFX_PIPELINE_NAME, else synthseg-segmentation or "
+                   "synthseg-classification)")
     p.add_argument("--seed", type=int, default=0)
 
 
@@ -363,7 +403,10 @@ def register(sub, spec_help: str) -> None:
                        description="ImportExampleGen -> StatisticsGen -> SchemaGen -> ExampleValidator -> "
                        "[RealTransform -> GanTrainer (pix2pix) | generator Importer] -> [SyntheticGeneration] -> "
                        "Transform -> Trainer (U-Net; real + synthetic) [+ BaselineTrainer (U-Net; real only)] -> "
-                       "Evaluator (TFMA, against the baseline) -> Pusher.")
+                       "Evaluator (TFMA, against the baseline) -> Pusher. With --task classification (class "
+                       "folders): the GAN is class-conditional, SyntheticGeneration renders images of the rare "
+                       "classes kept by a confidence filter (the real-only BaselineTrainer classifier), the Trainers "
+                       "are CNN classifiers and the Evaluator scores macro-F1 and accuracy.")
     psub = p.add_subparsers(dest="pipeline_command", metavar="PIPELINE_COMMAND")
     psub.required = True
 

@@ -290,7 +290,7 @@ def test_compile_for_vertex(vertex_spec, tmp_path, capsys):
 
 def test_compile_errors_are_one_line_exit_2(tmp_path, capsys):
     out = tmp_path / "x.json"
-    assert _compile(out, "--task", "classification") == 2
+    assert _compile(out, "--task", "classification", "--min-mean-iou", "0.5") == 2  # a segmentation option
     assert _compile(out, "--name", "Not_Valid") == 2
     from synthseg_tf.cli import main
 
@@ -299,7 +299,7 @@ def test_compile_errors_are_one_line_exit_2(tmp_path, capsys):
     assert main(["pipeline", "compile", "--target", "vertex", "--image", IMAGE, "--pipeline-root", ROOT,
                  "--project", "", "--class-names", "a,b", "--dataflow", "--output", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "not supported yet" in err and "gs://" in err and "--dataflow needs --project" in err
+    assert "is an option of --task segmentation" in err and "gs://" in err and "--dataflow needs --project" in err
     assert all(line.startswith("synthseg: error: ") for line in err.strip().splitlines())
     assert not out.exists()
 
@@ -331,4 +331,6 @@ def test_run_input_errors_exit_before_tfx_loads(tmp_path):
     assert json.loads(res.stdout.strip().splitlines()[-1]) == {"codes": [2, 2, 3], "tfx": False}
     err = [line for line in res.stderr.strip().splitlines() if line.startswith("synthseg: error: ")]
     assert len(err) == 3
-    assert "not supported yet" in err[0] and "classification records" in err[1] and "camvid:/elsewhere" in err[2]
+    assert "is a segmentation dataset" in err[0] and "--task classification pipeline" in err[0]
+    assert "classification records" in err[1] and "use --task classification" in err[1]
+    assert "camvid:/elsewhere" in err[2]
