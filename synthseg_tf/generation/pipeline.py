@@ -964,14 +964,15 @@ def run_generation(cfg: GenerationConfig, log=print, pipeline_factory: Optional[
 
     import synthseg_tf  # noqa: F401
     from synthseg_tf.generation.filtering import check_quality_model
-    from synthseg_tf.generation.renderer import load_renderer
+    from synthseg_tf.generation.renderer import describe_generator
 
     logging.getLogger("apache_beam").setLevel(logging.ERROR)  # worker chatter; errors still surface
     if cfg.n < 1:
         raise ValueError("--n must be at least 1")
     if cfg.inference_batch < 1 or cfg.samples_per_shard < 1 or cfg.batch_size < 1:
         raise ValueError("--inference-batch, --samples-per-shard and --batch-size must be at least 1")
-    renderer = load_renderer(cfg.generator)  # validates the path early, and gives the fingerprint
+    # config, class table, fingerprint: from the files (the workers load the model itself)
+    renderer = describe_generator(cfg.generator)
     gen_config = dict(renderer.config)
     if not gen_config.get("image_size") or not gen_config.get("num_classes"):
         raise ValueError(f"{cfg.generator}: config.json lacks image_size/num_classes")
@@ -1036,7 +1037,7 @@ def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, 
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "quality_check": quality_check,
             "label_weights": plan.get("label_weights")}
     _write_file(outfs.join(cfg.out, STATE_FILE), json.dumps(base, indent=1).encode("utf-8"))
-    del renderer  # in-process workers reuse it (load_renderer); other workers load their own copy
+    del renderer
     n_temp = outfs.remove_temp_files([cfg.out] + [outfs.join(cfg.out, d) for d in ("images", "masks", "parts")])
     if n_temp:
         log(f"removed {n_temp} temporary file(s) left by an interrupted run")

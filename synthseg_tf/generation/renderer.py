@@ -52,6 +52,40 @@ def _model_dir(path: str):
 _LOADED: Dict[str, "Renderer"] = {}
 
 
+class GeneratorInfo:
+    """What a generation driver needs to know of a generator without loading its model: ``kind``,
+    ``config`` (with older runs' defaults filled in), ``classes``, ``fingerprint``,
+    ``conditional``, ``num_labels`` and ``image_size``, from its files alone. The workers load
+    the model (:func:`load_renderer`); a driver that never renders needs no TensorFlow model."""
+
+    def __init__(self, path: str):
+        self.path = storage.abspath(path)
+        try:
+            self.kind, model_dir = _model_dir(self.path)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
+                                    "generator/ or an exported SavedModel with saved_model.pb)") from None
+        self.config: Dict = _read_json(storage.join(self.path, "config.json"))
+        if self.config:
+            from synthseg_tf.training.gan import run_settings
+
+            self.config = run_settings(self.config)  # what older runs lack, as they used it (upsample, ...)
+        cj = storage.join(self.path, "classes.json")
+        self.classes: Optional[ClassTable] = ClassTable.load(cj) if storage.isfile(cj) else None
+        self.fingerprint = directory_fingerprint(model_dir)
+        size = self.config.get("image_size")
+        self.image_size = tuple(size) if size else None
+        self.num_labels = self.config.get("num_labels")
+        self.conditional = bool(self.num_labels)
+
+
+def describe_generator(path: str):
+    """A :class:`GeneratorInfo` when the generator's ``config.json`` says whether it is class-conditional
+    (``num_labels``), else the loaded :class:`Renderer` (which can tell from the model)."""
+    info = GeneratorInfo(path)
+    return info if "num_labels" in info.config else load_renderer(path)
+
+
 def load_renderer(path: str) -> "Renderer":
     """A :class:`Renderer` for ``path``, reused within this process while its files are unchanged
     (same weights fingerprint and settings): a generation run's waves, and its resumes in one
