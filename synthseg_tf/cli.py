@@ -173,6 +173,25 @@ def _check_specs_early(args) -> None:
         parse_spec(value)
 
 
+# Commands that write a folder with local-file APIs (checkpoints, Keras SavedModels, reports): a
+# remote --out (gs://...) is worked on as a local copy and uploaded (storage.staged_folder).
+STAGED_OUT = ("cmd_gan_train", "cmd_unet_train", "cmd_classifier_train", "cmd_gan_evaluate",
+              "cmd_experiment_segmentation", "cmd_experiment_classification", "cmd_report")
+
+
+def _run_staged(args) -> int:
+    from synthseg_tf import storage
+
+    out = getattr(args, "out", None)
+    if args.func.__name__ not in STAGED_OUT or not isinstance(out, str) or not storage.is_remote(out):
+        return int(args.func(args) or 0)
+    with storage.staged_folder(out, log=lambda m: print(m, file=sys.stderr)) as local:
+        args.out = local
+        rc = int(args.func(args) or 0)
+    print(f"results uploaded to {out}", file=sys.stderr)
+    return rc
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     from synthseg_tf._env import quiet
 
@@ -181,7 +200,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_specs_early(args)
-        return int(args.func(args) or 0)
+        return _run_staged(args)
     except CliError as e:
         print(f"synthseg: error: {e}", file=sys.stderr)
         return e.code

@@ -82,9 +82,26 @@ def cmd_gan_train(args) -> int:
 
 
 def cmd_gan_export(args) -> int:
+    import tempfile
+
+    from synthseg_tf import storage
     from synthseg_tf.export.generator import export_run
 
-    path = export_run(args.run, args.out, overwrite=args.overwrite)
+    with storage.staged_folder(args.run, upload=False) as run:  # a gs:// run folder: read from a local copy
+        if not storage.is_remote(args.out):
+            path = export_run(run, args.out, overwrite=args.overwrite)
+        else:  # exported locally, then moved into place on the remote storage as a whole
+            if storage.exists(args.out) and not args.overwrite:
+                raise FileExistsError(f"{args.out} already exists; choose another output or pass --overwrite")
+            with tempfile.TemporaryDirectory() as tmp:
+                local = export_run(run, os.path.join(tmp, "export"))
+                with storage.atomic_directory(args.out, overwrite=args.overwrite, last=("saved_model.pb",)) as rtmp:
+                    for d, _, files in os.walk(local):
+                        for f in files:
+                            rel = os.path.relpath(os.path.join(d, f), local).replace(os.sep, "/")
+                            with open(os.path.join(d, f), "rb") as fh:
+                                storage.atomic_write_bytes(storage.join(rtmp, rel), fh.read())
+            path = args.out
     print(f"exported the generator SavedModel to {path} (signatures: serving_default, serving_png)")
     return 0
 

@@ -39,7 +39,7 @@ import posixpath
 import re
 import shutil
 import uuid
-from typing import Iterable, Iterator, List, Tuple
+from typing import Dict, Iterable, Iterator, List, Tuple
 
 #: a URL scheme at the start of a path (``gs://``, ``s3://``, ``ram://``, ``hdfs://``, ``file://``)
 SCHEME_RE = re.compile(r"^[a-z][a-z0-9+.-]*://")
@@ -367,3 +367,71 @@ __all__ = ["SCHEME_RE", "is_remote", "split_scheme", "join", "dirname", "basenam
            "relpath", "exists", "isdir", "isfile", "getsize", "listdir", "walk", "glob", "read_bytes", "read_text",
            "open", "makedirs", "remove", "rmtree", "rename", "atomic_write_bytes", "atomic_write_text",
            "atomic_directory"]
+
+
+# --------------------------------------------------------------------------- staged folders
+#: files uploaded after every other file of a staged folder (readers take them as "complete")
+STAGE_LAST = ("config.json", "metrics.json", "summary.json", "dataset.json", "generation.json")
+
+
+def _local_files(root: str) -> Dict[str, Tuple[int, int]]:
+    """``{relative path: (size, mtime_ns)}`` of the files under a local folder."""
+    out = {}
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            st = os.stat(p)
+            out[os.path.relpath(p, root).replace(os.sep, "/")] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@contextlib.contextmanager
+def staged_folder(path: str, upload: bool = True, log=None):
+    """A local working copy of ``path`` for code that writes a folder with local-file APIs
+    (training runs: checkpoints, Keras SavedModels, reports). Local ``path``: yielded as it is.
+
+    Remote ``path`` (``gs://...``): its current files are downloaded into a temporary folder (so a
+    run resumes from what is there), the folder is yielded, and when the block ends -- also on
+    an exception or Ctrl-C, so the checkpoints written so far are kept -- every new or changed
+    file is uploaded atomically (:func:`atomic_write_bytes`; the files of :data:`STAGE_LAST`
+    after the others), files the block deleted are deleted remotely, and the local copy is
+    removed. ``upload=False`` only downloads (an input folder). A killed process uploads nothing
+    of that session."""
+    import tempfile
+
+    if not is_remote(path):
+        yield path
+        return
+    path = path.rstrip("/")
+    local = tempfile.mkdtemp(prefix="synthseg-stage-")
+    say = log or (lambda m: None)
+    try:
+        before: Dict[str, Tuple[int, int]] = {}
+        if isdir(path):
+            for rel in _files_under(path):
+                dst = os.path.join(local, *rel.split("/"))
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                with builtins.open(dst, "wb") as f:
+                    f.write(read_bytes(join(path, rel)))
+            before = _local_files(local)
+            if before:
+                say(f"{path}: working on a local copy of its {len(before)} file(s) in {local}")
+        elif not upload:
+            raise FileNotFoundError(errno.ENOENT, "no such folder", path)
+        try:
+            yield local
+        finally:
+            if upload:
+                after = _local_files(local)
+                changed = [r for r, st in after.items() if before.get(r) != st]
+                changed.sort(key=lambda r: (r.rsplit("/", 1)[-1] in STAGE_LAST, r))
+                for rel in changed:
+                    with builtins.open(os.path.join(local, *rel.split("/")), "rb") as f:
+                        atomic_write_bytes(join(path, rel), f.read())
+                for rel in sorted(set(before) - set(after)):
+                    with contextlib.suppress(FileNotFoundError):
+                        remove(join(path, rel))
+                if changed:
+                    say(f"uploaded {len(changed)} file(s) to {path}")
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
