@@ -15,17 +15,16 @@ PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plugins")
 
 @pytest.fixture
 def sharedfs(tmp_path, monkeypatch):
-    import sys
-
     root = tmp_path / "remote-store"
     root.mkdir()
     monkeypatch.setenv("SYNTHSEG_SHAREDFS_ROOT", str(root))
     monkeypatch.setenv("PYTHONPATH", PLUGINS + os.pathsep + os.environ.get("PYTHONPATH", ""))
     monkeypatch.syspath_prepend(PLUGINS)
-    __import__("sharedfs_plugin")  # registers the scheme in the driver, as --beam_plugins does on workers
+    # registers the scheme in the driver, as --beam_plugins does on workers; imported once per process
+    # (a second import would register a second class for the same scheme, which Beam refuses)
+    __import__("sharedfs_plugin")
     monkeypatch.chdir(tmp_path)
     yield root
-    sys.modules.pop("sharedfs_plugin", None)
 
 
 def _store_files(root, out_url):
