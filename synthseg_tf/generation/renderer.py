@@ -72,11 +72,16 @@ class GeneratorInfo:
             self.config = run_settings(self.config)  # what older runs lack, as they used it (upsample, ...)
         cj = storage.join(self.path, "classes.json")
         self.classes: Optional[ClassTable] = ClassTable.load(cj) if storage.isfile(cj) else None
+        self.model_dir = model_dir
         self.fingerprint = directory_fingerprint(model_dir)
         size = self.config.get("image_size")
         self.image_size = tuple(size) if size else None
         self.num_labels = self.config.get("num_labels")
-        self.conditional = bool(self.num_labels)
+        self._conditional = bool(self.num_labels)
+
+    @property
+    def conditional(self) -> bool:
+        return self._conditional
 
 
 def describe_generator(path: str):
@@ -109,7 +114,7 @@ def _file_digest(path: str) -> Optional[str]:
     return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
-class Renderer:
+class Renderer(GeneratorInfo):
     """Label maps -> photos with a trained pix2pix generator.
 
     A run folder's ``generator/`` holds the EMA weights when the run used ``ema_decay``, and the
@@ -121,20 +126,8 @@ class Renderer:
     def __init__(self, path: str):
         import tensorflow as tf
 
-        self.path = storage.abspath(path)
-        try:
-            self.kind, model_dir = _model_dir(self.path)
-        except FileNotFoundError:
-            raise FileNotFoundError(f"{path}: not a generator (expected a `synthseg gan train` run folder with "
-                                    "generator/ or an exported SavedModel with saved_model.pb)") from None
-        self.config: Dict = _read_json(storage.join(self.path, "config.json"))
-        if self.config:
-            from synthseg_tf.training.gan import run_settings
-
-            self.config = run_settings(self.config)  # what older runs lack, as they used it (upsample, ...)
-        cj = storage.join(self.path, "classes.json")
-        self.classes: Optional[ClassTable] = ClassTable.load(cj) if storage.isfile(cj) else None
-        self.fingerprint = directory_fingerprint(model_dir)
+        super().__init__(path)  # path, kind, config, classes, fingerprint from the files
+        model_dir = self.model_dir
         if self.kind == "export":
             loaded = tf.saved_model.load(model_dir)
             self._fn = loaded.signatures["serving_default"]
@@ -150,13 +143,7 @@ class Renderer:
             self._model = load_keras_model(model_dir, what="pix2pix generator (Keras SavedModel)")  # safe mode
             self._conditional = len(self._model.inputs) > 1
             self._fn = tf.function(lambda m, l=None: self._model([m, l] if l is not None else m, training=False))
-        size = self.config.get("image_size")
-        self.image_size = tuple(size) if size else None
-        self.num_labels = self.config.get("num_labels") if self._conditional else None
-
-    @property
-    def conditional(self) -> bool:
-        return self._conditional
+        self.num_labels = self.config.get("num_labels") if self._conditional else None  # (from the model)
 
     def render(self, label_maps: np.ndarray, labels: Optional[np.ndarray] = None) -> np.ndarray:
         import tensorflow as tf
