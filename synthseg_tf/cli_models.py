@@ -509,8 +509,9 @@ def register(sub, spec_help: str) -> None:
     k.add_argument("--seeds", type=_seeds, default=3, help="number of seeds (default 3) or a comma list")
     k.add_argument("--subset-seed", type=int, default=None, help="one subset per fraction drawn with this seed")
     k.add_argument("--settings", type=_settings, default=["real", "real+augment", "real+synthetic"],
-                   help="comma list of real, real+augment, real+synthetic, synthetic "
-                        "(default: real,real+augment,real+synthetic)")
+                   help="comma list of real, real+augment, real+synthetic, synthetic, real+pretrain "
+                        "(pretrain on the synthetic images, fine-tune on the real ones; "
+                        "default: real,real+augment,real+synthetic)")
     k.add_argument("--epochs", type=_positive_int, default=40, help="maximum epochs (default 40)")
     k.add_argument("--patience", type=_positive_int, default=12)
     k.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), metavar="TRAIN,VAL,TEST")

@@ -193,12 +193,13 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     spec = write_classfolders(str(tmp_path / "cf"))
     out = str(tmp_path / "exp")
     summary = run_classification_experiment(
-        spec, out, seeds=2, subset_seed=0, settings=("real", "real+augment", "real+synthetic"), image_size=32,
+        spec, out, seeds=2, subset_seed=0, settings=("real", "real+augment", "real+synthetic", "real+pretrain"),
+        image_size=32,
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
         gan={"steps": 2, "batch_size": 4, "base_filters": 8},
         generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": 0.0}, **SMALL)
     results = _load(out, "results.json")
-    assert len(results["runs"]) == 6 and summary["primary_metric"] == "macro_f1"
+    assert len(results["runs"]) == 8 and summary["primary_metric"] == "macro_f1"
     cell = os.path.join(out, "subsets", "frac1-subset0")
     fit = set(_load(cell, "subset.json")["fit"])
     assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
@@ -214,6 +215,43 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     assert row["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(acc))
     assert row["delta_vs_real"]["n_pairs"] == 2 and set(row["delta_vs_real"]["per_class"]) == {"blue", "green", "red"}
     assert "delta_vs_real+augment" in row and summary["rare_classes"]["names"] == ["blue", "green", "red"]
+    # real+pretrain: a classifier trained on the cell's synthetic images alone, then the subset from its weights
+    for seed in (0, 1):
+        pre = os.path.join(cell, f"pretrain-seed{seed}")
+        pre_cfg = _load(pre, "config.json")
+        assert os.path.isfile(os.path.join(pre, "weights.h5")) and pre_cfg["synthetic_ratio"] == 1.0
+        assert pre_cfg["synthetic"].endswith(os.path.join("frac1-subset0", "synthetic"))
+        cfg = _load(out, "runs", f"frac1-seed{seed}-real_pretrain", "config.json")
+        assert cfg["init_weights"] == os.path.join(pre, "weights.h5") and cfg["synthetic"] is None
+        assert cfg["experiment"]["pretraining"]["run"] == pre and cfg["augment"] is True
+    pre_row = next(r for r in summary["rows"] if r["setting"] == "real+pretrain")
+    assert pre_row["delta_vs_real"]["n_pairs"] == 2 and "delta_vs_real+synthetic" in pre_row
+
+
+def test_classifier_init_weights_load_exactly_and_a_mismatch_names_the_file(tmp_path):
+    import h5py
+
+    from synthseg_tf.training.classification import train_classifier
+
+    spec = write_classfolders(str(tmp_path / "cf"))
+    kw = dict(image_size=32, batch_size=8, epochs=1, patience=1, fractions=(0.6, 0.2, 0.2), export=False,
+              verbose=0, run_eagerly=True, **SMALL)
+    first = train_classifier(spec, str(tmp_path / "a"), save_weights=True, **kw)
+    w = os.path.join(first["out_dir"], "weights.h5")
+    second = train_classifier(spec, str(tmp_path / "b"), save_weights=True, init_weights=w, learning_rate=0.0,
+                              **dict(kw, lr_schedule="constant"))
+    assert second["config"]["init_weights"] == w
+
+    def kernels(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if name.endswith("kernel:0") else None)
+        return out
+
+    ka, kb = kernels(w), kernels(os.path.join(second["out_dir"], "weights.h5"))
+    assert ka and ka.keys() == kb.keys() and all(np.array_equal(ka[k], kb[k]) for k in ka)
+    with pytest.raises(ValueError, match=r"other image_size"):
+        train_classifier(spec, str(tmp_path / "c"), init_weights=w, **dict(kw, image_size=48))
 
 
 def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys, monkeypatch):

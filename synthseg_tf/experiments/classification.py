@@ -14,6 +14,8 @@ subset of the train split (seeded by the subset seed) is the only labelled data 
                     kept when a classifier trained on the subset gives the intended class
                     at least ``min_confidence``)
 ``synthetic``       the GAN's images only
+``real+pretrain``   the ``synthetic`` run's weights (pretraining), then the subset alone with
+                    the ``real`` recipe (fine-tuning); both stages select on val
 ==================  ==============================================================
 
 Per cell ``OUT/subsets/frac{f}-subset{k}/`` holds ``subset.json``, ``gan/``, ``quality/`` (the
@@ -47,7 +49,7 @@ from synthseg_tf.experiments.common import (
     run_name,
 )
 
-CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic")
+CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain")
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
 METRICS = ["accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"]
 RARE_BELOW = 25
@@ -70,6 +72,7 @@ def _cls_record_factory(rare: Sequence[str]):
             "best_epoch": metrics.get("best_epoch"),
             "train_seconds": metrics.get("seconds"),
             "augment": config.get("augment"),
+            "pretraining": (config.get("experiment") or {}).get("pretraining"),
             "selection_accuracy": metrics.get("val", {}).get("accuracy"),
             "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"],
                         "weighted_f1": test["weighted"]["f1"],
@@ -172,6 +175,37 @@ class _Cell:
                                             **opts), log=e["log"])
         return P.checked(out, "synthetic set", self.fit_ids)
 
+    def pretrained(self, seed: int, synthetic_run: str) -> Tuple[str, Dict]:
+        """The weights of a classifier trained on the synthetic images alone (the ``synthetic``
+        recipe, selected on val) and what that run recorded. Reuses ``synthetic_run`` when it kept
+        its weights; otherwise trains ``pretrain-seed{seed}/`` in the cell."""
+        from synthseg_tf.training.classification import train_classifier
+
+        e = self.exp
+        syn = self.synthetic()  # provenance-checked against the subset
+        for run in (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")):
+            if os.path.isfile(os.path.join(run, "metrics.json")) and os.path.isfile(os.path.join(run, "weights.h5")):
+                break
+        else:
+            e["log"](f"pretraining a classifier on the synthetic set {syn} (seed {seed}) -> {run}")
+            train_classifier(self.data, run, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
+                             synthetic=syn, synthetic_ratio=1.0, seed=seed, patience=e["patience"], export=False,
+                             save_weights=True, overwrite=True, verbose=e["verbose"],
+                             extra_config={"experiment": {"role": "pretraining of real+pretrain",
+                                                          "real_subset": self.fit_ids}},
+                             **e["options_for"]("synthetic"))
+        config = read_json(os.path.join(run, "config.json"))
+        used = (config.get("experiment") or {}).get("real_subset")
+        if not str(config.get("synthetic") or "").endswith(os.path.abspath(syn)) \
+                or sorted(used or []) != sorted(self.fit_ids) or config.get("synthetic_ratio") != 1.0:
+            raise P.ProtocolError(f"pretraining run {run} was not trained on this cell's synthetic set alone; "
+                                  "remove it or use a new output folder")
+        metrics = read_json(os.path.join(run, "metrics.json"))
+        return os.path.join(run, "weights.h5"), {
+            "run": run, "synthetic": config.get("synthetic"), "epochs_run": metrics.get("epochs_run"),
+            "best_epoch": metrics.get("best_epoch"), "train_seconds": metrics.get("seconds"),
+            "selection_accuracy": metrics.get("val", {}).get("accuracy")}
+
 
 def run_classification_experiment(
     data,
@@ -265,13 +299,23 @@ def run_classification_experiment(
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
         def train_run(setting: str, run_dir: str) -> None:
+            if setting == "real+pretrain":
+                weights, pre = c.pretrained(s, run_dir_of("synthetic"))
+                train_classifier(
+                    c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, seed=s,
+                    patience=patience, export=export_models, overwrite=True, verbose=verbose, init_weights=weights,
+                    extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
+                                                 "real_subset": c.fit_ids, "pretraining": pre,
+                                                 "protocol": c.protocol(f"the {len(c.subset)} subset images")}},
+                    **options_for("real"))
+                return
             syn = c.synthetic() if setting in SYNTHETIC_SETTINGS else None
             ratio = 1.0 if setting == "synthetic" else (synthetic_ratio if syn else None)
             gen_desc = f"the {len(c.subset)} subset images" if syn and not synthetic else syn
             train_classifier(
                 c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, synthetic=syn,
                 synthetic_ratio=ratio, seed=s, patience=patience, export=export_models, overwrite=True,
-                verbose=verbose,
+                verbose=verbose, save_weights=setting == "synthetic" and "real+pretrain" in state["settings"],
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
                 **options_for(setting))
@@ -296,7 +340,8 @@ def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                  evaluated_on: str = "the real test split") -> Dict:
     return grid_summary("classification", identity, runs, class_names, CLASSIFICATION_SETTINGS, METRICS,
                         "macro_f1", ["f1", "recall"], f"{evaluated_on}, the same images for every run",
-                        extra_baselines={"real+synthetic": ("real+augment",)})
+                        extra_baselines={"real+synthetic": ("real+augment",),
+                                         "real+pretrain": ("real+augment", "real+synthetic")})
 
 
 __all__ = ["run_classification_experiment", "CLASSIFICATION_SETTINGS"]

@@ -10,6 +10,8 @@
       metrics.json  {"test": classification_report(...), "val": ...}: accuracy, macro and
                     weighted precision/recall/F1, per-class table, confusion matrix
       model/        the exported SavedModel (:func:`synthseg_tf.models.classifier.export_classifier`)
+      weights.h5    the Keras weights (with ``save_weights=True``), to start another run from
+                    (``init_weights``: pretrain on synthetic images, fine-tune on real ones)
 
 Splits: the layout's own ``train``/``val``/``test`` folders are always honoured; a missing
 ``val`` or ``test`` is carved (per class, with
@@ -47,6 +49,7 @@ from synthseg_tf.training.segmentation import (
     should_cache,
     write_history_csv,
     write_json,
+    _load_init_weights,
     _tfrecord_path,
 )
 
@@ -234,6 +237,8 @@ def train_classifier(
     verbose: int = 1,
     overwrite: bool = False,
     run_eagerly: bool = False,
+    init_weights: Optional[str] = None,
+    save_weights: bool = False,
     extra_config: Optional[Dict] = None,
 ) -> Dict:
     """Train the CNN classifier on a classification dataset and report on its test split.
@@ -252,6 +257,10 @@ def train_classifier(
     ``"plateau"`` (halve when ``monitor`` stalls for ``max(1, patience // 3)`` epochs).
     ``augment``: ``False``/``"none"``, ``True``/``"standard"`` or ``"strong"``
     (:mod:`synthseg_tf.data.tfdata`); ``config.json`` records it as given (a bool or the string).
+
+    ``init_weights``: a ``weights.h5`` (or a run folder holding one) of an earlier run with the
+    same class table, image size and architecture to start from; ``save_weights=True`` writes
+    this run's kept weights to ``weights.h5``.
 
     Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; ``metrics["test"]`` is a
     :func:`~synthseg_tf.metrics.classification_report`. Refuses an existing ``out_dir`` unless
@@ -309,6 +318,11 @@ def train_classifier(
 
     model = build_classifier(k, input_shape=(size[0], size[1], 3), filters=filters, dense_units=dense_units,
                              dropout=dropout, batch_norm=batch_norm, pooling=pooling)
+    if init_weights is not None:
+        _load_init_weights(model, init_weights, {"image_size": list(size), "class_names": list(names),
+                                                 "filters": list(filters), "dense_units": list(dense_units),
+                                                 "pooling": pooling, "batch_norm": bool(batch_norm)},
+                           what="classifier", needs="same class table, image size and architecture")
     lr = float(learning_rate)
     callbacks = [early_stopping(patience, monitor)]
     if lr_schedule == "cosine":
@@ -336,6 +350,7 @@ def train_classifier(
         "dropout": float(dropout), "batch_norm": bool(batch_norm), "pooling": pooling,
         "label_smoothing": float(label_smoothing), "weight_decay": float(weight_decay),
         "lr_schedule": lr_schedule, "monitor": monitor, "seed": int(seed),
+        "init_weights": None if init_weights is None else os.fspath(init_weights),
         "num_classes": k, "class_names": names, "environment": environment_info(),
         **dict(extra_config or {}),
     }
@@ -365,6 +380,8 @@ def train_classifier(
         if export:
             export_classifier(model, os.path.join(tmp, "model"), names, size,
                               extra_config={"trained_on": ds.spec, "run_dir": out_dir, "seed": int(seed)})
+        if save_weights:
+            model.save_weights(os.path.join(tmp, "weights.h5"))
         ds.classes.save(os.path.join(tmp, "classes.json"))
         write_history_csv(os.path.join(tmp, "history.csv"), history)
         write_json(os.path.join(tmp, "config.json"), config)

@@ -629,11 +629,13 @@ def train_unet(
     return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
 
 
-def _load_init_weights(model, path: str, expect: Dict) -> None:
+def _load_init_weights(model, path: str, expect: Dict, what: str = "U-Net",
+                       needs: str = "same backbone, class table and image size") -> None:
     """Load a run's ``weights.h5`` (or a run folder holding one) into ``model``, naming the file on
     any mismatch: the run's ``config.json`` beside it must agree on ``expect`` (image size,
     backbone, class names: a fully convolutional U-Net would load weights of another size or class
-    table without complaint), and the weights must fit the model."""
+    table without complaint), and the weights must fit the model (``what``, ``needs`` word the
+    error)."""
     import tensorflow as tf
 
     from synthseg_tf.errors import ModelLoadError
@@ -655,8 +657,7 @@ def _load_init_weights(model, path: str, expect: Dict) -> None:
     try:
         model.load_weights(path)
     except (ValueError, OSError) as e:
-        raise ValueError(f"init_weights: {path} does not fit this U-Net (same backbone, class table and image "
-                         f"size needed): {e}") from e
+        raise ValueError(f"init_weights: {path} does not fit this {what} ({needs} needed): {e}") from e
 
 
 def _pct(v) -> str:
