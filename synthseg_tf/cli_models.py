@@ -246,14 +246,14 @@ def _print_verdicts(summary: dict) -> None:
     proto = summary.get("protocol")
     if proto:
         print(f"protocol: evaluated on {proto.get('evaluation')}; {proto.get('verdict_rule', '')}")
-    sel = summary.get("selected_recipe")
-    if sel:
-        print("recipe chosen on the selection images: " + "; ".join(
-            f"fraction {c['fraction']:g} seed {c['seed']} -> {c['setting']}" for c in sel["chosen"]))
         for c in proto.get("cells", []):
             print(f"  fraction {c['subset']['fraction']:g}, subset seed {c['subset']['seed']}: "
                   f"{c['subset']['images']} images ({c['fit_images']} fit, {c['selection_images']} selection: "
                   f"{c['selection']}); generator trained on {c.get('generator_trained_on') or 'n/a'}")
+    sel = summary.get("selected_recipe")
+    if sel:
+        print("recipe chosen on the selection images: " + "; ".join(
+            f"fraction {c['fraction']:g} seed {c['seed']} -> {c['setting']}" for c in sel["chosen"]))
 
 
 def _finish_experiment(args, summary) -> int:

@@ -226,6 +226,12 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         assert cfg["experiment"]["pretraining"]["run"] == pre and cfg["augment"] is True
     pre_row = next(r for r in summary["rows"] if r["setting"] == "real+pretrain")
     assert pre_row["delta_vs_real"]["n_pairs"] == 2 and "delta_vs_real+synthetic" in pre_row
+    # the recipe a user is told to use is chosen on val macro F1, never on the test split
+    sel = {(r["seed"], r["setting"]): r["selection_macro_f1"] for r in results["runs"]}
+    for c in summary["selected_recipe"]["chosen"]:
+        other = "real+pretrain" if c["setting"] == "real+synthetic" else "real+synthetic"
+        assert sel[(c["seed"], c["setting"])] >= sel[(c["seed"], other)]
+    assert any(r["setting"] == "selected-recipe" for r in summary["rows"])
 
 
 def test_classifier_init_weights_load_exactly_and_a_mismatch_names_the_file(tmp_path):

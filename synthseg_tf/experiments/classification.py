@@ -47,6 +47,9 @@ from synthseg_tf.experiments.common import (
     record_head,
     run_grid,
     run_name,
+    SELECTED,
+    select_recipe,
+    selected_rule,
 )
 
 CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain")
@@ -74,6 +77,7 @@ def _cls_record_factory(rare: Sequence[str]):
             "augment": config.get("augment"),
             "pretraining": (config.get("experiment") or {}).get("pretraining"),
             "selection_accuracy": metrics.get("val", {}).get("accuracy"),
+            "selection_macro_f1": (metrics.get("val", {}).get("macro") or {}).get("f1"),
             "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"],
                         "weighted_f1": test["weighted"]["f1"],
                         "rare_macro_f1": sum(rare_f1) / len(rare_f1) if rare_f1 else None},
@@ -336,12 +340,24 @@ def run_classification_experiment(
                     summary_of, ds.classes.names, log)
 
 
+RECIPES = ("real+synthetic", "real+pretrain")
+SELECTED_RULE = selected_rule("macro F1 on the val (selection) split", RECIPES)
+
+
 def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                  evaluated_on: str = "the real test split") -> Dict:
-    return grid_summary("classification", identity, runs, class_names, CLASSIFICATION_SETTINGS, METRICS,
-                        "macro_f1", ["f1", "recall"], f"{evaluated_on}, the same images for every run",
-                        extra_baselines={"real+synthetic": ("real+augment",),
-                                         "real+pretrain": ("real+augment", "real+synthetic")})
+    chosen = select_recipe(runs, RECIPES, "selection_macro_f1")
+    summary = grid_summary("classification", identity, runs + chosen, class_names,
+                           CLASSIFICATION_SETTINGS + (SELECTED,), METRICS, "macro_f1", ["f1", "recall"],
+                           f"{evaluated_on}, the same images for every run",
+                           extra_baselines={"real+synthetic": ("real+augment",),
+                                            "real+pretrain": ("real+augment", "real+synthetic"),
+                                            SELECTED: ("real+augment",)})
+    if chosen:
+        summary["selected_recipe"] = {"rule": SELECTED_RULE,
+                                      "chosen": [{"fraction": r["fraction"], "seed": r["seed"], "setting": r["chosen"]}
+                                                 for r in chosen]}
+    return summary
 
 
 __all__ = ["run_classification_experiment", "CLASSIFICATION_SETTINGS"]

@@ -106,6 +106,32 @@ def record_head(run_dir: str, out_dir: str, fraction: float, seed: int, setting:
     }
 
 
+SELECTED = "selected-recipe"
+
+
+def selected_rule(selection: str, recipes: Sequence[str] = ("real+synthetic", "real+pretrain")) -> str:
+    return (f"{SELECTED}: per fraction and seed, whichever of {' / '.join(recipes)} (the two ways of using the "
+            f"synthetic set) has the higher {selection}; its evaluation figures are reported. Only the selection "
+            "split chooses, so the row is what a user following the tool's recommendation gets")
+
+
+def select_recipe(runs: List[Dict], recipes: Sequence[str], key: str) -> List[Dict]:
+    """One :data:`SELECTED` record per (fraction, seed) where every recipe ran and recorded its
+    selection figure ``key``: a copy of the recipe with the highest one (ties: the first of
+    ``recipes``), with ``chosen`` naming it. The evaluation figures are never read."""
+    by: Dict = {}
+    for r in runs:
+        if r["setting"] in recipes:
+            by.setdefault((r["fraction"], r["seed"]), {})[r["setting"]] = r
+    out = []
+    for _, rec in sorted(by.items()):
+        if len(rec) < len(recipes) or any(rec[k].get(key) is None for k in recipes):
+            continue
+        best = max(recipes, key=lambda k: (rec[k][key], -list(recipes).index(k)))
+        out.append(dict(rec[best], setting=SELECTED, chosen=best))
+    return out
+
+
 def check_experiment(out_dir: str, identity: Dict, extra: Dict) -> Dict:
     """Create ``experiment.json`` or check that an existing one has the same ``identity``.
 

@@ -65,6 +65,7 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
     EXPERIMENT_FILE,
     NOT_IDENTITY,
     RESULTS_FILE,
+    SELECTED,
     STD_NOTE,
     SUMMARY_FILE,
     check_experiment,
@@ -78,6 +79,8 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
     record_head,
     run_grid,
     run_name,
+    select_recipe,
+    selected_rule,
     stats,
     summarize,
     write_results,
@@ -429,27 +432,13 @@ def run_segmentation_experiment(
 
 
 RECIPES = ("real+synthetic", "real+pretrain")
-SELECTED = "selected-recipe"
-SELECTED_RULE = (f"{SELECTED}: per fraction and seed, whichever of {' / '.join(RECIPES)} (the two ways of using "
-                 "the synthetic set) has the higher mean IoU on the selection images; its evaluation figures "
-                 "are reported. Only the selection split chooses, so the row is what a user following the "
-                 "tool's recommendation gets")
+SELECTED_RULE = selected_rule("mean IoU on the selection images")
 
 
 def selected_recipe_runs(runs: List[Dict]) -> List[Dict]:
     """One ``selected-recipe`` record per (fraction, seed) where both :data:`RECIPES` ran: a copy
     of the recipe with the higher selection mean IoU (ties: the first), with ``chosen`` naming it."""
-    by = {}
-    for r in runs:
-        if r["setting"] in RECIPES:
-            by.setdefault((r["fraction"], r["seed"]), {})[r["setting"]] = r
-    out = []
-    for (f, seed), rec in sorted(by.items()):
-        if len(rec) < len(RECIPES) or any(rec[k].get("selection_mean_iou") is None for k in RECIPES):
-            continue
-        best = max(RECIPES, key=lambda k: (rec[k]["selection_mean_iou"], -RECIPES.index(k)))
-        out.append(dict(rec[best], setting=SELECTED, chosen=best))
-    return out
+    return select_recipe(runs, RECIPES, "selection_mean_iou")
 
 
 def _seg_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],

@@ -355,8 +355,14 @@ def train_classifier(
         **dict(extra_config or {}),
     }
     if verbose:
-        extra = f" + {n_syn} synthetic" if n_syn else ""
-        print(f"training classifier ({k} classes, {size[0]}x{size[1]}) on {len(train)} real{extra} samples; "
+        if n_syn and synthetic_ratio is not None and float(synthetic_ratio) >= 1.0:
+            what = f"{n_syn} synthetic samples only"
+        elif n_syn:
+            mix = "" if synthetic_ratio is None else f" (mixed at {float(synthetic_ratio):g})"
+            what = f"{len(train)} real + {n_syn} synthetic samples{mix}"
+        else:
+            what = f"{len(train)} real samples"
+        print(f"training classifier ({k} classes, {size[0]}x{size[1]}) on {what}; "
               f"val {len(val)}, test {len(test)}; up to {epochs} epochs x {spe} steps", flush=True)
     hist = model.fit(train_ds, epochs=int(epochs), steps_per_epoch=spe, validation_data=val_ds,
                      callbacks=callbacks, verbose=2 if verbose else 0)
