@@ -232,6 +232,8 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         other = "real+pretrain" if c["setting"] == "real+synthetic" else "real+synthetic"
         assert sel[(c["seed"], c["setting"])] >= sel[(c["seed"], other)]
     assert any(r["setting"] == "selected-recipe" for r in summary["rows"])
+    (proto,) = summary["protocol"]["cells"]  # one subset (subset_seed=0) for both seeds: one cell
+    assert proto["subset"]["images"] == len(fit) and os.path.join(cell, "gan") in proto["generator_trained_on"]
 
 
 def test_classifier_init_weights_load_exactly_and_a_mismatch_names_the_file(tmp_path):

@@ -331,9 +331,15 @@ def run_classification_experiment(
         summary["rare_classes"] = {"below": RARE_BELOW, "names": rare,
                                    "note": f"classes with fewer than {RARE_BELOW} images in the training split; "
                                            "rare_macro_f1 is the macro-F1 over them"}
-        summary["protocol"] = {"verdict_rule": P.VERDICT_RULE, "evaluation": eval_desc,
-                               "cells": [get_cell(f, s).protocol(None) for f in state["fractions"]
-                                         for s in state["seeds"]]}
+        cells = []
+        for f in state["fractions"]:
+            for s in state["seeds"]:
+                c = get_cell(f, s)
+                source = synthetic or generator or os.path.join(c.dir, "gan")
+                d = c.protocol(f"the {len(c.subset)} subset images ({source})")
+                if d not in cells:
+                    cells.append(d)
+        summary["protocol"] = {"verdict_rule": P.VERDICT_RULE, "evaluation": eval_desc, "cells": cells}
         return summary
 
     return run_grid(out_dir, "classification", state, (fractions, seeds, settings), cell, _cls_record_factory(rare),
