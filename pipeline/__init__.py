@@ -10,6 +10,8 @@ executors. The command line runs it: ``synthseg pipeline run`` / ``synthseg pipe
 - :mod:`pipeline.classification_pipeline` (``--task classification``), with its user modules
   :mod:`pipeline.classification_module_file` (CNN classifier, ``MacroF1``) and
   :mod:`pipeline.classification_gan_module_file` (class-conditional GAN);
+- :mod:`pipeline._common`: what the user modules share (``custom_config`` settings, the Keras fit loop,
+  the serving export's tf.Example signatures);
 - :mod:`pipeline.local_runner`: run with ``LocalDagRunner`` + SQLite ML Metadata;
 - :mod:`pipeline.kubeflow_v2_runner`: compile for Vertex AI Pipelines (offline, JSON only).
 

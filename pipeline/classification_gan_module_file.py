@@ -29,18 +29,16 @@ edge maps of new samples from the training split only, with classes drawn toward
 """
 from __future__ import annotations
 
-import os
 import re
-import sys
-import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from synthseg_tf import _env  # noqa: F401  (environment settings before TensorFlow loads)
 
 import tensorflow as tf  # noqa: E402
 
-from .gan_module_file import (EXPORTED, LOG_PREFIX, _copy_tree, _log, _ProgressLines, _replicas,  # noqa: E402
-                              _work_dir)
+from ._common import with_defaults  # noqa: E402
+from .gan_module_file import (LOG_PREFIX, _log, export_run_folder, gan_runtime, gan_settings,  # noqa: E402
+                              train_logged)
 
 IMAGE_XF = "image"
 LABEL_XF = "label"
@@ -50,14 +48,7 @@ DEFAULTS = {"image_size": [64, 64], "batch_size": 16, "base_filters": 32, "seed"
 
 def settings(custom_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """``custom_config`` with defaults filled in and ``image_size`` as an ``(H, W)`` tuple."""
-    cfg = {**DEFAULTS, **(custom_config or {})}
-    size = cfg["image_size"]
-    if isinstance(size, (int, float)):
-        size = [int(size), int(size)]
-    cfg["image_size"] = (int(size[0]), int(size[1]))
-    if cfg.get("class_names") and not cfg.get("num_classes"):
-        cfg["num_classes"] = len(cfg["class_names"])
-    return cfg
+    return with_defaults(custom_config, DEFAULTS)
 
 
 def class_folder(i: int, name: str) -> str:
@@ -117,71 +108,38 @@ def train_dataset(file_pattern: List[str], data_accessor, tf_transform_output, b
 # =========================================================================== Trainer
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point of the classification ``GanTrainer`` (``fn_args: tfx.components.FnArgs``)."""
-    import tensorflow_transform as tft
-
     from synthseg_tf.data.conditioning import conditioning_classes
     from synthseg_tf.data.layouts import load
     from synthseg_tf.experiments.classification import GAN_DEFAULTS
-    from synthseg_tf.training.gan import make_strategy, train_gan
 
-    cfg = settings(fn_args.custom_config)
-    num_classes = int(cfg["num_classes"])
-    class_names = list(cfg.get("class_names") or [f"class_{i}" for i in range(num_classes)])
-    size = cfg["image_size"]
-    seed = int(cfg["seed"])
-    batch_size = int(cfg["batch_size"])
-    conditioning = str(cfg["conditioning"])
-    steps = int(fn_args.train_steps or 100)
-    every = int(cfg.get("log_every") or max(1, steps // 20))
-    checkpoint_every = int(cfg.get("checkpoint_every") or max(1, min(500, steps // 4 or 1)))
-    serving = str(fn_args.serving_model_dir).rstrip("/")
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    s, checkpoint_every, serving = gan_settings(fn_args, DEFAULTS)
+    size, num_classes, class_names = s.image_size, s.num_classes, s.class_names
+    conditioning = str(s.cfg["conditioning"])
     table = conditioning_classes(conditioning)
 
     # 1. The training images, as a class-folder dataset the generation job reads: only the train split.
     images_dir = f"{serving}/{IMAGES_DIR}"
-    spec, count = write_train_images(fn_args.train_files, fn_args.data_accessor, tf_transform_output, images_dir,
+    spec, count = write_train_images(fn_args.train_files, fn_args.data_accessor, s.tf_transform_output, images_dir,
                                      class_names)
-    source_ids = sorted(s.source_id for s in load(spec).samples)
+    source_ids = sorted(x.source_id for x in load(spec).samples)
     _log(f"{LOG_PREFIX}{count} training images (train split) written to {images_dir}")
 
     # 2. Train (resumable) in the ModelRun folder, with the classification experiment's GAN settings.
     options = {k: v for k, v in GAN_DEFAULTS.items() if k not in ("steps", "batch_size", "seed", "conditioning",
                                                                   "base_filters")}
-    options = {**options, "checkpoint_iterator": False, **dict(cfg.get("gan_options") or {})}
-    replicas = _replicas(cfg, batch_size)
-    strategy = make_strategy(replicas)
-    work, remote_logs = _work_dir(fn_args.model_run_dir)
-    train = train_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, size,
-                          conditioning, seed)
-    _log(f"{LOG_PREFIX}training a class-conditional pix2pix ({conditioning}, {num_classes} classes): {steps} steps, "
-         f"batch {batch_size} on {replicas} replica(s), {size[0]}x{size[1]}, base filters {int(cfg['base_filters'])}, "
-         f"run folder {work}, a progress line every {every} steps")
-    progress = _ProgressLines(batch_size)
-    t0 = time.perf_counter()
-    stdout = sys.stdout
-    sys.stdout = progress
-    try:
-        result = train_gan(
-            train, work, num_classes=table.num_classes, image_size=size, steps=steps, batch_size=batch_size,
-            class_table=table, num_labels=num_classes, val_ds=None, replicas=replicas, strategy=strategy,
-            resume=True, seed=seed, log_every=every, image_every=steps, checkpoint_every=checkpoint_every,
-            base_filters=int(cfg["base_filters"]), verbose=True,
-            extra_config={"data": spec, "conditioning": conditioning, "label_names": class_names,
-                          "train_source_ids": source_ids, "monitor_source_ids": [], "trained_by": "tfx",
-                          "train_examples": count},
-            **options)
-    finally:
-        sys.stdout = stdout
-    _log(f"{LOG_PREFIX}trained {result.step} steps in {time.perf_counter() - t0:.1f}s: "
-         + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
+    options = {**options, "checkpoint_iterator": False, **dict(s.cfg.get("gan_options") or {})}
+    replicas, strategy, work, remote_logs = gan_runtime(fn_args, s)
+    train = train_dataset(fn_args.train_files, fn_args.data_accessor, s.tf_transform_output, s.batch_size, size,
+                          conditioning, s.seed)
+    _log(f"{LOG_PREFIX}training a class-conditional pix2pix ({conditioning}, {num_classes} classes): {s.steps} steps, "
+         f"batch {s.batch_size} on {replicas} replica(s), {size[0]}x{size[1]}, "
+         f"base filters {int(s.cfg['base_filters'])}, run folder {work}, a progress line every {s.log_every} steps")
+    train_logged(train, work, s, checkpoint_every, num_classes=table.num_classes, class_table=table,
+                 num_labels=num_classes, replicas=replicas, strategy=strategy,
+                 extra_config={"data": spec, "conditioning": conditioning, "label_names": class_names,
+                               "train_source_ids": source_ids, "monitor_source_ids": [], "trained_by": "tfx",
+                               "train_examples": count},
+                 **options)
 
     # 3. The run folder SyntheticGeneration reads.
-    tf.io.gfile.makedirs(serving)
-    for name in EXPORTED:
-        src = os.path.join(work, name)
-        if os.path.exists(src):
-            _copy_tree(src, f"{serving}/{name}")
-    if remote_logs:
-        _copy_tree(work, remote_logs)
-    _log(f"{LOG_PREFIX}generator run folder written to {serving}")
+    export_run_folder(work, serving, remote_logs)

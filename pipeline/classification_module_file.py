@@ -42,19 +42,18 @@ Evaluation (:class:`MacroF1`)
 """
 from __future__ import annotations
 
-import json
-import os
 from typing import Any, Dict, List, Optional, Tuple
 
 from synthseg_tf import _env  # noqa: F401  (environment settings before TensorFlow loads)
 
 import tensorflow as tf  # noqa: E402
 
-from .module_file import IMAGE_KEY, ProgressLogger, _dense_ints, _dense_strings, decode_and_resize  # noqa: E402
+from ._common import (IMAGE_KEY, IMAGE_XF, fit_with_progress, save_serving_export, trainer_settings,  # noqa: E402
+                      with_defaults, with_example_signatures)
+from .module_file import _dense_ints, _dense_strings, decode_and_resize  # noqa: E402
 
 LABEL_KEY = "label"
 SYNTHETIC_KEY = "synthetic"
-IMAGE_XF = "image"
 LABEL_XF = "label"
 SYNTHETIC_XF = "synthetic"
 
@@ -63,14 +62,7 @@ DEFAULTS = {"image_size": [64, 64], "batch_size": 32, "learning_rate": 2e-3, "se
 
 def settings(custom_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """``custom_config`` with defaults filled in and ``image_size`` as an ``(H, W)`` tuple."""
-    cfg = {**DEFAULTS, **(custom_config or {})}
-    size = cfg["image_size"]
-    if isinstance(size, (int, float)):
-        size = [int(size), int(size)]
-    cfg["image_size"] = (int(size[0]), int(size[1]))
-    if cfg.get("class_names") and not cfg.get("num_classes"):
-        cfg["num_classes"] = len(cfg["class_names"])
-    return cfg
+    return with_defaults(custom_config, DEFAULTS)
 
 
 # =========================================================================== Transform
@@ -164,25 +156,7 @@ def _serving_module(model: tf.keras.Model, image_size: Tuple[int, int], tf_trans
     """The library's classifier module plus the tf.Example and transform signatures."""
     from synthseg_tf.models.classifier import _ClassifierModule
 
-    module = _ClassifierModule(model, image_size)
-    module.tft_layer = tf_transform_output.transform_features_layer()
-    raw_spec = tf_transform_output.raw_feature_spec()
-    serving_spec = {IMAGE_KEY: raw_spec[IMAGE_KEY]}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve_tf_examples(serialized):
-        """Serialized tf.Examples (only image/encoded is needed) -> probabilities, class_ids."""
-        features = module.tft_layer(tf.io.parse_example(serialized, serving_spec))
-        return module.classify(features[IMAGE_XF])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def transform_features(serialized):
-        """Serialized tf.Examples -> the Transform outputs (image, label, synthetic)."""
-        return module.tft_layer(tf.io.parse_example(serialized, raw_spec))
-
-    module.serve_tf_examples = serve_tf_examples
-    module.transform_features = transform_features
-    return module
+    return with_example_signatures(_ClassifierModule(model, image_size), tf_transform_output, "classify")
 
 
 def export_serving_model(model: tf.keras.Model, export_dir: str, tf_transform_output, class_names: List[str],
@@ -193,13 +167,6 @@ def export_serving_model(model: tf.keras.Model, export_dir: str, tf_transform_ou
     from synthseg_tf.models.classifier import CONFIG_FILE, EXPORT_FORMAT
 
     module = _serving_module(model, image_size, tf_transform_output)
-    signatures = {
-        "serving_default": module.serve.get_concrete_function(),
-        "serving_bytes": module.serve_bytes.get_concrete_function(),
-        "serving_tf_example": module.serve_tf_examples.get_concrete_function(),
-        "transform_features": module.transform_features.get_concrete_function(),
-    }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
     table = ClassTable(list(class_names))
     config = export_config(EXPORT_FORMAT, "classification", model, image_size, table, {
         "inputs": IMAGE_INPUTS + "; serving_tf_example: examples string [B] (serialized tf.Example with image/encoded)",
@@ -207,57 +174,34 @@ def export_serving_model(model: tf.keras.Model, export_dir: str, tf_transform_ou
         "resize": "bilinear to image_size",
         "trained_by": "tfx",
     }, extra_config)
-    # The Trainer's output folder may be remote (gs://): write with tf.io.gfile.
-    with tf.io.gfile.GFile(os.path.join(export_dir, "classes.json"), "w") as f:
-        f.write(json.dumps(table.to_dict(), indent=1))
-    with tf.io.gfile.GFile(os.path.join(export_dir, CONFIG_FILE), "w") as f:
-        f.write(json.dumps(config, indent=1))
-    return export_dir
+    return save_serving_export(module, export_dir, table, config, CONFIG_FILE)
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (generic Trainer, ``fn_args: tfx.components.FnArgs``)."""
-    import tensorflow_transform as tft
-
     from synthseg_tf.models.classifier import build_classifier, compile_classifier
     from synthseg_tf.training.classification import CLASSIFIER_DEFAULTS
 
-    cfg = settings(fn_args.custom_config)
-    num_classes = int(cfg["num_classes"])
-    class_names = list(cfg.get("class_names") or [f"class_{i}" for i in range(num_classes)])
-    size = cfg["image_size"]
-    seed = int(cfg["seed"])
-    batch_size = int(cfg["batch_size"])
+    s = trainer_settings(fn_args, DEFAULTS)
+    cfg, size, num_classes = s.cfg, s.image_size, s.num_classes
     opts = {**CLASSIFIER_DEFAULTS, **dict(cfg.get("classifier") or {})}
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    train = input_fn(fn_args.train_files, fn_args.data_accessor, s.tf_transform_output, s.batch_size, num_classes,
+                     size, augment=cfg.get("augment", True), seed=s.seed)
+    val = input_fn(fn_args.eval_files, fn_args.data_accessor, s.tf_transform_output, s.batch_size, num_classes,
+                   size, augment=False, seed=s.seed)
 
-    train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, num_classes, size,
-                     augment=cfg.get("augment", True), seed=seed)
-    val = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, batch_size, num_classes, size,
-                   augment=False, seed=seed)
-
-    steps = int(fn_args.train_steps or 100)
-    epochs = max(1, int(cfg.get("epochs", 1)))
-    tf.keras.utils.set_random_seed(seed)
+    tf.keras.utils.set_random_seed(s.seed)
     model = build_classifier(num_classes, input_shape=(size[0], size[1], 3), filters=opts["filters"],
                              dense_units=opts["dense_units"], dropout=float(opts["dropout"]),
                              batch_norm=bool(opts["batch_norm"]), pooling=opts["pooling"])
     lr = float(cfg["learning_rate"])
     schedule = lr
     if opts.get("lr_schedule") == "cosine":
-        schedule = tf.keras.optimizers.schedules.CosineDecay(lr, max(1, steps), alpha=0.01)
+        schedule = tf.keras.optimizers.schedules.CosineDecay(lr, max(1, s.steps), alpha=0.01)
     compile_classifier(model, learning_rate=schedule, label_smoothing=float(opts["label_smoothing"]),
                        weight_decay=float(opts["weight_decay"]))
-    every = int(cfg.get("log_every") or max(1, steps // 20))
-    callbacks: List[tf.keras.callbacks.Callback] = [ProgressLogger(every, max(1, steps // epochs) * epochs, epochs,
-                                                                   batch_size, name=cfg.get("log_name", "Trainer"))]
-    if fn_args.model_run_dir:
-        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch",
-                                                        profile_batch=0, write_graph=False))
-    history = model.fit(train, epochs=epochs, steps_per_epoch=max(1, steps // epochs), validation_data=val,
-                        validation_steps=max(1, int(fn_args.eval_steps or 1)), callbacks=callbacks, verbose=0)
-    last = {k: float(v[-1]) for k, v in history.history.items()}
-    export_serving_model(model, fn_args.serving_model_dir, tf_transform_output, class_names, size,
-                         extra_config={"train_steps": steps, "history": last,
+    last = fit_with_progress(model, train, val, fn_args, s)
+    export_serving_model(model, fn_args.serving_model_dir, s.tf_transform_output, s.class_names, size,
+                         extra_config={"train_steps": s.steps, "history": last,
                                        "classifier": {k: (list(v) if isinstance(v, tuple) else v)
                                                       for k, v in opts.items()}})

@@ -48,6 +48,13 @@ from synthseg_tf import _env  # noqa: F401  (environment settings before TensorF
 
 import tensorflow as tf  # noqa: E402
 
+# The shared helpers (as in module_file: a module *file* is packaged with its folder's .py files as
+# top-level modules).
+if __package__:
+    from ._common import TrainerSettings, trainer_settings, with_defaults  # noqa: E402,F401
+else:
+    from _common import TrainerSettings, trainer_settings, with_defaults  # noqa: E402,F401
+
 IMAGE_XF = "image"
 MASK_XF = "mask"
 RUN_SUBDIR = "gan_run"
@@ -61,14 +68,7 @@ DEFAULTS = {"image_size": [128, 128], "batch_size": 4, "base_filters": 64, "seed
 
 def settings(custom_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """``custom_config`` with defaults filled in and ``image_size`` as an ``(H, W)`` tuple."""
-    cfg = {**DEFAULTS, **(custom_config or {})}
-    size = cfg["image_size"]
-    if isinstance(size, (int, float)):
-        size = [int(size), int(size)]
-    cfg["image_size"] = (int(size[0]), int(size[1]))
-    if cfg.get("class_names") and not cfg.get("num_classes"):
-        cfg["num_classes"] = len(cfg["class_names"])
-    return cfg
+    return with_defaults(custom_config, DEFAULTS)
 
 
 def _has_scheme(path: str) -> bool:
@@ -202,63 +202,50 @@ def _work_dir(model_run_dir: Optional[str]) -> Tuple[str, Optional[str]]:
     return tempfile.mkdtemp(prefix="synthseg_gan_run_"), (f"{model_run_dir}/{RUN_SUBDIR}" if model_run_dir else None)
 
 
-# =========================================================================== Trainer
-def run_fn(fn_args) -> None:
-    """TFX Trainer entry point of the ``GanTrainer`` (``fn_args: tfx.components.FnArgs``)."""
-    import tensorflow_transform as tft
+def gan_settings(fn_args, defaults: Dict[str, Any]) -> Tuple[TrainerSettings, int, str]:
+    """``(settings, checkpoint_every, serving folder)`` of a ``GanTrainer`` run: :func:`trainer_settings`
+    (``custom_config`` over ``defaults``), a checkpoint every ``checkpoint_every`` steps (default a
+    quarter of the run, at most 500) and ``fn_args.serving_model_dir`` without a trailing ``/``."""
+    s = trainer_settings(fn_args, defaults)
+    checkpoint_every = int(s.cfg.get("checkpoint_every") or max(1, min(500, s.steps // 4 or 1)))
+    return s, checkpoint_every, str(fn_args.serving_model_dir).rstrip("/")
 
-    from synthseg_tf.data.classes import ClassTable
-    from synthseg_tf.data.layouts import load
-    from synthseg_tf.training.gan import make_strategy, train_gan
 
-    cfg = settings(fn_args.custom_config)
-    num_classes = int(cfg["num_classes"])
-    class_names = list(cfg.get("class_names") or [f"class_{i}" for i in range(num_classes)])
-    size = cfg["image_size"]
-    seed = int(cfg["seed"])
-    batch_size = int(cfg["batch_size"])
-    steps = int(fn_args.train_steps or 100)
-    every = int(cfg.get("log_every") or max(1, steps // 20))
-    checkpoint_every = int(cfg.get("checkpoint_every") or max(1, min(500, steps // 4 or 1)))
-    serving = str(fn_args.serving_model_dir).rstrip("/")
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+def gan_runtime(fn_args, s: TrainerSettings):
+    """``(replicas, strategy, local run folder, remote folder for its logs or None)`` of a ``GanTrainer``."""
+    from synthseg_tf.training.gan import make_strategy
 
-    # 1. The label maps the GAN trains on, as a dataset the generation job can read: only the train split.
-    maps_dir = f"{serving}/{MAPS_DIR}"
-    spec, count = write_train_maps(fn_args.train_files, fn_args.data_accessor, tf_transform_output, maps_dir,
-                                   class_names)
-    source_ids = sorted(s.source_id for s in load(spec).samples)
-    _log(f"{LOG_PREFIX}{count} training examples (train split) written to {maps_dir}")
-
-    # 2. Train (resumable) in the ModelRun folder.
-    replicas = _replicas(cfg, batch_size)
+    replicas = _replicas(s.cfg, s.batch_size)
     strategy = make_strategy(replicas)
     work, remote_logs = _work_dir(fn_args.model_run_dir)
-    train = train_dataset(fn_args.train_files, fn_args.data_accessor, tf_transform_output, batch_size, seed)
-    _log(f"{LOG_PREFIX}training {steps} steps, batch {batch_size} on {replicas} replica(s), {size[0]}x{size[1]}, "
-         f"base filters {int(cfg['base_filters'])}, run folder {work}, a progress line every {every} steps")
-    progress = _ProgressLines(batch_size)
-    # The input position is not checkpointed (a shuffle buffer of images would be saved with every
-    # checkpoint); a resume skips the batches already used, exact for this seeded, ordered reader.
-    options = {"checkpoint_iterator": False, **dict(cfg.get("gan_options") or {})}
+    return replicas, strategy, work, remote_logs
+
+
+def train_logged(train: tf.data.Dataset, work: str, s: TrainerSettings, checkpoint_every: int, **kwargs):
+    """:func:`synthseg_tf.training.gan.train_gan` on ``train`` in ``work`` for ``s.steps`` steps (resumed),
+    its progress as ``GanTrainer:`` log lines (:class:`_ProgressLines`) and a closing summary line;
+    ``kwargs``: the task's other ``train_gan`` keywords. Returns its result."""
+    from synthseg_tf.training.gan import train_gan
+
+    progress = _ProgressLines(s.batch_size)
     t0 = time.perf_counter()
     stdout = sys.stdout
     sys.stdout = progress
     try:
         result = train_gan(
-            train, work, num_classes=num_classes, image_size=size, steps=steps, batch_size=batch_size,
-            class_table=ClassTable(class_names), val_ds=None, replicas=replicas, strategy=strategy, resume=True,
-            seed=seed, log_every=every, image_every=steps, checkpoint_every=checkpoint_every,
-            base_filters=int(cfg["base_filters"]), verbose=True,
-            extra_config={"data": spec, "conditioning": "labelmap", "train_source_ids": source_ids,
-                          "monitor_source_ids": [], "trained_by": "tfx", "train_examples": count},
-            **options)
+            train, work, image_size=s.image_size, steps=s.steps, batch_size=s.batch_size, val_ds=None, resume=True,
+            seed=s.seed, log_every=s.log_every, image_every=s.steps, checkpoint_every=checkpoint_every,
+            base_filters=int(s.cfg["base_filters"]), verbose=True, **kwargs)
     finally:
         sys.stdout = stdout
     _log(f"{LOG_PREFIX}trained {result.step} steps in {time.perf_counter() - t0:.1f}s: "
          + " ".join(f"{k}={v:.4f}" for k, v in sorted(result.metrics.items())))
+    return result
 
-    # 3. The run folder SyntheticGeneration reads.
+
+def export_run_folder(work: str, serving: str, remote_logs: Optional[str]) -> None:
+    """Copy the run folder's :data:`EXPORTED` parts to ``serving`` (what SyntheticGeneration reads) and,
+    for a remote ``model_run_dir``, the whole run folder to ``remote_logs``."""
     tf.io.gfile.makedirs(serving)
     for name in EXPORTED:
         src = os.path.join(work, name)
@@ -267,3 +254,37 @@ def run_fn(fn_args) -> None:
     if remote_logs:
         _copy_tree(work, remote_logs)
     _log(f"{LOG_PREFIX}generator run folder written to {serving}")
+
+
+# =========================================================================== Trainer
+def run_fn(fn_args) -> None:
+    """TFX Trainer entry point of the ``GanTrainer`` (``fn_args: tfx.components.FnArgs``)."""
+    from synthseg_tf.data.classes import ClassTable
+    from synthseg_tf.data.layouts import load
+
+    s, checkpoint_every, serving = gan_settings(fn_args, DEFAULTS)
+    size = s.image_size
+
+    # 1. The label maps the GAN trains on, as a dataset the generation job can read: only the train split.
+    maps_dir = f"{serving}/{MAPS_DIR}"
+    spec, count = write_train_maps(fn_args.train_files, fn_args.data_accessor, s.tf_transform_output, maps_dir,
+                                   s.class_names)
+    source_ids = sorted(x.source_id for x in load(spec).samples)
+    _log(f"{LOG_PREFIX}{count} training examples (train split) written to {maps_dir}")
+
+    # 2. Train (resumable) in the ModelRun folder.
+    replicas, strategy, work, remote_logs = gan_runtime(fn_args, s)
+    train = train_dataset(fn_args.train_files, fn_args.data_accessor, s.tf_transform_output, s.batch_size, s.seed)
+    _log(f"{LOG_PREFIX}training {s.steps} steps, batch {s.batch_size} on {replicas} replica(s), {size[0]}x{size[1]}, "
+         f"base filters {int(s.cfg['base_filters'])}, run folder {work}, a progress line every {s.log_every} steps")
+    # The input position is not checkpointed (a shuffle buffer of images would be saved with every
+    # checkpoint); a resume skips the batches already used, exact for this seeded, ordered reader.
+    options = {"checkpoint_iterator": False, **dict(s.cfg.get("gan_options") or {})}
+    train_logged(train, work, s, checkpoint_every, num_classes=s.num_classes, class_table=ClassTable(s.class_names),
+                 replicas=replicas, strategy=strategy,
+                 extra_config={"data": spec, "conditioning": "labelmap", "train_source_ids": source_ids,
+                               "monitor_source_ids": [], "trained_by": "tfx", "train_examples": count},
+                 **options)
+
+    # 3. The run folder SyntheticGeneration reads.
+    export_run_folder(work, serving, remote_logs)

@@ -44,10 +44,7 @@ Trainer (``run_fn``)
 """
 from __future__ import annotations
 
-import json
-import os
-import time
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from synthseg_tf import _env  # noqa: F401  (SM_FRAMEWORK=tf.keras before TF/segmentation_models load)
 
@@ -55,11 +52,18 @@ import tensorflow as tf  # noqa: E402
 
 from synthseg_tf.data.classes import IGNORE_ID  # noqa: E402  (255, void)
 
-IMAGE_KEY = "image/encoded"
+# The shared helpers. A module file (module_file=".../module_file.py") is packaged by TFX with the .py
+# files of its folder as top-level modules: there _common is a top-level module too.
+if __package__:
+    from ._common import (IMAGE_KEY, IMAGE_XF, ProgressLogger, fit_with_progress,  # noqa: E402,F401
+                          save_serving_export, trainer_settings, with_defaults, with_example_signatures)
+else:
+    from _common import (IMAGE_KEY, IMAGE_XF, ProgressLogger, fit_with_progress,  # noqa: E402,F401
+                         save_serving_export, trainer_settings, with_defaults, with_example_signatures)
+
 MASK_KEY = "mask/encoded"
 SYNTHETIC_KEY = "synthetic"
-# Transformed feature names (the same keys as the library's tf.data batches).
-IMAGE_XF = "image"
+# Transformed feature names (the same keys as the library's tf.data batches; IMAGE_XF = "image").
 MASK_XF = "mask"
 SYNTHETIC_XF = "synthetic"
 LABEL_KEY = MASK_XF
@@ -69,14 +73,7 @@ DEFAULTS = {"image_size": [128, 128], "backbone": "resnet34", "batch_size": 8, "
 
 def settings(custom_config: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     """``custom_config`` with defaults filled in and ``image_size`` as an ``(H, W)`` tuple."""
-    cfg = {**DEFAULTS, **(custom_config or {})}
-    size = cfg["image_size"]
-    if isinstance(size, (int, float)):
-        size = [int(size), int(size)]
-    cfg["image_size"] = (int(size[0]), int(size[1]))
-    if cfg.get("class_names") and not cfg.get("num_classes"):
-        cfg["num_classes"] = len(cfg["class_names"])
-    return cfg
+    return with_defaults(custom_config, DEFAULTS)
 
 
 # =========================================================================== Transform
@@ -146,94 +143,11 @@ def input_fn(file_pattern: List[str], data_accessor, tf_transform_output, batch_
     return ds.map(lambda features, mask: (features[IMAGE_XF], tf.cast(mask, tf.int32)))
 
 
-class ProgressLogger(tf.keras.callbacks.Callback):
-    """Log ``Trainer: step S/T (epoch E/N) loss=... pixel_accuracy=... X images/s`` every ``every`` steps.
-
-    The rate covers the steps since the previous line (the first line includes graph building).
-    At each epoch's end one line gives the epoch's training and validation values.
-    """
-
-    def __init__(self, every: int, total_steps: int, epochs: int, batch_size: int,
-                 log: Optional[Callable[[str], None]] = None, name: str = "Trainer"):
-        super().__init__()
-        self.name = str(name)  # the node id the lines start with (Trainer, BaselineTrainer)
-        self.every = max(1, int(every))
-        self.total_steps = int(total_steps)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
-        self.lines: List[str] = []
-        self._log = log
-        self._step = 0
-        self._epoch = 0
-        self._mark = (0, time.perf_counter())
-
-    def _emit(self, line: str) -> None:
-        self.lines.append(line)
-        if self._log is not None:
-            self._log(line)
-        else:
-            from absl import logging as absl_logging
-
-            absl_logging.info("%s", line)
-
-    @staticmethod
-    def _values(logs: Optional[Dict[str, Any]], skip_val: bool = True) -> str:
-        items = [(k, v) for k, v in sorted((logs or {}).items()) if not (skip_val and k.startswith("val_"))]
-        items.sort(key=lambda kv: (kv[0] != "loss", kv[0]))  # loss first
-        return " ".join(f"{k}={float(v):.4f}" for k, v in items)
-
-    def on_train_begin(self, logs=None):
-        self._step = 0
-        self._mark = (0, time.perf_counter())
-        self._emit(f"{self.name}: training {self.total_steps} steps in {self.epochs} epoch(s), "
-                   f"batch {self.batch_size}, a progress line every {self.every} steps")
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = int(epoch)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self._step += 1
-        if self._step % self.every and self._step != self.total_steps:
-            return
-        last_step, last_t = self._mark
-        now = time.perf_counter()
-        rate = (self._step - last_step) * self.batch_size / max(now - last_t, 1e-9)
-        self._mark = (self._step, now)
-        self._emit(f"{self.name}: step {self._step}/{self.total_steps} (epoch {self._epoch + 1}/{self.epochs}) "
-                   f"{self._values(logs)} {rate:.1f} images/s")
-
-    def on_epoch_end(self, epoch, logs=None):
-        val = {k[4:]: v for k, v in (logs or {}).items() if k.startswith("val_")}
-        self._emit(f"{self.name}: epoch {int(epoch) + 1}/{self.epochs} done: {self._values(logs)}"
-                   + (f"; validation {self._values(val)}" if val else ""))
-
-
 def _serving_module(model: tf.keras.Model, image_size: Tuple[int, int], tf_transform_output):
     """The library's segmenter module plus the tf.Example and transform signatures."""
     from synthseg_tf.models.unet import _SegmenterModule
 
-    module = _SegmenterModule(model, image_size)
-    module.tft_layer = tf_transform_output.transform_features_layer()
-    raw_spec = tf_transform_output.raw_feature_spec()
-    serving_spec = {IMAGE_KEY: raw_spec[IMAGE_KEY]}
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def serve_tf_examples(serialized):
-        """Serialized tf.Examples (only image/encoded is needed) -> label_ids, probabilities."""
-        # The Transform graph fills the features a request lacks with their defaults (an empty
-        # mask decodes to all-void), so serving goes through exactly the training preprocessing.
-        features = module.tft_layer(tf.io.parse_example(serialized, serving_spec))
-        return module.segment(features[IMAGE_XF])
-
-    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
-    def transform_features(serialized):
-        """Serialized tf.Examples -> the Transform outputs (image, mask, synthetic)."""
-        raw = tf.io.parse_example(serialized, raw_spec)
-        return module.tft_layer(raw)
-
-    module.serve_tf_examples = serve_tf_examples
-    module.transform_features = transform_features
-    return module
+    return with_example_signatures(_SegmenterModule(model, image_size), tf_transform_output, "segment")
 
 
 def export_serving_model(model: tf.keras.Model, export_dir: str, tf_transform_output, class_names: List[str],
@@ -243,13 +157,6 @@ def export_serving_model(model: tf.keras.Model, export_dir: str, tf_transform_ou
     from synthseg_tf.models.unet import CONFIG_FILE, EXPORT_FORMAT
 
     module = _serving_module(model, image_size, tf_transform_output)
-    signatures = {
-        "serving_default": module.serve.get_concrete_function(),
-        "serving_bytes": module.serve_bytes.get_concrete_function(),
-        "serving_tf_example": module.serve_tf_examples.get_concrete_function(),
-        "transform_features": module.transform_features.get_concrete_function(),
-    }
-    tf.saved_model.save(module, export_dir, signatures=signatures)
     table = ClassTable(list(class_names))
     config = {
         "format": EXPORT_FORMAT, "version": 1, "task": "segmentation", "model_name": model.name,
@@ -261,45 +168,22 @@ def export_serving_model(model: tf.keras.Model, export_dir: str, tf_transform_ou
         "resize": "bilinear to image_size; probabilities resized back bilinear before argmax",
         "trained_by": "tfx", **dict(extra_config or {}),
     }
-    # The Trainer's output folder may be remote (gs://): write with tf.io.gfile.
-    with tf.io.gfile.GFile(os.path.join(export_dir, "classes.json"), "w") as f:
-        f.write(json.dumps(table.to_dict(), indent=1))
-    with tf.io.gfile.GFile(os.path.join(export_dir, CONFIG_FILE), "w") as f:
-        f.write(json.dumps(config, indent=1))
-    return export_dir
+    return save_serving_export(module, export_dir, table, config, CONFIG_FILE)
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (generic Trainer, ``fn_args: tfx.components.FnArgs``)."""
-    import tensorflow_transform as tft
-
     from synthseg_tf.models.unet import build_unet, compile_unet
 
-    cfg = settings(fn_args.custom_config)
-    num_classes = int(cfg["num_classes"])
-    class_names = list(cfg.get("class_names") or [f"class_{i}" for i in range(num_classes)])
-    size = cfg["image_size"]
-    seed = int(cfg["seed"])
-    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    s = trainer_settings(fn_args, DEFAULTS)
+    cfg, size = s.cfg, s.image_size
+    train = input_fn(fn_args.train_files, fn_args.data_accessor, s.tf_transform_output, s.batch_size, s.seed)
+    val = input_fn(fn_args.eval_files, fn_args.data_accessor, s.tf_transform_output, s.batch_size, s.seed)
 
-    train = input_fn(fn_args.train_files, fn_args.data_accessor, tf_transform_output, int(cfg["batch_size"]), seed)
-    val = input_fn(fn_args.eval_files, fn_args.data_accessor, tf_transform_output, int(cfg["batch_size"]), seed)
-
-    tf.keras.utils.set_random_seed(seed)
-    model = build_unet(num_classes, backbone=cfg["backbone"], encoder_weights=cfg.get("encoder_weights"),
+    tf.keras.utils.set_random_seed(s.seed)
+    model = build_unet(s.num_classes, backbone=cfg["backbone"], encoder_weights=cfg.get("encoder_weights"),
                        input_shape=(size[0], size[1], 3))
-    compile_unet(model, num_classes, learning_rate=float(cfg["learning_rate"]))
-    steps = int(fn_args.train_steps or 100)
-    epochs = max(1, int(cfg.get("epochs", 1)))
-    batch_size = int(cfg["batch_size"])
-    every = int(cfg.get("log_every") or max(1, steps // 20))
-    callbacks: List[tf.keras.callbacks.Callback] = [ProgressLogger(every, max(1, steps // epochs) * epochs, epochs,
-                                                                   batch_size, name=cfg.get("log_name", "Trainer"))]
-    if fn_args.model_run_dir:
-        callbacks.append(tf.keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch",
-                                                        profile_batch=0, write_graph=False))
-    history = model.fit(train, epochs=epochs, steps_per_epoch=max(1, steps // epochs), validation_data=val,
-                        validation_steps=max(1, int(fn_args.eval_steps or 1)), callbacks=callbacks, verbose=0)
-    last = {k: float(v[-1]) for k, v in history.history.items()}
-    export_serving_model(model, fn_args.serving_model_dir, tf_transform_output, class_names, size,
-                         extra_config={"backbone": cfg["backbone"], "train_steps": steps, "history": last})
+    compile_unet(model, s.num_classes, learning_rate=float(cfg["learning_rate"]))
+    last = fit_with_progress(model, train, val, fn_args, s)
+    export_serving_model(model, fn_args.serving_model_dir, s.tf_transform_output, s.class_names, size,
+                         extra_config={"backbone": cfg["backbone"], "train_steps": s.steps, "history": last})

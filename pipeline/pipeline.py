@@ -73,7 +73,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from types import SimpleNamespace
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import tensorflow_model_analysis as tfma
 from tfx import v1 as tfx
@@ -155,26 +156,37 @@ def make_eval_config(num_classes: int, min_mean_iou: float, max_mean_iou_drop: O
     ``BaselineTrainer``); without it TFX derives the baseline spec from the single one when a
     baseline model (the latest blessed one) exists.
     """
-    threshold = tfma.MetricThreshold(
-        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": float(min_mean_iou)}))
-    if max_mean_iou_drop is not None:
-        threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
-            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -float(max_mean_iou_drop)}))
-
-    def spec(**kw) -> tfma.ModelSpec:
-        return tfma.ModelSpec(signature_name="serving_tf_example", preprocessing_function_names=["transform_features"],
-                              label_key="mask", prediction_key="probabilities", model_type="tf_generic", **kw)
-
-    model_specs = [spec(name=CANDIDATE), spec(name=BASELINE, is_baseline=True)] if baseline else [spec()]
-    return tfma.EvalConfig(
-        model_specs=model_specs,
-        slicing_specs=[tfma.SlicingSpec()],
-        metrics_specs=[tfma.MetricsSpec(metrics=[
+    return eval_config_of(
+        {"preprocessing_function_names": ["transform_features"], "label_key": "mask"}, baseline, [
             tfma.MetricConfig(class_name="PixelAccuracy", module="synthseg_tf.models.unet"),
             tfma.MetricConfig(class_name="MeanIoUIgnore", module="synthseg_tf.metrics.segmentation",
                               config=json.dumps({"num_classes": int(num_classes), "name": "mean_iou"}),
-                              threshold=threshold),
-        ])])
+                              threshold=blessing_threshold(min_mean_iou, max_mean_iou_drop)),
+        ])
+
+
+def blessing_threshold(minimum: float, max_drop: Optional[float] = None) -> tfma.MetricThreshold:
+    """A value threshold (``>= minimum``) and, unless ``max_drop`` is ``None``, a change threshold
+    (``candidate - baseline >= -max_drop``, ``HIGHER_IS_BETTER``) on a metric."""
+    threshold = tfma.MetricThreshold(
+        value_threshold=tfma.GenericValueThreshold(lower_bound={"value": float(minimum)}))
+    if max_drop is not None:
+        threshold.change_threshold.CopyFrom(tfma.GenericChangeThreshold(
+            direction=tfma.MetricDirection.HIGHER_IS_BETTER, absolute={"value": -float(max_drop)}))
+    return threshold
+
+
+def eval_config_of(model_spec: Dict[str, Any], baseline: bool, metrics: List[tfma.MetricConfig]) -> tfma.EvalConfig:
+    """An EvalConfig over the ``probabilities`` of the ``serving_tf_example`` signature (``tf_generic``
+    model; ``model_spec``: the task's label and preprocessing fields), one overall slice and ``metrics``.
+    ``baseline``: two model specs, ``candidate`` and ``baseline`` (``is_baseline=True``), else one."""
+    def spec(**kw) -> tfma.ModelSpec:
+        return tfma.ModelSpec(signature_name="serving_tf_example", prediction_key="probabilities",
+                              model_type="tf_generic", **model_spec, **kw)
+
+    model_specs = [spec(name=CANDIDATE), spec(name=BASELINE, is_baseline=True)] if baseline else [spec()]
+    return tfma.EvalConfig(model_specs=model_specs, slicing_specs=[tfma.SlicingSpec()],
+                           metrics_specs=[tfma.MetricsSpec(metrics=metrics)])
 
 
 # Node ids in build order (``until`` takes any of those the configuration has).
@@ -186,6 +198,12 @@ NODE_ORDER = ["ImportExampleGen", "StatisticsGen", "SchemaGen", "ExampleValidato
 def pipeline_nodes(generator_dir: Optional[str] = None, train_gan: bool = False,
                    quality_model_dir: Optional[str] = None, train_baseline: bool = True) -> List[str]:
     """The node ids :func:`create_pipeline` builds for these settings, in build order."""
+    return select_nodes(NODE_ORDER, generator_dir, train_gan, quality_model_dir, train_baseline)
+
+
+def select_nodes(order: Sequence[str], generator_dir: Optional[str] = None, train_gan: bool = False,
+                 quality_model_dir: Optional[str] = None, train_baseline: bool = True) -> List[str]:
+    """The node ids of ``order`` (a task's ``NODE_ORDER``) that these settings build."""
     synthetic = bool(generator_dir) or bool(train_gan)
     baseline = synthetic and train_baseline
     skip = set()
@@ -203,7 +221,20 @@ def pipeline_nodes(generator_dir: Optional[str] = None, train_gan: bool = False,
         skip.add("BaselineTrainer")
     else:
         skip.add("latest_blessed_model_resolver")
-    return [n for n in NODE_ORDER if n not in skip]
+    return [n for n in order if n not in skip]
+
+
+def check_nodes(nodes: List[str], until: Optional[str], serving_model_dir: str) -> None:
+    """``until`` must be one of ``nodes``; a pipeline that reaches the Pusher needs ``serving_model_dir``."""
+    if until is not None and until not in nodes:
+        raise ValueError(f"until must be one of {nodes}, got {until!r}")
+    if not serving_model_dir and until in (None, "Pusher"):
+        raise ValueError("serving_model_dir is required (where Pusher copies blessed models)")
+
+
+def check_gan(nodes: List[str], gan_steps: int, gan_batch_size: int) -> None:
+    if "GanTrainer" in nodes and (int(gan_steps) < 1 or int(gan_batch_size) < 1):
+        raise ValueError(f"gan_steps and gan_batch_size must be >= 1, got {gan_steps} and {gan_batch_size}")
 
 
 def create_pipeline(
@@ -277,23 +308,45 @@ def create_pipeline(
     runtime parameters (LocalDagRunner) need it off. The remaining arguments size the data,
     model, training and blessing.
     """
+    args = dict(locals())  # the arguments (before any other local name), for build_pipeline
     nodes = pipeline_nodes(generator_dir, train_gan, quality_model_dir, train_baseline)
-    if until is not None and until not in nodes:
-        raise ValueError(f"until must be one of {nodes}, got {until!r}")
-    if not serving_model_dir and until in (None, "Pusher"):
-        raise ValueError("serving_model_dir is required (where Pusher copies blessed models)")
+    check_nodes(nodes, until, serving_model_dir)
     h, w = (int(s) for s in image_size)
     if h % 32 or w % 32:
         raise ValueError(f"image_size must be multiples of 32 (U-Net), got {h}x{w}")
-    if "GanTrainer" in nodes and (int(gan_steps) < 1 or int(gan_batch_size) < 1):
-        raise ValueError(f"gan_steps and gan_batch_size must be >= 1, got {gan_steps} and {gan_batch_size}")
+    check_gan(nodes, gan_steps, gan_batch_size)
     names = resolve_class_names(data_root, class_names)
     custom_config = {"image_size": [h, w], "num_classes": len(names), "class_names": names, "backbone": backbone,
                      "batch_size": int(batch_size), "learning_rate": float(learning_rate), "seed": int(seed)}
+    return build_pipeline(
+        args, nodes, names, (h, w), custom_config=custom_config, transform_config=custom_config,
+        generation=lambda quality: {"quality_model": quality, "masks": synthetic_masks, "class_balance": class_balance,
+                                    "min_quality": min_quality},
+        eval_config=lambda baseline: make_eval_config(len(names), min_mean_iou, max_mean_iou_drop, baseline=baseline))
+
+
+def build_pipeline(args: Dict[str, Any], nodes: List[str], names: List[str], size: Tuple[int, int],
+                   custom_config: Dict[str, Any], transform_config: Dict[str, Any],
+                   generation: Callable[[Any], Dict[str, Any]], eval_config: Callable[[bool], tfma.EvalConfig],
+                   gan_extra: Optional[Dict[str, Any]] = None, baseline_as_quality: bool = False) -> tfx.dsl.Pipeline:
+    """The node chain both tasks share (see the module docstring), for a task's factory.
+
+    ``args``: the factory's arguments (:func:`create_pipeline`'s names; the task's own ones are not read
+    here). ``nodes``: its :func:`select_nodes`; ``names`` the class names, ``size`` ``(H, W)``.
+    ``custom_config``: the Trainers' ``custom_config`` (plus ``log_every``, and ``log_name`` for the
+    ``BaselineTrainer``); ``transform_config``: the Transforms'. ``gan_extra``: more ``GanTrainer``
+    settings. ``generation(quality)``: the task's ``SyntheticGeneration`` arguments for the quality model
+    channel (or ``None``). ``eval_config(baseline)``: the Evaluator's config. ``baseline_as_quality``: build
+    the ``BaselineTrainer`` before ``SyntheticGeneration`` and, without ``quality_model_dir``, use its model
+    as the quality model (classification); otherwise it follows the candidate's ``Transform``.
+    """
+    a = SimpleNamespace(**args)
+    h, w = size
+    until = a.until
     trainer_config = dict(custom_config)
-    if log_every:
-        trainer_config["log_every"] = int(log_every)
-    transform_code, trainer_code = _user_code(module_file)
+    if a.log_every:
+        trainer_config["log_every"] = int(a.log_every)
+    transform_code, trainer_code = _user_code(a.module_file)
     components = []
 
     class _Done(Exception):
@@ -306,36 +359,43 @@ def create_pipeline(
             raise _Done
 
     def make(nodes) -> tfx.dsl.Pipeline:
-        config = metadata_connection_config
-        if config is None and metadata_path:
-            config = tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path)
-        return tfx.dsl.Pipeline(pipeline_name=pipeline_name, pipeline_root=pipeline_root, components=nodes,
-                                enable_cache=enable_cache, metadata_connection_config=config,
-                                beam_pipeline_args=list(beam_pipeline_args or []))
+        config = a.metadata_connection_config
+        if config is None and a.metadata_path:
+            config = tfx.orchestration.metadata.sqlite_metadata_connection_config(a.metadata_path)
+        return tfx.dsl.Pipeline(pipeline_name=a.pipeline_name, pipeline_root=a.pipeline_root, components=nodes,
+                                enable_cache=a.enable_cache, metadata_connection_config=config,
+                                beam_pipeline_args=list(a.beam_pipeline_args or []))
 
     def transform_of(examples, node_id: str):
         return tfx.components.Transform(examples=examples, schema=schema_gen.outputs["schema"],
-                                        custom_config=custom_config, **transform_code).with_id(node_id)
+                                        custom_config=transform_config, **transform_code).with_id(node_id)
 
-    def unet_trainer(transform, node_id: str):
+    def model_trainer(transform, node_id: str):
         return tfx.components.Trainer(
             examples=transform.outputs["transformed_examples"],
             transform_graph=transform.outputs["transform_graph"],
             schema=schema_gen.outputs["schema"],
-            train_args=tfx.proto.TrainArgs(num_steps=int(train_steps)),
-            eval_args=tfx.proto.EvalArgs(num_steps=int(eval_steps)),
+            train_args=tfx.proto.TrainArgs(num_steps=int(a.train_steps)),
+            eval_args=tfx.proto.EvalArgs(num_steps=int(a.eval_steps)),
             custom_config=trainer_config if node_id == "Trainer" else {**trainer_config, "log_name": node_id},
             **trainer_code).with_id(node_id)
 
-    input_base = data_root
-    if runtime_parameters:
-        input_base = tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=str(data_root))
+    def imported_model(uri: str, node_id: str):
+        """Add an Importer of the Model at ``uri``; returns its channel."""
+        importer = tfx.dsl.Importer(source_uri=uri, artifact_type=tfx.types.standard_artifacts.Model).with_id(node_id)
+        add(importer)
+        return importer.outputs["result"]
+
+    input_base = a.data_root
+    if a.runtime_parameters:
+        input_base = tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str,
+                                                           default=str(a.data_root))
     example_gen = tfx.components.ImportExampleGen(
         input_base=input_base,
-        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=input_pattern)]),
+        input_config=tfx.proto.Input(splits=[tfx.proto.Input.Split(name="all", pattern=a.input_pattern)]),
         output_config=tfx.proto.Output(split_config=tfx.proto.SplitConfig(splits=[
-            tfx.proto.SplitConfig.Split(name="train", hash_buckets=int(train_buckets)),
-            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=int(eval_buckets)),
+            tfx.proto.SplitConfig.Split(name="train", hash_buckets=int(a.train_buckets)),
+            tfx.proto.SplitConfig.Split(name="eval", hash_buckets=int(a.eval_buckets)),
         ], partition_feature_name="source_id")))
     schema_gen = None
     try:
@@ -354,53 +414,51 @@ def create_pipeline(
             real_transform = transform_of(example_gen.outputs["examples"], "RealTransform")
             add(real_transform)
         training_examples = example_gen.outputs["examples"]
+        baseline_trainer = None
         if "SyntheticGeneration" in nodes:
-            if generator_dir:
-                generator = tfx.dsl.Importer(source_uri=generator_dir, artifact_type=tfx.types.standard_artifacts.Model
-                                             ).with_id("generator_importer")
-                add(generator)
-                generator_channel = generator.outputs["result"]
+            if a.generator_dir:
+                generator_channel = imported_model(a.generator_dir, "generator_importer")
             else:
                 gan_config = {"image_size": [h, w], "num_classes": len(names), "class_names": names,
-                              "batch_size": int(gan_batch_size), "base_filters": int(gan_base_filters),
-                              "seed": int(seed)}
-                if gan_log_every:
-                    gan_config["log_every"] = int(gan_log_every)
-                if gan_options:
-                    gan_config["gan_options"] = dict(gan_options)
-                gan_code = ({"module_file": gan_module} if str(gan_module).endswith(".py")
-                            else {"run_fn": f"{gan_module}.run_fn"})
+                              "batch_size": int(a.gan_batch_size), "base_filters": int(a.gan_base_filters),
+                              "seed": int(a.seed), **dict(gan_extra or {})}
+                if a.gan_log_every:
+                    gan_config["log_every"] = int(a.gan_log_every)
+                if a.gan_options:
+                    gan_config["gan_options"] = dict(a.gan_options)
+                gan_code = ({"module_file": a.gan_module} if str(a.gan_module).endswith(".py")
+                            else {"run_fn": f"{a.gan_module}.run_fn"})
                 gan_trainer = tfx.components.Trainer(
                     examples=real_transform.outputs["transformed_examples"],
                     transform_graph=real_transform.outputs["transform_graph"],
                     schema=schema_gen.outputs["schema"],
-                    train_args=tfx.proto.TrainArgs(num_steps=int(gan_steps)),
+                    train_args=tfx.proto.TrainArgs(num_steps=int(a.gan_steps)),
                     eval_args=tfx.proto.EvalArgs(num_steps=0),
                     custom_config=gan_config, **gan_code).with_id("GanTrainer")
                 add(gan_trainer)
                 generator_channel = gan_trainer.outputs["model"]
+            if baseline_as_quality and "BaselineTrainer" in nodes:
+                # the real-only baseline: the Evaluator's baseline and the confidence filter
+                baseline_trainer = model_trainer(real_transform, "BaselineTrainer")
+                add(baseline_trainer)
             quality = None
-            if quality_model_dir:
-                quality = tfx.dsl.Importer(source_uri=quality_model_dir,
-                                           artifact_type=tfx.types.standard_artifacts.Model
-                                           ).with_id("quality_model_importer")
-                add(quality)
+            if a.quality_model_dir:
+                quality = imported_model(a.quality_model_dir, "quality_model_importer")
+            elif baseline_trainer is not None:
+                quality = baseline_trainer.outputs["model"]
             synthetic = SyntheticGeneration(
-                generator=generator_channel, n=synthetic_n, real_examples=example_gen.outputs["examples"],
-                quality_model=quality.outputs["result"] if quality is not None else None, seed=synthetic_seed,
-                masks=synthetic_masks, class_balance=class_balance, min_quality=min_quality,
-                beam_pipeline_args=generation_beam_args)
+                generator=generator_channel, n=a.synthetic_n, real_examples=example_gen.outputs["examples"],
+                seed=a.synthetic_seed, beam_pipeline_args=a.generation_beam_args, **generation(quality))
             add(synthetic)
             training_examples = synthetic.outputs["examples"]
 
-        # ---- U-Nets: the candidate (real + synthetic when there are synthetic samples) and the baseline
+        # ---- the candidate model (real + synthetic when there are synthetic samples) and the baseline
         transform = transform_of(training_examples, "Transform")
         add(transform)
-        baseline_trainer = None
-        if "BaselineTrainer" in nodes:
-            baseline_trainer = unet_trainer(real_transform, "BaselineTrainer")
+        if "BaselineTrainer" in nodes and baseline_trainer is None:
+            baseline_trainer = model_trainer(real_transform, "BaselineTrainer")
             add(baseline_trainer)
-        trainer = unet_trainer(transform, "Trainer")
+        trainer = model_trainer(transform, "Trainer")
         add(trainer)
 
         # ---- evaluation on the real eval split, against the baseline (or the latest blessed model)
@@ -418,15 +476,14 @@ def create_pipeline(
             examples=example_gen.outputs["examples"],
             model=trainer.outputs["model"],
             baseline_model=baseline_model,
-            eval_config=make_eval_config(len(names), min_mean_iou, max_mean_iou_drop,
-                                         baseline=baseline_trainer is not None))
+            eval_config=eval_config(baseline_trainer is not None))
         add(evaluator)
 
         pusher = tfx.components.Pusher(
             model=trainer.outputs["model"],
             model_blessing=evaluator.outputs["blessing"],
             push_destination=tfx.proto.PushDestination(
-                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=serving_model_dir)))
+                filesystem=tfx.proto.PushDestination.Filesystem(base_directory=a.serving_model_dir)))
         add(pusher)
     except _Done:
         pass
