@@ -41,20 +41,37 @@ def _make_generator(root: str, size: int) -> str:
     return run
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__)
+def parser(description: str, n: int) -> argparse.ArgumentParser:
+    """The options of the generation benchmarks (this one and ``generation_phases.py``)."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--generator")
-    p.add_argument("--n", type=int, default=256)
+    p.add_argument("--n", type=int, default=n)
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--workers", default="1,2", help="comma-separated DirectRunner worker counts of the Beam runs")
+    return p
+
+
+def beam_run(generator: str, out: str, n: int, batch_size: int, workers: int):
+    """One ``run_generation`` as ``make bench`` times it (8 shards, no log); returns the wall-clock
+    time it started at and its duration in seconds."""
+    from synthseg_tf.generation.pipeline import GenerationConfig, run_generation
+
+    cfg = GenerationConfig(generator=generator, out=out, n=n, batch_size=batch_size, workers=workers,
+                           samples_per_shard=max(16, n // 8))
+    wall, t = time.time(), time.perf_counter()
+    run_generation(cfg, log=lambda m: None)
+    return wall, time.perf_counter() - t
+
+
+def main():
+    p = parser(__doc__, 256)
     p.add_argument("--skip-raw", action="store_true", help="only the Beam runs")
     a = p.parse_args()
 
     import numpy as np
 
     from synthseg_tf.generation import Renderer
-    from synthseg_tf.generation.pipeline import GenerationConfig, run_generation
 
     with tempfile.TemporaryDirectory() as tmp:
         gen = a.generator or _make_generator(tmp, a.size)
@@ -73,12 +90,8 @@ def main():
             report("generation.raw_batched", done / (time.perf_counter() - t), "images/s", size=f"{h}x{w}",
                    batch=a.batch_size, n=done)
         for workers in (int(v) for v in a.workers.split(",") if v.strip()):
-            out = os.path.join(tmp, f"out{workers}")
-            cfg = GenerationConfig(generator=gen, out=out, n=a.n, batch_size=a.batch_size, workers=workers,
-                                   samples_per_shard=max(16, a.n // 8))
-            t = time.perf_counter()
-            run_generation(cfg, log=lambda m: None)
-            report(f"generation.beam_{workers}_worker", a.n / (time.perf_counter() - t), "images/s",
+            _, seconds = beam_run(gen, os.path.join(tmp, f"out{workers}"), a.n, a.batch_size, workers)
+            report(f"generation.beam_{workers}_worker", a.n / seconds, "images/s",
                    size=f"{h}x{w}", batch=a.batch_size, n=a.n, workers=workers,
                    note="includes pipeline start-up, map sampling, PNG+TFRecord writing")
 

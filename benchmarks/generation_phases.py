@@ -9,13 +9,12 @@ run started, per worker order), the start-up (first shard minus one steady shard
 steady seconds per shard and the teardown (last shard to ``generation.json``). This is what
 explains ``gen_beam_img_s_w2_t1 / gen_beam_img_s_w1_t1`` below 2x.
 """
-import argparse
 import glob
 import os
 import tempfile
-import time
 
 from common import report
+from generation import _make_generator, beam_run, parser
 
 
 def shard_times(out: str, t0: float):
@@ -33,26 +32,13 @@ def phases(times, end: float, workers: int):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--generator")
-    p.add_argument("--n", type=int, default=2000)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--workers", default="1,2")
-    a = p.parse_args()
-
-    from generation import _make_generator
-    from synthseg_tf.generation.pipeline import GenerationConfig, run_generation
+    a = parser(__doc__, 2000).parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
         gen = a.generator or _make_generator(tmp, a.size)
         for workers in (int(v) for v in a.workers.split(",") if v.strip()):
             out = os.path.join(tmp, f"out{workers}")
-            cfg = GenerationConfig(generator=gen, out=out, n=a.n, batch_size=a.batch_size, workers=workers,
-                                   samples_per_shard=max(16, a.n // 8))
-            t0 = time.time()
-            run_generation(cfg, log=lambda m: None)
-            end = time.time() - t0
+            t0, end = beam_run(gen, out, a.n, a.batch_size, workers)
             times = shard_times(out, t0)
             start, per, tail = phases(times, end, workers)
             print(f"workers={workers}: shards landed at " + ", ".join(f"{t:.1f}" for t in times) + " s", flush=True)

@@ -27,6 +27,20 @@ def _load(*parts):
         return json.load(f)
 
 
+def assert_same_kernels(a, b):
+    """Two ``weights.h5`` files hold the same, non-empty set of convolution/dense kernels."""
+    import h5py
+
+    def kernels(path):
+        out = {}
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if name.endswith("kernel:0") else None)
+        return out
+
+    ka, kb = kernels(a), kernels(b)
+    assert ka and ka.keys() == kb.keys() and all(np.array_equal(ka[k], kb[k]) for k in ka)
+
+
 def _manifest_ids(folder):
     ids = set()
     with open(os.path.join(folder, "manifest.jsonl")) as f:
@@ -237,8 +251,6 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
 
 
 def test_classifier_init_weights_load_exactly_and_a_mismatch_names_the_file(tmp_path):
-    import h5py
-
     from synthseg_tf.training.classification import train_classifier
 
     spec = write_classfolders(str(tmp_path / "cf"))
@@ -249,15 +261,7 @@ def test_classifier_init_weights_load_exactly_and_a_mismatch_names_the_file(tmp_
     second = train_classifier(spec, str(tmp_path / "b"), save_weights=True, init_weights=w, learning_rate=0.0,
                               **dict(kw, lr_schedule="constant"))
     assert second["config"]["init_weights"] == w
-
-    def kernels(path):
-        out = {}
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if name.endswith("kernel:0") else None)
-        return out
-
-    ka, kb = kernels(w), kernels(os.path.join(second["out_dir"], "weights.h5"))
-    assert ka and ka.keys() == kb.keys() and all(np.array_equal(ka[k], kb[k]) for k in ka)
+    assert_same_kernels(w, os.path.join(second["out_dir"], "weights.h5"))
     with pytest.raises(ValueError, match=r"other image_size"):
         train_classifier(spec, str(tmp_path / "c"), init_weights=w, **dict(kw, image_size=48))
 
@@ -337,8 +341,6 @@ def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subs
 
 
 def test_init_weights_start_training_from_a_run_and_mismatches_name_the_file(tmp_path):
-    import h5py
-
     from synthseg_tf.training.segmentation import train_unet
 
     spec = write_scenes(str(tmp_path / "real"), n=8)
@@ -350,15 +352,7 @@ def test_init_weights_start_training_from_a_run_and_mismatches_name_the_file(tmp
     second = train_unet(spec, None, str(tmp_path / "b"), export=False, save_weights=True, verbose=0,
                         init_weights=first["out_dir"], learning_rate=0.0, **dict(FAST, steps=1))
     assert second["config"]["init_weights"] == first["out_dir"]
-
-    def kernels(path):
-        out = {}
-        with h5py.File(path, "r") as f:
-            f.visititems(lambda name, obj: out.__setitem__(name, obj[()]) if name.endswith("kernel:0") else None)
-        return out
-
-    ka, kb = kernels(w), kernels(os.path.join(second["out_dir"], "weights.h5"))
-    assert ka and ka.keys() == kb.keys() and all(np.array_equal(ka[k], kb[k]) for k in ka)
+    assert_same_kernels(w, os.path.join(second["out_dir"], "weights.h5"))
     with pytest.raises(ValueError, match=r"other backbone \(resnet18 vs resnet34\)"):  # its config.json says so
         train_unet(spec, None, str(tmp_path / "c"), export=False, verbose=0, init_weights=w,
                    **dict(FAST, steps=1, backbone="resnet34"))

@@ -43,6 +43,7 @@ from synthseg_tf.experiments.common import (
     normalize_fractions,
     normalize_seeds,
     normalize_settings,
+    pretraining_run,
     read_json,
     record_head,
     run_grid,
@@ -187,10 +188,8 @@ class _Cell:
 
         e = self.exp
         syn = self.synthetic()  # provenance-checked against the subset
-        for run in (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")):
-            if os.path.isfile(os.path.join(run, "metrics.json")) and os.path.isfile(os.path.join(run, "weights.h5")):
-                break
-        else:
+
+        def train(run: str) -> None:
             e["log"](f"pretraining a classifier on the synthetic set {syn} (seed {seed}) -> {run}")
             train_classifier(self.data, run, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
                              synthetic=syn, synthetic_ratio=1.0, seed=seed, patience=e["patience"], export=False,
@@ -198,13 +197,9 @@ class _Cell:
                              extra_config={"experiment": {"role": "pretraining of real+pretrain",
                                                           "real_subset": self.fit_ids}},
                              **e["options_for"]("synthetic"))
-        config = read_json(os.path.join(run, "config.json"))
-        used = (config.get("experiment") or {}).get("real_subset")
-        if not str(config.get("synthetic") or "").endswith(os.path.abspath(syn)) \
-                or sorted(used or []) != sorted(self.fit_ids) or config.get("synthetic_ratio") != 1.0:
-            raise P.ProtocolError(f"pretraining run {run} was not trained on this cell's synthetic set alone; "
-                                  "remove it or use a new output folder")
-        metrics = read_json(os.path.join(run, "metrics.json"))
+
+        run, config, metrics = pretraining_run(
+            (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")), syn, self.fit_ids, train)
         return os.path.join(run, "weights.h5"), {
             "run": run, "synthetic": config.get("synthetic"), "epochs_run": metrics.get("epochs_run"),
             "best_epoch": metrics.get("best_epoch"), "train_seconds": metrics.get("seconds"),

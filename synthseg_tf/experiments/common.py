@@ -132,6 +132,29 @@ def select_recipe(runs: List[Dict], recipes: Sequence[str], key: str) -> List[Di
     return out
 
 
+def pretraining_run(candidates: Sequence[str], synthetic: str, fit_ids: Sequence[str],
+                    train: Callable[[str], None]) -> Tuple[str, Dict, Dict]:
+    """``(run, config, metrics)`` of the run ``real+pretrain`` starts from: the first of
+    ``candidates`` that kept its weights (``metrics.json`` and ``weights.h5``), else ``train(last)``.
+    Refused (:class:`~synthseg_tf.experiments.protocol.ProtocolError`) unless it was trained on
+    ``synthetic`` alone (ratio 1.0) and recorded exactly ``fit_ids`` as its real images."""
+    from synthseg_tf.experiments.protocol import ProtocolError
+
+    for run in candidates:
+        if os.path.isfile(os.path.join(run, "metrics.json")) and os.path.isfile(os.path.join(run, "weights.h5")):
+            break
+    else:
+        train(run)
+    config = read_json(os.path.join(run, "config.json"))
+    ex = config.get("experiment") or {}
+    used = ex.get("fit") or ex.get("real_subset")
+    if not str(config.get("synthetic") or "").endswith(os.path.abspath(synthetic)) \
+            or sorted(used or []) != sorted(fit_ids) or config.get("synthetic_ratio") != 1.0:
+        raise ProtocolError(f"pretraining run {run} was not trained on this cell's synthetic set alone and its "
+                            "real images; remove it or use a new output folder")
+    return run, config, read_json(os.path.join(run, "metrics.json"))
+
+
 def check_experiment(out_dir: str, identity: Dict, extra: Dict) -> Dict:
     """Create ``experiment.json`` or check that an existing one has the same ``identity``.
 

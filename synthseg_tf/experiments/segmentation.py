@@ -75,6 +75,7 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
     normalize_fractions,
     normalize_seeds,
     normalize_settings,
+    pretraining_run,
     read_json,
     record_head,
     run_grid,
@@ -246,24 +247,17 @@ class Cell:
 
         exp = self.exp
         syn = self.synthetic()  # provenance-checked against the fit images
-        for run in (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")):
-            if os.path.isfile(os.path.join(run, "metrics.json")) and os.path.isfile(os.path.join(run, "weights.h5")):
-                break
-        else:
+
+        def train(run: str) -> None:
             exp.log(f"pretraining a U-Net on the synthetic set {syn} (seed {seed}) -> {run}")
             train_unet(self.fit, self.sel, run, image_size=exp.size, batch_size=exp.batch_size, epochs=exp.epochs,
                        steps=exp.steps, synthetic=syn, synthetic_ratio=1.0, seed=seed, patience=exp.patience,
                        export=False, save_weights=True, overwrite=True, verbose=exp.verbose,
                        extra_config={"experiment": {"role": "pretraining of real+pretrain", "fit": self.fit_ids}},
                        **exp.options_for("synthetic"))
-        config = read_json(os.path.join(run, "config.json"))
-        ex = config.get("experiment") or {}
-        used_real = ex.get("fit") or ex.get("real_subset")
-        if not str(config.get("synthetic") or "").endswith(os.path.abspath(syn)) or \
-                sorted(used_real or []) != sorted(self.fit_ids):
-            raise P.ProtocolError(f"pretraining run {run} was not trained on this cell's synthetic set and fit "
-                                  "images; remove it or use a new output folder")
-        metrics = read_json(os.path.join(run, "metrics.json"))
+
+        run, config, metrics = pretraining_run(
+            (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")), syn, self.fit_ids, train)
         return os.path.join(run, "weights.h5"), {
             "run": run, "synthetic": config.get("synthetic"), "steps_run": metrics.get("steps_run"),
             "epochs_run": metrics.get("epochs_run"), "train_seconds": metrics.get("train_seconds"),
