@@ -478,7 +478,8 @@ def register(sub, spec_help: str) -> None:
     s.add_argument("--settings", type=_settings,
                    default=["real", "real+augment", "real+copypaste", "real+synthetic", "synthetic"],
                    help="comma list of real, real+augment, real+copypaste, real+synthetic, synthetic, real+pretrain "
-                        "(pretrain on the synthetic set, fine-tune on the real images; default: all but real+pretrain)")
+                        "(pretrain on the synthetic set, fine-tune on the real images), real+pretrain+mix (the same "
+                        "pretraining, fine-tune on real+synthetic); default: all but the two pretraining recipes")
     sched = s.add_mutually_exclusive_group()
     sched.add_argument("--epochs", type=_positive_int, help="maximum epochs over the fit images (default 10)")
     sched.add_argument("--steps", type=_positive_int, help="maximum optimizer steps per run instead of --epochs")
@@ -510,8 +511,8 @@ def register(sub, spec_help: str) -> None:
     k.add_argument("--subset-seed", type=int, default=None, help="one subset per fraction drawn with this seed")
     k.add_argument("--settings", type=_settings, default=["real", "real+augment", "real+synthetic"],
                    help="comma list of real, real+augment, real+synthetic, synthetic, real+pretrain "
-                        "(pretrain on the synthetic images, fine-tune on the real ones; "
-                        "default: real,real+augment,real+synthetic)")
+                        "(pretrain on the synthetic images, fine-tune on the real ones), real+pretrain+mix "
+                        "(the same pretraining, fine-tune on real+synthetic); default: real,real+augment,real+synthetic")
     k.add_argument("--epochs", type=_positive_int, default=40, help="maximum epochs (default 40)")
     k.add_argument("--patience", type=_positive_int, default=12)
     k.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), metavar="TRAIN,VAL,TEST")

@@ -296,7 +296,8 @@ def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys,
 
 def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subset(seg_experiment, tmp_path):
     """``real+pretrain`` (opt-in) pretrains on the cell's synthetic set, then fine-tunes on the fit
-    images from those weights; the pretraining run is checked against the cell like every artifact."""
+    images from those weights (``real+pretrain+mix``: on the fit images plus the synthetic set); the
+    pretraining run is checked against the cell like every artifact."""
     from synthseg_tf.experiments.protocol import ProtocolError
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
@@ -304,8 +305,8 @@ def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subs
     shutil.copytree(seg_experiment["out"], out)
     logs = []
     summary = run_segmentation_experiment(seg_experiment["spec"], out, fractions=(1.0,), seeds=(0,),
-                                          settings=("real", "real+pretrain"), patience=2, log=logs.append,
-                                          **TINY, **FAST)
+                                          settings=("real", "real+pretrain", "real+pretrain+mix"), patience=2,
+                                          log=logs.append, **TINY, **FAST)
     cell = os.path.join(out, "subsets", "frac1-subset0")
     fit = set(_load(cell, "subset.json")["fit"])
     pre = os.path.join(cell, "pretrain-seed0")  # the earlier synthetic run kept no weights: a pretraining run
@@ -317,17 +318,22 @@ def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subs
     assert cfg["init_weights"] == os.path.join(pre, "weights.h5") and cfg["synthetic"] is None
     assert set(cfg["experiment"]["real_subset"]) == fit
     assert cfg["experiment"]["pretraining"]["steps_run"] is not None
+    mix = _load(out, "runs", "frac1-seed0-real_pretrain_mix", "config.json")  # the same pretraining, mixed fine-tune
+    assert mix["init_weights"] == cfg["init_weights"] and mix["synthetic"] == pre_cfg["synthetic"]
+    assert mix["synthetic_ratio"] == 0.5 and mix["augment"] == cfg["augment"]
+    assert set(mix["experiment"]["real_subset"]) == fit
+    assert sum("pretraining a U-Net" in m for m in logs) == 1  # trained once, reused by both recipes
     rows = {r["setting"]: r for r in summary["rows"]}
+    assert {"delta_vs_real", "delta_vs_real+synthetic", "delta_vs_real+pretrain"} <= set(rows["real+pretrain+mix"])
     assert rows["real+pretrain"]["delta_vs_real"]["n_pairs"] == 1
     assert "delta_vs_real+synthetic" in rows["real+pretrain"]
     assert any("pretraining a U-Net" in m for m in logs)
     # the recipe a user is told to use is chosen on the selection images, never on the evaluation split
     (chosen,) = summary["selected_recipe"]["chosen"]
     picked = rows[chosen["setting"]]
-    other = rows["real+pretrain" if chosen["setting"] == "real+synthetic" else "real+synthetic"]
     assert rows["selected-recipe"]["metrics"] == picked["metrics"]
     sel_of = {r["setting"]: r["selection_mean_iou"] for r in _load(out, "results.json")["runs"]}
-    assert sel_of[chosen["setting"]] >= sel_of[other["setting"]]
+    assert all(sel_of[chosen["setting"]] >= sel_of[k] for k in ("real+synthetic", "real+pretrain", "real+pretrain+mix"))
 
     # a pretraining run made on other images is refused, not silently reused
     shutil.rmtree(os.path.join(out, "runs", "frac1-seed0-real_pretrain"))
@@ -376,8 +382,11 @@ def test_selected_recipe_reads_only_the_selection_figures():
 
     runs = [rec("real", 0, 0.9, 0.9), rec("real+synthetic", 0, 0.40, 0.10), rec("real+pretrain", 0, 0.30, 0.99),
             rec("real+synthetic", 1, 0.30, 0.50), rec("real+pretrain", 1, 0.30, 0.60),  # tie: the first recipe
-            rec("real+pretrain", 2, 0.50, 0.50)]  # seed 2 lacks real+synthetic: no choice is made
+            rec("real+pretrain", 2, 0.50, 0.50),  # seed 2 has one recipe only: no choice is made
+            rec("real+synthetic", 3, 0.30, 0.50), rec("real+pretrain", 3, 0.35, 0.10),
+            rec("real+pretrain+mix", 3, 0.40, 0.20)]  # three recipes: the best selection figure wins
     got = selected_recipe_runs(runs)
-    assert [(r["seed"], r["chosen"], r["metrics"]["mean_iou"]) for r in got] == [(0, "real+synthetic", 0.10),
-                                                                                  (1, "real+synthetic", 0.50)]
+    assert [(r["seed"], r["chosen"], r["metrics"]["mean_iou"]) for r in got] == [
+        (0, "real+synthetic", 0.10), (1, "real+synthetic", 0.50), (3, "real+pretrain+mix", 0.20)]
+    assert got[-1]["candidates"] == ["real+synthetic", "real+pretrain", "real+pretrain+mix"]
     assert all(r["setting"] == "selected-recipe" for r in got)

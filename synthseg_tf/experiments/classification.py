@@ -16,6 +16,7 @@ subset of the train split (seeded by the subset seed) is the only labelled data 
 ``synthetic``       the GAN's images only
 ``real+pretrain``   the ``synthetic`` run's weights (pretraining), then the subset alone with
                     the ``real`` recipe (fine-tuning); both stages select on val
+``real+pretrain+mix``  the same pretraining, then the ``real+synthetic`` recipe from its weights
 ==================  ==============================================================
 
 Per cell ``OUT/subsets/frac{f}-subset{k}/`` holds ``subset.json``, ``gan/``, ``quality/`` (the
@@ -53,8 +54,9 @@ from synthseg_tf.experiments.common import (
     selected_rule,
 )
 
-CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain")
+CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain", "real+pretrain+mix")
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
+PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix")  # start from a classifier trained on the synthetic set
 METRICS = ["accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"]
 RARE_BELOW = 25
 GAN_DEFAULTS = dict(steps=1500, batch_size=16, base_filters=32, seed=0, conditioning="edges", upsample="resize",
@@ -298,14 +300,16 @@ def run_classification_experiment(
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
         def train_run(setting: str, run_dir: str) -> None:
-            if setting == "real+pretrain":
+            if setting in PRETRAINED_SETTINGS:
                 weights, pre = c.pretrained(s, run_dir_of("synthetic"))
+                mix = setting == "real+pretrain+mix"  # fine-tune with real+synthetic's recipe, else real's
                 train_classifier(
                     c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, seed=s,
                     patience=patience, export=export_models, overwrite=True, verbose=verbose, init_weights=weights,
                     extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                                  "real_subset": c.fit_ids, "pretraining": pre,
                                                  "protocol": c.protocol(f"the {len(c.subset)} subset images")}},
+                    **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio) if mix else {}),
                     **options_for("real"))
                 return
             syn = c.synthetic() if setting in SYNTHETIC_SETTINGS else None
@@ -314,7 +318,7 @@ def run_classification_experiment(
             train_classifier(
                 c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, synthetic=syn,
                 synthetic_ratio=ratio, seed=s, patience=patience, export=export_models, overwrite=True,
-                verbose=verbose, save_weights=setting == "synthetic" and "real+pretrain" in state["settings"],
+                verbose=verbose, save_weights=setting == "synthetic" and bool(set(PRETRAINED_SETTINGS) & set(state["settings"])),
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
                 **options_for(setting))
@@ -341,7 +345,7 @@ def run_classification_experiment(
                     summary_of, ds.classes.names, log)
 
 
-RECIPES = ("real+synthetic", "real+pretrain")
+RECIPES = ("real+synthetic", "real+pretrain", "real+pretrain+mix")
 SELECTED_RULE = selected_rule("macro F1 on the val (selection) split", RECIPES)
 
 
@@ -353,6 +357,7 @@ def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                            f"{evaluated_on}, the same images for every run",
                            extra_baselines={"real+synthetic": ("real+augment",),
                                             "real+pretrain": ("real+augment", "real+synthetic"),
+                                            "real+pretrain+mix": ("real+augment", "real+synthetic", "real+pretrain"),
                                             SELECTED: ("real+augment",)})
     if chosen:
         summary["selected_recipe"] = {"rule": SELECTED_RULE,

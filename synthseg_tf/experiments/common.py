@@ -110,25 +110,28 @@ SELECTED = "selected-recipe"
 
 
 def selected_rule(selection: str, recipes: Sequence[str] = ("real+synthetic", "real+pretrain")) -> str:
-    return (f"{SELECTED}: per fraction and seed, whichever of {' / '.join(recipes)} (the two ways of using the "
-            f"synthetic set) has the higher {selection}; its evaluation figures are reported. Only the selection "
-            "split chooses, so the row is what a user following the tool's recommendation gets")
+    return (f"{SELECTED}: per fraction and seed, whichever of {' / '.join(recipes)} (the ways of using the "
+            f"synthetic set; those that ran, at least two) has the higher {selection}; its evaluation figures are "
+            "reported. Only the selection split chooses, so the row is what a user following the tool's "
+            "recommendation gets")
 
 
 def select_recipe(runs: List[Dict], recipes: Sequence[str], key: str) -> List[Dict]:
-    """One :data:`SELECTED` record per (fraction, seed) where every recipe ran and recorded its
-    selection figure ``key``: a copy of the recipe with the highest one (ties: the first of
-    ``recipes``), with ``chosen`` naming it. The evaluation figures are never read."""
+    """One :data:`SELECTED` record per (fraction, seed) where at least two of ``recipes`` ran and
+    recorded their selection figure ``key``: a copy of the one with the highest figure (ties: the
+    first in ``recipes``), with ``chosen`` naming it and ``candidates`` listing those compared.
+    The evaluation figures are never read."""
     by: Dict = {}
     for r in runs:
-        if r["setting"] in recipes:
+        if r["setting"] in recipes and r.get(key) is not None:
             by.setdefault((r["fraction"], r["seed"]), {})[r["setting"]] = r
     out = []
     for _, rec in sorted(by.items()):
-        if len(rec) < len(recipes) or any(rec[k].get(key) is None for k in recipes):
+        if len(rec) < 2:
             continue
-        best = max(recipes, key=lambda k: (rec[k][key], -list(recipes).index(k)))
-        out.append(dict(rec[best], setting=SELECTED, chosen=best))
+        ran = [k for k in recipes if k in rec]
+        best = max(ran, key=lambda k: (rec[k][key], -ran.index(k)))
+        out.append(dict(rec[best], setting=SELECTED, chosen=best, candidates=ran))
     return out
 
 

@@ -14,6 +14,8 @@ U-Nets in up to five settings, all on the same *fit* images (see
 ``synthetic``       the GAN's samples only
 ``real+pretrain``   the ``synthetic`` recipe first (pretraining), then the fit images alone,
                     starting from its kept weights (fine-tuning); an opt-in recipe
+``real+pretrain+mix``  the same pretraining, then the ``real+synthetic`` recipe (fit images
+                    plus synthetic samples) from its weights; opt-in
 ==================  ======================================================================
 
 One change at a time: every setting but ``real+augment`` uses the same (standard)
@@ -31,7 +33,7 @@ only what its settings need, each step resumable and reused when finished:
    mIoU, and the FreeMask pixel filter / hardness-aware sampling);
 4. ``synthetic/``: ``synthseg generate`` output from the fit images' label maps;
 5. ``copypaste/``: the copy-paste baseline set;
-6. ``pretrain-seed{s}/``: the pretraining run of ``real+pretrain`` (reused from the
+6. ``pretrain-seed{s}/``: the pretraining run of ``real+pretrain`` and ``real+pretrain+mix`` (reused from the
    ``synthetic`` run of the same seed when that one kept its weights).
 
 Every U-Net selects its weights (keep-best, early stopping with ``patience``) on the selection
@@ -88,9 +90,11 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
 )
 from synthseg_tf.experiments import protocol as P
 
-SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic", "real+pretrain")
+SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic", "real+pretrain",
+                         "real+pretrain+mix")
 DEFAULT_SETTINGS = SEGMENTATION_SETTINGS[:5]
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
+PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix")  # start from a U-Net trained on the synthetic set
 STRONG = "strong"
 
 # Defaults of the per-cell artifacts (each can be overridden through the matching dict argument).
@@ -384,16 +388,18 @@ def run_segmentation_experiment(
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
         def train_run(setting: str, run_dir: str) -> None:
-            if setting == "real+pretrain":
+            if setting in PRETRAINED_SETTINGS:
                 weights, pre = c.pretrained(s, run_dir_of("synthetic"))
+                mix = setting == "real+pretrain+mix"  # fine-tune with real+synthetic's recipe, else real's
+                gen_desc = f"the {len(c.fit)} fit images (generator {generator or os.path.join(c.dir, 'gan')})"
                 train_unet(
                     c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
                     seed=s, patience=patience, evaluate=eval_ds, export=export_models, overwrite=True,
                     verbose=verbose, init_weights=weights,
                     extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                                  "real_subset": c.fit_ids, "pretraining": pre,
-                                                 "protocol": c.protocol(f"the {len(c.fit)} fit images (generator "
-                                                                        f"{generator or os.path.join(c.dir, 'gan')})")}},
+                                                 "protocol": c.protocol(gen_desc)}},
+                    **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio) if mix else {}),
                     **exp.options_for("real"))
                 return
             syn = None
@@ -409,7 +415,7 @@ def run_segmentation_experiment(
                 c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
                 synthetic=syn, synthetic_ratio=1.0 if setting == "synthetic" else synthetic_ratio, seed=s,
                 patience=patience, evaluate=eval_ds, export=export_models, overwrite=True, verbose=verbose,
-                save_weights=setting == "synthetic" and "real+pretrain" in state["settings"],
+                save_weights=setting == "synthetic" and bool(set(PRETRAINED_SETTINGS) & set(state["settings"])),
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
                 **exp.options_for(setting))
@@ -425,13 +431,13 @@ def run_segmentation_experiment(
                     summary_of, ds.classes.names, log)
 
 
-RECIPES = ("real+synthetic", "real+pretrain")
-SELECTED_RULE = selected_rule("mean IoU on the selection images")
+RECIPES = ("real+synthetic", "real+pretrain", "real+pretrain+mix")
+SELECTED_RULE = selected_rule("mean IoU on the selection images", RECIPES)
 
 
 def selected_recipe_runs(runs: List[Dict]) -> List[Dict]:
-    """One ``selected-recipe`` record per (fraction, seed) where both :data:`RECIPES` ran: a copy
-    of the recipe with the higher selection mean IoU (ties: the first), with ``chosen`` naming it."""
+    """One ``selected-recipe`` record per (fraction, seed) where at least two of :data:`RECIPES` ran:
+    a copy of the recipe with the highest selection mean IoU (ties: the first), with ``chosen`` naming it."""
     return select_recipe(runs, RECIPES, "selection_mean_iou")
 
 
@@ -443,6 +449,7 @@ def _seg_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                            f"{evaluated_on}, native resolution, void pixels skipped (read by nothing else)",
                            extra_baselines={"real+synthetic": ("real+augment", "real+copypaste"),
                                             "real+pretrain": ("real+copypaste", "real+synthetic"),
+                                            "real+pretrain+mix": ("real+copypaste", "real+synthetic", "real+pretrain"),
                                             SELECTED: ("real+augment", "real+copypaste")})
     if chosen:
         summary["selected_recipe"] = {"rule": SELECTED_RULE,
