@@ -78,17 +78,29 @@ def main():
         r = Renderer(gen)
         h, w = r.image_size
         if not a.skip_raw:
+            import tensorflow as tf
+
             rng = np.random.default_rng(0)
             maps = rng.integers(0, r.config["num_classes"], (a.batch_size, h, w)).astype(np.uint8)
             labels = np.zeros(a.batch_size, np.int32) if r.conditional else None
-            r.render(maps, labels)
-            t = time.perf_counter()
-            done = 0
-            while done < a.n:
-                r.render(maps, labels)
-                done += a.batch_size
-            report("generation.raw_batched", done / (time.perf_counter() - t), "images/s", size=f"{h}x{w}",
-                   batch=a.batch_size, n=done)
+            # the reference: the same weights called as saved (each decoder upsampling and its conv
+            # as two ops), the path Renderer took before it rendered through the fused twin
+            plain = tf.function(lambda m, l=None: r._model([m, l] if l is not None else m, training=False))
+            if r.kind == "export":
+                plain = None
+            for name, fn in (("raw_batched", lambda: r.render(maps, labels)),
+                             ("raw_batched_unfused", None if plain is None else
+                              lambda: plain(tf.constant(maps), None if labels is None else tf.constant(labels)).numpy())):
+                if fn is None:
+                    continue
+                fn()
+                t = time.perf_counter()
+                done = 0
+                while done < a.n:
+                    fn()
+                    done += a.batch_size
+                report(f"generation.{name}", done / (time.perf_counter() - t), "images/s", size=f"{h}x{w}",
+                       batch=a.batch_size, n=done, fused=bool(r.fused) if name == "raw_batched" else False)
         for workers in (int(v) for v in a.workers.split(",") if v.strip()):
             _, seconds = beam_run(gen, os.path.join(tmp, f"out{workers}"), a.n, a.batch_size, workers)
             report(f"generation.beam_{workers}_worker", a.n / seconds, "images/s",

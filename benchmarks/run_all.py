@@ -62,7 +62,8 @@ NOTES = {
     "reference_train_img_s_128_b8": "TF-tutorial step on the same models, 128x128 b8",
     "gan_train_gflops_256_b1": "achieved: 3 x 2 x conv/dense MACs (G + 2 D) / step time",
     "gan_train_gflops_128_b8": "achieved: 3 x 2 x conv/dense MACs (G + 2 D) / step time",
-    "gen_raw_img_s": "Renderer.render batches, 128x128 untrained generator",
+    "gen_raw_img_s": "Renderer.render batches, 128x128 untrained generator (fused-upsampling twin)",
+    "gen_raw_unfused_img_s": "the same batches through the generator as saved (upsampling + conv as two ops)",
     "gen_beam_img_s": "run_generation end to end (start-up, map sampling, PNG+TFRecord), workers=1",
     "gen_beam_img_s_w1_t1": "run_generation, workers=1, 1 TF/OMP thread",
     "gen_beam_img_s_w2_t1": "run_generation, workers=2, 1 TF/OMP thread each",
@@ -121,7 +122,8 @@ def plan(quick: bool) -> List[Job]:
     gen = ["generation.py", "--n", str(gen_n)]
     jobs += [
         Job("gen_raw_beam", gen + ["--workers", "1"], timeout=timeout,
-            keys={"generation.raw_batched": "gen_raw_img_s", "generation.beam_1_worker": "gen_beam_img_s"}),
+            keys={"generation.raw_batched": "gen_raw_img_s", "generation.raw_batched_unfused": "gen_raw_unfused_img_s",
+                  "generation.beam_1_worker": "gen_beam_img_s"}),
         Job("gen_beam_w1_t1", gen + ["--workers", "1", "--skip-raw"], env=ONE_THREAD, timeout=timeout,
             keys={"generation.beam_1_worker": "gen_beam_img_s_w1_t1"}),
         Job("gen_beam_w2_t1", gen + ["--workers", "2", "--skip-raw"], env=ONE_THREAD, timeout=timeout,

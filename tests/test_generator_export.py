@@ -109,6 +109,7 @@ def test_film_generator_run_and_export_render_alike(tmp_path):
     maps[1] = maps[0]
     from_run = Renderer(str(run))
     assert from_run.conditional and {k: from_run.config[k] for k in settings} == settings
+    assert from_run.fused  # resize decoder: rendered through the fused-upsampling twin, checked against gen below
     a = from_run.render(maps, np.array([0, 3]))
     assert np.abs(a[0].astype(int) - a[1].astype(int)).max() > 0  # same map, another class
     expected = np.clip(np.round((gen({"mask": maps.astype(np.int32), "label": tf.constant([0, 3])},

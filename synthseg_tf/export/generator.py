@@ -37,8 +37,13 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 class _GeneratorModule(tf.Module):
     def __init__(self, generator: tf.keras.Model, image_size, conditional: bool):
+        from synthseg_tf.models.pix2pix import fused_generator
+
         super().__init__()
         self.generator = generator
+        # served through the fused-upsampling twin (same variables, the same function in fewer
+        # multiply-adds; see synthseg_tf.models.pix2pix.fused_generator) when the generator has one
+        self.inference = fused_generator(generator) or generator
         self.size = tuple(int(s) for s in image_size)
         self.conditional = conditional
         embeds = [l.input_dim for l in generator.layers if isinstance(l, tf.keras.layers.Embedding)]
@@ -61,7 +66,7 @@ class _GeneratorModule(tf.Module):
                  class_id], summarize=64)
             with tf.control_dependencies([check]):  # checked before the embedding lookup can fail on its own
                 class_id = tf.identity(class_id)
-        out = self.generator([m, class_id] if self.conditional else m, training=False)
+        out = self.inference([m, class_id] if self.conditional else m, training=False)
         out = tf.image.resize(out, in_hw, method="bilinear")
         return tf.cast(tf.clip_by_value(tf.round((out + 1.0) * 127.5), 0.0, 255.0), tf.uint8)
 
