@@ -4,8 +4,9 @@
 # One subset per fraction (subset seed 0): its fit images train pix2pix, the quality U-Net, the
 # FreeMask-filtered synthetic set and the copy-paste set; U-Nets in every setting x 3 seeds stop
 # early on the subset's selection images and are scored once on CamVid val. real+pretrain
-# pretrains on the synthetic set and fine-tunes on the fit images; the selected-recipe row picks,
-# per seed, real+synthetic or real+pretrain by selection mIoU.
+# pretrains on the synthetic set and fine-tunes on the fit images (real+pretrain+mix: on the fit
+# images plus the synthetic set); the selected-recipe row picks, per seed, the recipe with the
+# highest selection mIoU.
 # PATIENCE is in epochs of the fit images; the default keeps it at about 80 optimizer steps
 # whatever the fraction (8 epochs of 10 steps at 25 %, 20 epochs of 4 steps at 10 %).
 set -euo pipefail
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 CAMVID=${1:-../shared/data/camvid}
 OUT=${2:-runs}
 FRACTION=${3:-0.25}
-SETTINGS=${4:-real,real+augment,real+copypaste,real+synthetic,synthetic,real+pretrain}
+SETTINGS=${4:-real,real+augment,real+copypaste,real+synthetic,synthetic,real+pretrain,real+pretrain+mix}
 case "$FRACTION" in 0.1) DEFAULT_PATIENCE=20 ;; *) DEFAULT_PATIENCE=8 ;; esac
 PATIENCE=${5:-$DEFAULT_PATIENCE}
 make setup >/dev/null
