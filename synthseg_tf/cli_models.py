@@ -308,6 +308,21 @@ def cmd_experiment_segmentation(args) -> int:
     return _finish_experiment(args, summary)
 
 
+def _min_confidence(text: str):
+    """``--min-confidence``: a probability, or ``calibrated[:CAP]`` (kept as text)."""
+    from synthseg_tf.experiments.classification import calibrated_cap
+
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        calibrated_cap(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text.strip().lower()
+
+
 @_user_errors
 def cmd_experiment_classification(args) -> int:
     from synthseg_tf.experiments.classification import run_classification_experiment
@@ -315,7 +330,8 @@ def cmd_experiment_classification(args) -> int:
     opts = _experiment_options(args)
     gen = dict(opts.pop("generation", None) or {})
     if args.min_confidence is not None:
-        gen["min_confidence"] = None if args.min_confidence <= 0 else args.min_confidence
+        gen["min_confidence"] = args.min_confidence if isinstance(args.min_confidence, str) else \
+            (None if args.min_confidence <= 0 else args.min_confidence)
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
         **opts)
@@ -519,9 +535,10 @@ def register(sub, spec_help: str) -> None:
     k.add_argument("--split-seed", type=int, default=0)
     k.add_argument("--synthetic-ratio", type=_ratio, default=None,
                    help="mix synthetic images at this rate (default: append them all to the training split)")
-    k.add_argument("--min-confidence", type=float, default=None,
+    k.add_argument("--min-confidence", type=_min_confidence, default=None,
                    help="keep a generated image when the subset-trained classifier gives its class at least this "
-                        "probability (default 0.5; 0 disables)")
+                        "probability (default 0.5; 0 disables); 'calibrated[:CAP]': per class, at least the median "
+                        "probability it gives that class's real val images, at most CAP (default 0.9)")
     k.add_argument("--export-models", action="store_true")
     k.add_argument("--no-report", action="store_true")
     _common_training(k, "64", 32)

@@ -253,6 +253,23 @@ def test_classifier_confidence_filter_keeps_first_n_passing(conditional, world, 
         assert e["label"] == labels[e["index"]] and e["quality"] == pytest.approx(scores[e["index"]], abs=1e-5)
     assert manifest_source_ids(cfg.out) <= set(gc["train_source_ids"])
 
+    # per-class thresholds (the calibrated filter): each candidate meets its own class's threshold
+    top = max(set(labels.values()), key=lambda c: sum(1 for i in range(6) if labels[i] == c))
+    per_class = [1.0 if c == top else 0.0 for c in range(3)]  # nothing of `top` passes (p < 1), the rest all do
+    cfg2 = GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "pc"), n=4, samples_per_shard=6,
+                            batch_size=4, labels="rare", seed=3, quality_model=conditional["clf"],
+                            class_min_quality=per_class)
+    run_generation(cfg2, log=lambda m: None)
+    want = [i for i in range(24) if scores[i] >= per_class[labels[i]]][:4]
+    assert [e["index"] for e in _manifest(cfg2.out)] == want
+    assert any(labels[i] == top for i in range(want[-1])) and all(labels[i] != top for i in want)
+    with open(os.path.join(cfg2.out, "generation.json")) as f:
+        assert json.load(f)["identity"]["class_min_quality"] == per_class
+    with pytest.raises(ValueError, match="need 3 values in"):
+        run_generation(GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "d"), n=1,
+                                        quality_model=conditional["clf"], class_min_quality=[0.5, 0.5]),
+                       log=lambda m: None)
+
     with pytest.raises(ValueError, match="--pixel-filter needs a label-map generator"):
         run_generation(GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "d"), n=1,
                                         quality_model=conditional["clf"], pixel_filter=1.2), log=lambda m: None)

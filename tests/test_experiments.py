@@ -211,13 +211,19 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         image_size=32,
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
         gan={"steps": 2, "batch_size": 4, "base_filters": 8},
-        generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": 0.0}, **SMALL)
+        generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6"}, **SMALL)
     results = _load(out, "results.json")
     assert len(results["runs"]) == 8 and summary["primary_metric"] == "macro_f1"
     cell = os.path.join(out, "subsets", "frac1-subset0")
     fit = set(_load(cell, "subset.json")["fit"])
     assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
     assert _manifest_ids(os.path.join(cell, "synthetic")) <= fit
+    # the calibrated filter: per-class thresholds from the quality classifier on the val split only
+    thr = _load(cell, "quality", "thresholds.json")
+    val_ids = set(_load(out, "runs", "frac1-seed0-real", "splits.json")["val"])
+    assert sum(thr["count"]) == len(val_ids) and thr["thresholds"] == [1e-6] * 3 and thr["cap"] == 1e-6
+    gen_id = _load(cell, "synthetic", "generation.json")["identity"]
+    assert gen_id["class_min_quality"] == thr["thresholds"] and gen_id["quality_model"].startswith(cell)
     for r in results["runs"]:
         assert set(r["metrics"]) == {"accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"} and r["test_samples"] == 6
         cfg = _load(out, r["run"], "config.json")

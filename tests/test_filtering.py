@@ -169,3 +169,34 @@ def test_hardness_weights_mix_with_uniform():
     assert np.allclose(hardness_weights([2.0, 1.0], uniform_mix=1.0), [0.5, 0.5])
     with pytest.raises(ValueError):
         hardness_weights([1.0, -1.0])
+
+
+def test_calibrated_confidence_thresholds_follow_the_real_images_of_each_class():
+    from synthseg_tf.experiments.classification import calibrated_cap
+    from synthseg_tf.generation.filtering import calibrated_confidence_thresholds
+
+    # 4 classes; class 0's real images get 0.95/0.97/0.99 (median above the cap), class 1's 0.2/0.3
+    # (a class the classifier confuses), class 2's 0.01 (below chance), class 3 has no real image
+    rows, labels = [], []
+    for c, own in ((0, (0.95, 0.97, 0.99)), (1, (0.2, 0.3)), (2, (0.01,))):
+        for p in own:
+            r = np.full(4, (1.0 - p) / 3)
+            r[c] = p
+            rows.append(r)
+            labels.append(c)
+    rec = calibrated_confidence_thresholds(np.array(rows), labels, 4, cap=0.9)
+    assert rec["thresholds"] == pytest.approx([0.9, 0.25, 0.25, 0.9])  # capped, median, floor 1/4, no images
+    assert rec["median"][:3] == pytest.approx([0.97, 0.25, 0.01]) and rec["median"][3] is None
+    assert rec["count"] == [3, 2, 1, 0] and "median" in rec["rule"]
+    assert calibrated_confidence_thresholds(np.array(rows), labels, 4, cap=0.1)["thresholds"] == \
+        pytest.approx([0.1, 0.1, 0.1, 0.1])  # the floor never exceeds the cap
+    with pytest.raises(ValueError, match=r"probabilities must be \[N, 4\]"):
+        calibrated_confidence_thresholds(np.array(rows)[:, :3], labels, 4)
+    with pytest.raises(ValueError, match="cap must be in"):
+        calibrated_confidence_thresholds(np.array(rows), labels, 4, cap=0.0)
+    # the experiment's spelling
+    assert calibrated_cap(0.5) is None and calibrated_cap("calibrated") == 0.9
+    assert calibrated_cap("Calibrated:0.8") == 0.8
+    for bad in ("calibrated:2", "calibrated:x", "strict", "0.5"):
+        with pytest.raises(ValueError):
+            calibrated_cap(bad)

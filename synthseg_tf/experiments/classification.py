@@ -12,7 +12,8 @@ subset of the train split (seeded by the subset seed) is the only labelled data 
 ``real+synthetic``  + images of a class-conditional GAN trained on the subset only (edge
                     maps of the subset's images, classes drawn towards the rare ones,
                     kept when a classifier trained on the subset gives the intended class
-                    at least ``min_confidence``)
+                    at least ``min_confidence``; ``"calibrated[:CAP]"``: at least the median
+                    probability it gives the class's real val images, at most CAP)
 ``synthetic``       the GAN's images only
 ``real+pretrain``   the ``synthetic`` run's weights (pretraining), then the subset alone with
                     the ``real`` recipe (fine-tuning); both stages select on val
@@ -62,6 +63,33 @@ RARE_BELOW = 25
 GAN_DEFAULTS = dict(steps=1500, batch_size=16, base_filters=32, seed=0, conditioning="edges", upsample="resize",
                     diffaugment="color,translation,cutout", ema_decay=0.999, label_conditioning="film")
 GENERATION_DEFAULTS = dict(n_per_image=1, labels="rare", min_confidence=0.5, samples_per_shard=200, batch_size=32)
+
+
+CALIBRATED = "calibrated"
+DEFAULT_CAP = 0.9
+
+
+def calibrated_cap(min_confidence) -> Optional[float]:
+    """The cap of a ``calibrated[:CAP]`` filter (per-class thresholds from the val images, at most
+    ``CAP``, default 0.9), or ``None`` for a fixed threshold (a number). Anything else: ValueError."""
+    if isinstance(min_confidence, str):
+        text = min_confidence.strip().lower()
+        if text == CALIBRATED:
+            return DEFAULT_CAP
+        if text.startswith(CALIBRATED + ":"):
+            try:
+                cap = float(text.split(":", 1)[1])
+            except ValueError:
+                cap = -1.0
+            if 0.0 < cap <= 1.0:
+                return cap
+        try:
+            float(text)
+        except ValueError:
+            raise ValueError(f"min_confidence must be a probability, '{CALIBRATED}' or '{CALIBRATED}:CAP' (CAP in "
+                             f"(0, 1]), got {min_confidence!r}") from None
+        raise ValueError(f"give min_confidence as a number, not the string {min_confidence!r}")
+    return None
 
 
 def _cls_record_factory(rare: Sequence[str]):
@@ -176,11 +204,43 @@ class _Cell:
             conf = opts.pop("min_confidence")
             if conf is not None:
                 opts["quality_model"] = self.quality_model()
-                opts["min_quality"] = float(conf)
+                cap = calibrated_cap(conf)
+                if cap is None:
+                    opts["min_quality"] = float(conf)
+                else:
+                    opts["class_min_quality"] = self.confidence_thresholds(cap)["thresholds"]
             e["log"](f"generating {n} class-conditional images ({opts.get('labels')} classes) -> {out}")
             run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
                                             **opts), log=e["log"])
         return P.checked(out, "synthetic set", self.fit_ids)
+
+    def confidence_thresholds(self, cap: float) -> Dict:
+        """Per-class thresholds of the ``calibrated`` filter (``quality/thresholds.json``): the
+        median probability the filter classifier gives each class's real **val** (selection)
+        images, clipped to ``[1/C, cap]`` (:func:`~synthseg_tf.generation.filtering.calibrated_confidence_thresholds`)."""
+        import numpy as np
+
+        from synthseg_tf.generation.filtering import calibrated_confidence_thresholds
+        from synthseg_tf.models.classifier import load_classifier
+        from synthseg_tf.training.segmentation import write_json
+
+        model = self.quality_model()
+        path = os.path.join(os.path.dirname(model), "thresholds.json")
+        if os.path.isfile(path):
+            rec = read_json(path)
+            if rec.get("cap") == float(cap) and rec.get("quality_model") == model:
+                return rec
+        val = self.exp["val"]
+        clf = load_classifier(model)
+        probs = np.concatenate([clf.predict_proba(val.read_image(smp)[0].astype(np.float32) / 255.0)
+                                for smp in val.samples]) if len(val) else np.zeros((0, val.num_classes))
+        rec = calibrated_confidence_thresholds(probs, [smp.label for smp in val.samples], val.num_classes, cap)
+        rec.update(quality_model=model, selection=f"the val split ({len(val)} images)",
+                   classes=list(val.classes.names))
+        write_json(path, rec)
+        self.exp["log"](f"calibrated confidence filter: per-class thresholds {min(rec['thresholds']):.2f}.."
+                        f"{max(rec['thresholds']):.2f} from the {len(val)} val images -> {path}")
+        return rec
 
     def pretrained(self, seed: int, synthetic_run: str) -> Tuple[str, Dict]:
         """The weights of a classifier trained on the synthetic images alone (the ``synthetic``
@@ -252,6 +312,7 @@ def run_classification_experiment(
     settings = normalize_settings(settings, CLASSIFICATION_SETTINGS)
     if synthetic is not None and generator is not None:
         raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
+    calibrated_cap(dict(GENERATION_DEFAULTS, **(generation or {})).get("min_confidence"))  # fails early
     ds = load(data)
     if ds.task != "classification":
         raise ValueError(f"{ds.spec} is a {ds.task} dataset; class folders (classfolders:DIR) are needed")

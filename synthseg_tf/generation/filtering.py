@@ -12,6 +12,10 @@ generators, or a classifier export (``synthseg classifier train``) for class-con
   rendered wrong, so its label becomes void (255) and no model learns from it.
 - :func:`hardness_weights`: FreeMask's hardness-aware re-sampling: draw base maps in proportion
   to how hard their content is for the segmenter (mixed with uniform).
+- :func:`calibrated_confidence_thresholds`: per-class thresholds for a classifier filter, from
+  the confidence it gives *real* held-out images of each class. A fixed threshold keeps
+  synthetic images only of the classes the classifier already knows well; a class it confuses
+  (real images at 0.2) gets no synthetic images at 0.9, though it is the class that needs them.
 """
 from __future__ import annotations
 
@@ -285,3 +289,42 @@ def hardness_weights(hardness: Sequence[Optional[float]], uniform_mix: float = H
     if h.sum() <= 0:
         return uniform
     return (1.0 - u) * h / h.sum() + u * uniform
+
+
+# --------------------------------------------------------------------------- classifier filter
+def calibrated_confidence_thresholds(probabilities: np.ndarray, labels: Sequence[int], num_classes: int,
+                                     cap: float = 0.9, floor: Optional[float] = None) -> Dict:
+    """Per-class confidence thresholds calibrated on real held-out images (the selection split).
+
+    ``probabilities`` ``[N, C]``: the filter classifier's softmax on ``N`` real images of the
+    selection split, ``labels`` their classes. Class ``c``'s threshold is the median probability
+    the classifier gives its own class on the real images of ``c``, clipped to ``[floor, cap]``
+    (``floor`` default ``1 / C``, chance; never above ``cap``): a synthetic image of ``c`` is kept when the classifier
+    finds it at least as typical of ``c`` as a typical real image is, and never needs more than
+    ``cap``. A class without real images gets ``cap``.
+
+    Returns ``{"thresholds": [C floats], "median": [C floats or None], "count": [C ints],
+    "cap": cap, "floor": floor, "rule": text}``.
+    """
+    p = np.asarray(probabilities, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64).reshape(-1)
+    if p.ndim != 2 or p.shape[0] != len(y) or p.shape[1] != int(num_classes):
+        raise ValueError(f"probabilities must be [N, {num_classes}] for N = {len(y)} labels, got {p.shape}")
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"labels must be class ids 0..{num_classes - 1}")
+    if not 0.0 < cap <= 1.0:
+        raise ValueError(f"the cap must be in (0, 1], got {cap}")
+    floor = min(1.0 / num_classes if floor is None else float(floor), float(cap))
+    if floor < 0.0:
+        raise ValueError(f"the floor must be >= 0, got {floor}")
+    own = p[np.arange(len(y)), y] if len(y) else np.zeros(0)
+    thresholds, medians, counts = [], [], []
+    for c in range(int(num_classes)):
+        v = own[y == c]
+        counts.append(int(len(v)))
+        med = float(np.median(v)) if len(v) else None
+        medians.append(med)
+        thresholds.append(float(cap) if med is None else float(min(cap, max(floor, med))))
+    return {"thresholds": thresholds, "median": medians, "count": counts, "cap": float(cap), "floor": floor,
+            "rule": f"threshold of class c = median, over the real selection images of c, of the classifier's "
+                    f"probability of c, clipped to [{floor:.3f}, {cap:g}] ({cap:g} for a class without images)"}

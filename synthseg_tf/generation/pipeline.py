@@ -100,6 +100,11 @@ class GenerationConfig:
     :func:`~synthseg_tf.generation.filtering.hardness_weights`), the hardness of a map being
     the pixel-weighted mean of those class losses over its pixels.
 
+    ``class_min_quality`` (class-conditional generators with a classifier ``quality_model``): one
+    threshold per class id, used instead of ``min_quality`` for the candidates of that class (a
+    filter calibrated per class, e.g. the confidence the classifier gives real held-out images of
+    the class; see :func:`~synthseg_tf.generation.filtering.calibrated_confidence_thresholds`).
+
     ``labels`` (class-conditional generators): ``balanced`` (``i mod C``), ``random``
     (uniform), ``rare`` (probability proportional to ``1 / count`` of the class among the
     generator's training samples) or one class id; deterministic per candidate index.
@@ -131,12 +136,15 @@ class GenerationConfig:
     pixel_filter: Optional[float] = None  # FreeMask pixel filter margin (e.g. 1.25); needs a segmenter
     hardness: bool = False  # hardness-aware base-map sampling; needs a segmenter
     allow_weak_quality_model: bool = False  # only warn when the segmenter is no better than the majority class
+    class_min_quality: Optional[List[float]] = None  # per-class thresholds (class-conditional + classifier)
 
     # Settings that change the output; the others (runner, workers, ...) may differ on resume.
     def identity(self, fingerprint: str, map_sources: Optional[Dict] = None) -> Dict:
         keep = ("n", "masks", "seed", "class_balance", "min_quality", "labels", "samples_per_shard",
                 "pixel_filter", "hardness", "inference_batch")
         d = {k: getattr(self, k) for k in keep}
+        if self.class_min_quality is not None:  # (absent otherwise: older outputs keep their identity)
+            d["class_min_quality"] = [float(v) for v in self.class_min_quality]
         d["generator_fingerprint"] = fingerprint
         d["quality_model"] = os.path.abspath(self.quality_model) if self.quality_model else None
         d["map_sources"] = map_sources
@@ -422,7 +430,9 @@ class ShardMaker:
         outs = []
         for b, j in zip(batch, positions):
             s = scores[j]
-            kept = s is None or cfg.min_quality is None or s >= cfg.min_quality
+            threshold = cfg.min_quality if cfg.class_min_quality is None or b["label"] is None \
+                else cfg.class_min_quality[int(b["label"])]
+            kept = s is None or threshold is None or s >= threshold
             prov = b["prov"] if voided is None else dict(b["prov"], voided_fraction=voided[j])
             out = {"index": b["index"], "label": b["label"], "prov": prov,
                    "quality": None if s is None else float(s), "kept": bool(kept)}
@@ -891,6 +901,17 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
         raise ValueError(f"--labels must be one of {', '.join(LABEL_MODES)} or a class id, got {cfg.labels!r}")
     if str(cfg.labels).isdigit() and renderer.conditional and int(cfg.labels) >= int(renderer.num_labels or 0):
         raise ValueError(f"--labels {cfg.labels}: the generator knows class ids 0..{int(renderer.num_labels) - 1}")
+    if cfg.class_min_quality is not None:
+        t = np.asarray(cfg.class_min_quality, dtype=np.float64)
+        if not renderer.conditional:
+            raise ValueError("per-class quality thresholds need a class-conditional generator; "
+                             f"{cfg.generator} renders label maps")
+        if t.ndim != 1 or len(t) != int(renderer.num_labels) or not np.all(np.isfinite(t)) \
+                or t.min() < 0.0 or t.max() > 1.0:
+            raise ValueError(f"per-class quality thresholds: need {int(renderer.num_labels)} values in [0, 1] (one "
+                             f"per class of the generator), got {list(cfg.class_min_quality)[:10]}")
+        if not cfg.quality_model:
+            raise ValueError("per-class quality thresholds need --quality-model (a classifier export)")
     if cfg.min_quality is not None and not cfg.quality_model:
         raise ValueError("--min-quality needs --quality-model (a segmenter SavedModel: the model/ folder of "
                          "`synthseg unet train`; or a classifier export for a class-conditional generator)")
@@ -998,13 +1019,20 @@ def run_generation(cfg: GenerationConfig, log=print, pipeline_factory: Optional[
             raise err from e
 
 
+def _filter_desc(cfg: GenerationConfig) -> str:
+    if cfg.class_min_quality is not None:
+        t = cfg.class_min_quality
+        return f"the per-class thresholds ({min(t):.2f}..{max(t):.2f})"
+    return f"--min-quality {cfg.min_quality}"
+
+
 def _pilot_rate(cfg: GenerationConfig, gen_config: Dict, num_classes: int, plan: Dict, log: Callable) -> float:
     """The quality filter's pass rate on the first candidates (at most two inference batches of
     shard 0), made in the driver to size the one pipeline; the shard is made again by a worker."""
     maker = ShardMaker(cfg, gen_config, num_classes, plan).load()
     samples = maker.batches(list(range(min(cfg.samples_per_shard, 2 * cfg.inference_batch))))
     rate = sum(s["kept"] for s in samples) / len(samples)
-    log(f"quality filter: {rate:.0%} of the first {len(samples)} candidates pass --min-quality {cfg.min_quality}")
+    log(f"quality filter: {rate:.0%} of the first {len(samples)} candidates pass {_filter_desc(cfg)}")
     return rate
 
 
@@ -1044,7 +1072,7 @@ def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, 
 
     per = cfg.samples_per_shard
     max_candidates = int(math.ceil(cfg.n * cfg.max_candidates_factor))
-    filtered = cfg.quality_model is not None and cfg.min_quality is not None
+    filtered = cfg.quality_model is not None and (cfg.min_quality is not None or cfg.class_min_quality is not None)
     t0 = time.time()
     pilot = None
     pipelines = 0
@@ -1059,7 +1087,7 @@ def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, 
             break
         if candidates >= max_candidates:
             raise RuntimeError(
-                f"only {kept} of {candidates} candidates passed --min-quality {cfg.min_quality}; stopped at "
+                f"only {kept} of {candidates} candidates passed {_filter_desc(cfg)}; stopped at "
                 f"{max_candidates} candidates. Lower --min-quality or train the generator longer "
                 f"(the finished shards in {cfg.out} are kept; a rerun resumes)")
         if candidates:
