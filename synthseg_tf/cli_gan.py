@@ -125,6 +125,24 @@ def cmd_gan_evaluate(args) -> int:
 
 
 # --------------------------------------------------------------------------- generate
+def _class_thresholds(path):
+    """``--class-min-quality FILE``: a JSON list of per-class thresholds, or an object with a
+    ``thresholds`` list (the ``thresholds.json`` of ``synthseg experiment classification
+    --min-confidence calibrated``)."""
+    if path is None:
+        return None
+    from synthseg_tf import storage
+
+    try:
+        data = json.loads(storage.read_text(path))
+    except (OSError, ValueError) as e:
+        raise CliError(f"{path}: cannot read per-class thresholds ({e})") from None
+    values = data.get("thresholds") if isinstance(data, dict) else data
+    if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+        raise CliError(f"{path}: expected a JSON list of numbers or an object with a 'thresholds' list")
+    return [float(v) for v in values]
+
+
 def cmd_generate(args) -> int:
     from synthseg_tf.generation.pipeline import GenerationConfig, run_generation
 
@@ -135,7 +153,8 @@ def cmd_generate(args) -> int:
                            inference_batch=args.inference_batch,
                            write_png=not args.no_png, runner=args.runner, workers=args.workers,
                            beam_args=args.beam_args, pixel_filter=args.pixel_filter, hardness=args.hardness,
-                           allow_weak_quality_model=args.allow_weak_quality_model)
+                           allow_weak_quality_model=args.allow_weak_quality_model,
+                           class_min_quality=_class_thresholds(args.class_min_quality))
     from synthseg_tf.errors import is_expected
 
     try:
@@ -232,6 +251,10 @@ def register(sub, spec_help: str) -> None:
     gen.add_argument("--quality-model", default=None,
                      help="segmenter SavedModel (the model/ folder of `synthseg unet train`); for a class-conditional "
                           "generator a classifier export")
+    gen.add_argument("--class-min-quality", default=None, metavar="FILE",
+                     help="class-conditional generator + classifier: per-class thresholds instead of --min-quality "
+                          "(a JSON list, one per class, or a thresholds.json written by `synthseg experiment "
+                          "classification --min-confidence calibrated`)")
     gen.add_argument("--allow-weak-quality-model", action="store_true",
                      help="only warn (instead of refusing) when the segmenter is not clearly better than always "
                           "predicting the majority class on its run's selection split")

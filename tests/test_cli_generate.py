@@ -265,6 +265,16 @@ def test_classifier_confidence_filter_keeps_first_n_passing(conditional, world, 
     assert any(labels[i] == top for i in range(want[-1])) and all(labels[i] != top for i in want)
     with open(os.path.join(cfg2.out, "generation.json")) as f:
         assert json.load(f)["identity"]["class_min_quality"] == per_class
+    # the same from the command line, with a thresholds.json as the experiment writes it
+    (tmp_path / "thr.json").write_text(json.dumps({"thresholds": per_class, "cap": 0.9}))
+    assert main(["generate", "--generator", conditional["gen"], "--out", str(tmp_path / "pc_cli"), "--n", "4",
+                 "--samples-per-shard", "6", "--batch-size", "4", "--labels", "rare", "--seed", "3",
+                 "--quality-model", conditional["clf"], "--class-min-quality", str(tmp_path / "thr.json")]) == 0
+    assert [e["index"] for e in _manifest(str(tmp_path / "pc_cli"))] == want
+    (tmp_path / "bad.json").write_text(json.dumps({"thresholds": "high"}))
+    assert main(["generate", "--generator", conditional["gen"], "--out", str(tmp_path / "pc_bad"), "--n", "1",
+                 "--quality-model", conditional["clf"], "--class-min-quality", str(tmp_path / "bad.json")]) != 0
+    assert not os.path.exists(tmp_path / "pc_bad")
     with pytest.raises(ValueError, match="need 3 values in"):
         run_generation(GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "d"), n=1,
                                         quality_model=conditional["clf"], class_min_quality=[0.5, 0.5]),
