@@ -24,7 +24,15 @@ bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 # 5. The same generator (its provenance is checked against the subset), a stricter confidence
 #    filter (>= 0.9 instead of 0.5): the ablation the README reports beside step 4.
 .venv/bin/synthseg experiment classification --data demo-classes --seeds 3 --subset-seed 0 \
-  --settings real,real+synthetic,real+pretrain --generator "$OUT/cls_protocol/subsets/frac1-subset0/gan" \
-  --min-confidence 0.9 --out "$OUT/cls_conf0.9"
+  --settings real,real+synthetic,real+pretrain,real+pretrain+mix \
+  --generator "$OUT/cls_protocol/subsets/frac1-subset0/gan" --min-confidence 0.9 --out "$OUT/cls_conf0.9"
+# 6. The same generator, the calibrated filter (per-class thresholds from the val images).
+.venv/bin/synthseg experiment classification --data demo-classes --seeds 3 --subset-seed 0 \
+  --settings real,real+synthetic --generator "$OUT/cls_protocol/subsets/frac1-subset0/gan" \
+  --min-confidence calibrated --out "$OUT/cls_calibrated"
+# 7. Replication of step 6 on a fresh draw of demo-classes (new images; its own GAN and filter).
+.venv/bin/synthseg experiment classification --data "demo-classes?seed=1" --seeds 3 --subset-seed 0 \
+  --settings real,real+synthetic --min-confidence calibrated --out "$OUT/cls_calibrated_data1"
 echo "reports: $OUT/camvid_protocol_f0.25/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
-  "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html"
+  "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html" \
+  "$OUT/cls_calibrated/report/report.html $OUT/cls_calibrated_data1/report/report.html"
