@@ -85,14 +85,12 @@ def main():
             labels = np.zeros(a.batch_size, np.int32) if r.conditional else None
             # the reference: the same weights called as saved (each decoder upsampling and its conv
             # as two ops), the path Renderer took before it rendered through the fused twin
-            plain = tf.function(lambda m, l=None: r._model([m, l] if l is not None else m, training=False))
-            if r.kind == "export":
-                plain = None
-            for name, fn in (("raw_batched", lambda: r.render(maps, labels)),
-                             ("raw_batched_unfused", None if plain is None else
-                              lambda: plain(tf.constant(maps), None if labels is None else tf.constant(labels)).numpy())):
-                if fn is None:
-                    continue
+            paths = [("raw_batched", lambda: r.render(maps, labels))]
+            if r.kind == "run":  # an export carries only its own (fused) serving graph
+                plain = tf.function(lambda m, l=None: r._model([m, l] if l is not None else m, training=False))
+                paths.append(("raw_batched_unfused", lambda: plain(
+                    tf.constant(maps), None if labels is None else tf.constant(labels)).numpy()))
+            for name, fn in paths:
                 fn()
                 t = time.perf_counter()
                 done = 0

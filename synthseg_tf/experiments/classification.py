@@ -38,6 +38,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 from synthseg_tf.experiments import protocol as P
 from synthseg_tf.experiments.common import (
     NOT_IDENTITY,
+    PRETRAINED_SETTINGS,
+    RECIPES,
+    keeps_pretraining_weights,
     check_experiment,
     gan_finished,
     generation_complete,
@@ -57,7 +60,6 @@ from synthseg_tf.experiments.common import (
 
 CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain", "real+pretrain+mix")
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
-PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix")  # start from a classifier trained on the synthetic set
 METRICS = ["accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"]
 RARE_BELOW = 25
 GAN_DEFAULTS = dict(steps=1500, batch_size=16, base_filters=32, seed=0, conditioning="edges", upsample="resize",
@@ -379,7 +381,7 @@ def run_classification_experiment(
             train_classifier(
                 c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, synthetic=syn,
                 synthetic_ratio=ratio, seed=s, patience=patience, export=export_models, overwrite=True,
-                verbose=verbose, save_weights=setting == "synthetic" and bool(set(PRETRAINED_SETTINGS) & set(state["settings"])),
+                verbose=verbose, save_weights=keeps_pretraining_weights(setting, state["settings"]),
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
                 **options_for(setting))
@@ -406,7 +408,6 @@ def run_classification_experiment(
                     summary_of, ds.classes.names, log)
 
 
-RECIPES = ("real+synthetic", "real+pretrain", "real+pretrain+mix")
 SELECTED_RULE = selected_rule("macro F1 on the val (selection) split", RECIPES)
 
 

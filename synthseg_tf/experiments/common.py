@@ -107,9 +107,18 @@ def record_head(run_dir: str, out_dir: str, fraction: float, seed: int, setting:
 
 
 SELECTED = "selected-recipe"
+# The ways of using the synthetic set that selected-recipe chooses among (both experiments).
+RECIPES = ("real+synthetic", "real+pretrain", "real+pretrain+mix")
+# Settings that start from a model trained on the synthetic set alone (pretraining_run).
+PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix")
 
 
-def selected_rule(selection: str, recipes: Sequence[str] = ("real+synthetic", "real+pretrain")) -> str:
+def keeps_pretraining_weights(setting: str, settings: Sequence[str]) -> bool:
+    """Whether the ``synthetic`` run saves its weights: a pretrained setting of the grid reuses them."""
+    return setting == "synthetic" and bool(set(PRETRAINED_SETTINGS) & set(settings))
+
+
+def selected_rule(selection: str, recipes: Sequence[str] = RECIPES) -> str:
     return (f"{SELECTED}: per fraction and seed, whichever of {' / '.join(recipes)} (the ways of using the "
             f"synthetic set; those that ran, at least two) has the higher {selection}; its evaluation figures are "
             "reported. Only the selection split chooses, so the row is what a user following the tool's "

@@ -66,6 +66,9 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
     DELTA_NOTE,
     EXPERIMENT_FILE,
     NOT_IDENTITY,
+    PRETRAINED_SETTINGS,
+    RECIPES,
+    keeps_pretraining_weights,
     RESULTS_FILE,
     SELECTED,
     STD_NOTE,
@@ -94,7 +97,6 @@ SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthet
                          "real+pretrain+mix")
 DEFAULT_SETTINGS = SEGMENTATION_SETTINGS[:5]
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
-PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix")  # start from a U-Net trained on the synthetic set
 STRONG = "strong"
 
 # Defaults of the per-cell artifacts (each can be overridden through the matching dict argument).
@@ -415,7 +417,7 @@ def run_segmentation_experiment(
                 c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
                 synthetic=syn, synthetic_ratio=1.0 if setting == "synthetic" else synthetic_ratio, seed=s,
                 patience=patience, evaluate=eval_ds, export=export_models, overwrite=True, verbose=verbose,
-                save_weights=setting == "synthetic" and bool(set(PRETRAINED_SETTINGS) & set(state["settings"])),
+                save_weights=keeps_pretraining_weights(setting, state["settings"]),
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
                 **exp.options_for(setting))
@@ -431,7 +433,6 @@ def run_segmentation_experiment(
                     summary_of, ds.classes.names, log)
 
 
-RECIPES = ("real+synthetic", "real+pretrain", "real+pretrain+mix")
 SELECTED_RULE = selected_rule("mean IoU on the selection images", RECIPES)
 
 
