@@ -537,7 +537,7 @@ def register(sub, spec_help: str) -> None:
                    help="mix synthetic images at this rate (default: append them all to the training split)")
     k.add_argument("--min-confidence", type=_min_confidence, default=None,
                    help="keep a generated image when the subset-trained classifier gives its class at least this "
-                        "probability (default 0.5; 0 disables); 'calibrated[:CAP]': per class, at least the median "
+                        "probability (0 disables); 'calibrated[:CAP]' (the default): per class, at least the median "
                         "probability it gives that class's real val images, at most CAP (default 0.9)")
     k.add_argument("--export-models", action="store_true")
     k.add_argument("--no-report", action="store_true")

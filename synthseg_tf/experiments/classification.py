@@ -12,8 +12,8 @@ subset of the train split (seeded by the subset seed) is the only labelled data 
 ``real+synthetic``  + images of a class-conditional GAN trained on the subset only (edge
                     maps of the subset's images, classes drawn towards the rare ones,
                     kept when a classifier trained on the subset gives the intended class
-                    at least ``min_confidence``; ``"calibrated[:CAP]"``: at least the median
-                    probability it gives the class's real val images, at most CAP)
+                    at least ``min_confidence``; ``"calibrated[:CAP]"``, the default: at least
+                    the median probability it gives the class's real val images, at most CAP)
 ``synthetic``       the GAN's images only
 ``real+pretrain``   the ``synthetic`` run's weights (pretraining), then the subset alone with
                     the ``real`` recipe (fine-tuning); both stages select on val
@@ -64,7 +64,7 @@ METRICS = ["accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"]
 RARE_BELOW = 25
 GAN_DEFAULTS = dict(steps=1500, batch_size=16, base_filters=32, seed=0, conditioning="edges", upsample="resize",
                     diffaugment="color,translation,cutout", ema_decay=0.999, label_conditioning="film")
-GENERATION_DEFAULTS = dict(n_per_image=1, labels="rare", min_confidence=0.5, samples_per_shard=200, batch_size=32)
+GENERATION_DEFAULTS = dict(n_per_image=1, labels="rare", min_confidence="calibrated", samples_per_shard=200, batch_size=32)
 
 
 CALIBRATED = "calibrated"
