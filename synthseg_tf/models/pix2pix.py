@@ -569,12 +569,15 @@ def feature_matching_per_example(real_feats: List[tf.Tensor], fake_feats: List[t
 
 
 def default_optimizers(learning_rate: float = 2e-4, beta_1: float = 0.5):
-    """pix2pix's optimisers ``(g_optimizer, d_optimizer)``: Adam(2e-4, beta_1=0.5) each.
+    """pix2pix's optimisers ``(g_optimizer, d_optimizer)``: Adam(2e-4, beta_1=0.5) each, as
+    :class:`~synthseg_tf.models.optimizers.FusedAdam` (Keras Adam's update in one fused kernel).
 
     Create them inside ``strategy.scope()`` when training distributed.
     """
-    return (tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="g_adam"),
-            tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="d_adam"))
+    from synthseg_tf.models.optimizers import FusedAdam
+
+    return (FusedAdam(learning_rate, beta_1=beta_1, name="g_adam"),
+            FusedAdam(learning_rate, beta_1=beta_1, name="d_adam"))
 
 
 # --------------------------------------------------------------------------- fast training forward pass

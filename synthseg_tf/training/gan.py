@@ -49,7 +49,7 @@ import tensorflow as tf
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
 from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
 from synthseg_tf.models.pix2pix import (DEFAULT_DIFFAUGMENT, LABEL_CONDITIONINGS, UPSAMPLES, Pix2Pix, build_pix2pix,
-                                        generator_depth, parse_diffaugment)
+                                        default_optimizers, generator_depth, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -297,8 +297,7 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
                               spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout,
                               upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                               ema_decay=ema_decay)
-        g_opt = tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="g_adam")
-        d_opt = tf.keras.optimizers.Adam(learning_rate, beta_1=beta_1, name="d_adam")
+        g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
                       feature_matching_weight=feature_matching_weight)
         model.build_optimizers()  # slots exist before a restore, so nothing is restored lazily
