@@ -85,20 +85,6 @@ def read_op_times(logdir: str):
     return totals
 
 
-def matmul_gflops(n: int = 2048, reps: int = 5) -> float:
-    import tensorflow as tf
-
-    a = tf.random.normal((n, n))
-    b = tf.random.normal((n, n))
-    tf.matmul(a, b).numpy()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
-        tf.matmul(a, b).numpy()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
-
-
 def conv_flops(generator, discriminator, batch: int):
     """Forward conv FLOPs of one step (G once, D twice); each gradient kind costs the same again."""
     from reference_pix2pix import forward_macs
@@ -121,13 +107,10 @@ def main():
 
     import tensorflow as tf
 
-    from reference_pix2pix import make_reference_step, synthetic_batch
-    from synthseg_tf.models.pix2pix import build_pix2pix
+    from reference_pix2pix import make_reference_step, standard_model
+    from run_all import matmul_gflops
 
-    tf.keras.utils.set_random_seed(0)
-    model = build_pix2pix(a.classes, (a.size, a.size), base_filters=a.base_filters, norm="batch")
-    model.compile(gan_loss="bce", l1_weight=100.0)
-    ds = tf.data.Dataset.from_tensors(synthetic_batch(a.batch, a.size, a.classes)).repeat()
+    model, ds = standard_model(a.size, a.batch, a.classes, a.base_filters)
     runners = {}
     for which in (w.strip() for w in a.which.split(",") if w.strip()):
         if which == "ours":
@@ -138,7 +121,7 @@ def main():
             runners["reference"] = (lambda fn=fn, it=it: fn(next(it)))
         else:
             raise SystemExit(f"--which: ours or reference, got {which!r}")
-    peak = matmul_gflops()
+    peak, _ = matmul_gflops(2048, 5)
     fwd = conv_flops(model.generator, model.discriminator, a.batch)
     # ours runs the decoder's resize-convolutions as transposed convolutions: fewer FLOPs there
     gen = model._train_generator if getattr(model, "_train_generator", None) is not None else model.generator

@@ -310,10 +310,8 @@ def run_job(job: Job) -> Tuple[Dict[str, dict], Optional[str], float]:
 
 
 # --------------------------------------------------------------------------- matmul task
-def matmul_task(n: int, reps: int) -> None:
-    """Best-of-``reps`` GFLOP/s of a float32 ``n x n`` matmul (one line ``matmul_gflops``)."""
-    from common import report
-
+def matmul_gflops(n: int, reps: int) -> Tuple[float, float]:
+    """``(GFLOP/s, best seconds)`` of a float32 ``n x n`` matmul, best of ``reps``."""
     import tensorflow as tf
 
     a = tf.random.normal((n, n), seed=1)
@@ -325,7 +323,15 @@ def matmul_task(n: int, reps: int) -> None:
         t = time.perf_counter()
         f().numpy()
         best = min(best, time.perf_counter() - t)
-    report("matmul_gflops", 2.0 * n ** 3 / best / 1e9, "GFLOP/s", n=n, reps=reps, best_s=round(best, 4),
+    return 2.0 * n ** 3 / best / 1e9, best
+
+
+def matmul_task(n: int, reps: int) -> None:
+    """Best-of-``reps`` GFLOP/s of a float32 ``n x n`` matmul (one line ``matmul_gflops``)."""
+    from common import report
+
+    gflops, best = matmul_gflops(n, reps)
+    report("matmul_gflops", gflops, "GFLOP/s", n=n, reps=reps, best_s=round(best, 4),
            note=f"TF float32 matmul {n}x{n}, best of {reps}")
 
 

@@ -35,7 +35,7 @@ class FusedAdam(tf.keras.optimizers.Adam):
         index = self._index_dict[self._var_key(variable)]
         m, v = self._momentums[index], self._velocities[index]
         # the kernel: alpha = lr sqrt(1 - b2^t) / (1 - b1^t); m += (g - m)(1 - b1);
-        # v += (g^2 - v)(1 - b2); var -= alpha m / (sqrt(v) + eps)  (Keras' dense branch, op for op)
+        # v += (g^2 - v)(1 - b2); var -= alpha m / (sqrt(v) + eps)  (Keras' dense branch; 1 - b in float32)
         return tf.raw_ops.ResourceApplyAdam(
             var=variable.handle, m=m.handle, v=v.handle,
             beta1_power=tf.pow(beta_1, local_step), beta2_power=tf.pow(beta_2, local_step),
