@@ -332,6 +332,8 @@ def cmd_experiment_classification(args) -> int:
     if args.min_confidence is not None:
         gen["min_confidence"] = args.min_confidence if isinstance(args.min_confidence, str) else \
             (None if args.min_confidence <= 0 else args.min_confidence)
+    if args.class_hardness:
+        gen["class_hardness"] = True
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
         **opts)
@@ -539,6 +541,10 @@ def register(sub, spec_help: str) -> None:
                    help="keep a generated image when the subset-trained classifier gives its class at least this "
                         "probability (0 disables); 'calibrated[:CAP]' (the default): per class, at least the median "
                         "probability it gives that class's real val images, at most CAP (default 0.9)")
+    k.add_argument("--class-hardness", action="store_true",
+                   help="draw the rare classes' candidates also in proportion to how hard each class is for the "
+                        "subset-trained classifier on the val images (1 - its median probability of the class, at "
+                        "least 0.05), so the synthetic budget goes to the classes the real data leaves weak")
     k.add_argument("--export-models", action="store_true")
     k.add_argument("--no-report", action="store_true")
     _common_training(k, "64", 32)

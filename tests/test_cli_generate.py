@@ -224,6 +224,32 @@ def test_rare_labels_follow_inverse_class_counts(conditional):
     assert [src.label_for(i) for i in range(20)] == labels[:20].tolist()  # deterministic per index
 
 
+def test_class_weights_scale_the_rare_draws(conditional, tmp_path):
+    from synthseg_tf.generation.pipeline import rare_label_weights, run_generation
+
+    assert np.allclose(rare_label_weights({0: 4, 1: 2, 2: 1}, 3, [1.0, 0.0, 0.5]), [1 / 3, 0.0, 2 / 3])
+    with pytest.raises(ValueError, match="3 finite numbers"):
+        rare_label_weights({0: 4, 1: 2, 2: 1}, 3, [1.0, -1.0, 1.0])
+    with pytest.raises(ValueError, match="weight 0"):
+        rare_label_weights({0: 4, 1: 2}, 3, [0.0, 0.0, 1.0])  # class 2 has no samples
+
+    cfg = GenerationConfig(generator=conditional["gen"], out="x", n=1, labels="rare", seed=3,
+                           class_weights=[2.0, 0.0, 1.0])
+    src = MapSource(cfg, _gen_config(conditional["gen"]), 1)
+    labels = np.array([src.label_for(i) for i in range(3000)])
+    want = np.array([2 / 4, 0.0, 1.0]) / 1.5
+    assert np.allclose(np.bincount(labels, minlength=3) / 3000, want, atol=0.03)
+
+    out = str(tmp_path / "w")
+    summary = run_generation(GenerationConfig(generator=conditional["gen"], out=out, n=12, samples_per_shard=6,
+                                              batch_size=4, labels="rare", seed=3, class_weights=[0.0, 1.0, 0.0]),
+                             log=lambda m: None)
+    assert summary["kept"] == 12 and {e["label"] for e in _manifest(out)} == {1}
+    with pytest.raises(ValueError, match="labels='rare'"):
+        run_generation(GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "b"), n=2,
+                                        labels="balanced", class_weights=[1.0, 1.0, 1.0]), log=lambda m: None)
+
+
 def test_classifier_confidence_filter_keeps_first_n_passing(conditional, world, tmp_path):
     from synthseg_tf.generation.pipeline import run_generation
     from synthseg_tf.generation.renderer import Renderer

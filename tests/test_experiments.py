@@ -178,6 +178,13 @@ def test_synthetic_or_generator_from_outside_the_subset_is_refused(seg_experimen
     assert summary["rows"][0]["setting"] == "real+synthetic"
 
 
+def test_class_hardness_factors():
+    from synthseg_tf.experiments.classification import class_hardness
+
+    assert class_hardness([0.2, 0.99, None, 0.5]) == pytest.approx([0.8, 0.05, (0.8 + 0.05 + 0.5) / 3, 0.5])
+    assert class_hardness([None, None]) == [1.0, 1.0]
+
+
 def test_summarize_numbers():
     from synthseg_tf.experiments.segmentation import summarize
 
@@ -211,7 +218,8 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         image_size=32,
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
         gan={"steps": 2, "batch_size": 4, "base_filters": 8},
-        generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6"}, **SMALL)
+        generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6",
+                    "class_hardness": True}, **SMALL)
     results = _load(out, "results.json")
     assert len(results["runs"]) == 8 and summary["primary_metric"] == "macro_f1"
     cell = os.path.join(out, "subsets", "frac1-subset0")
@@ -224,6 +232,10 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     assert sum(thr["count"]) == len(val_ids) and thr["thresholds"] == [1e-6] * 3 and thr["cap"] == 1e-6
     gen_id = _load(cell, "synthetic", "generation.json")["identity"]
     assert gen_id["class_min_quality"] == thr["thresholds"] and gen_id["quality_model"].startswith(cell)
+    # --class-hardness: the rare draws scaled by 1 - the val median of each class (val only, like the thresholds)
+    from synthseg_tf.experiments.classification import class_hardness
+
+    assert gen_id["class_weights"] == pytest.approx(class_hardness(thr["median"]))
     for r in results["runs"]:
         assert set(r["metrics"]) == {"accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"} and r["test_samples"] == 6
         cfg = _load(out, r["run"], "config.json")

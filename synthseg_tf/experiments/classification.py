@@ -94,6 +94,19 @@ def calibrated_cap(min_confidence) -> Optional[float]:
     return None
 
 
+HARDNESS_FLOOR = 0.05
+
+
+def class_hardness(medians: Sequence[Optional[float]], floor: float = HARDNESS_FLOOR) -> List[float]:
+    """Per-class draw factors of ``--class-hardness``: ``1 - m`` for a class whose real selection
+    images get median probability ``m`` of their own class from the real-trained classifier, at
+    least ``floor`` (a class it already recognises still gets a few candidates); a class without
+    selection images gets the mean factor of the others (1 when no class has any)."""
+    known = [max(float(floor), 1.0 - float(m)) for m in medians if m is not None]
+    fill = sum(known) / len(known) if known else 1.0
+    return [fill if m is None else max(float(floor), 1.0 - float(m)) for m in medians]
+
+
 def _cls_record_factory(rare: Sequence[str]):
     def record(run_dir: str, out_dir: str, fraction: float, seed: int, setting: str) -> Dict:
         metrics = read_json(os.path.join(run_dir, "metrics.json"))
@@ -211,6 +224,11 @@ class _Cell:
                     opts["min_quality"] = float(conf)
                 else:
                     opts["class_min_quality"] = self.confidence_thresholds(cap)["thresholds"]
+            if opts.pop("class_hardness", False):
+                rec = self.confidence_thresholds(calibrated_cap(conf) or DEFAULT_CAP)
+                opts["class_weights"] = class_hardness(rec["median"])
+                e["log"](f"class hardness from the val images: draw factors {min(opts['class_weights']):.2f}.."
+                         f"{max(opts['class_weights']):.2f}")
             e["log"](f"generating {n} class-conditional images ({opts.get('labels')} classes) -> {out}")
             run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
                                             **opts), log=e["log"])

@@ -57,7 +57,7 @@ import os
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
@@ -108,6 +108,9 @@ class GenerationConfig:
     ``labels`` (class-conditional generators): ``balanced`` (``i mod C``), ``random``
     (uniform), ``rare`` (probability proportional to ``1 / count`` of the class among the
     generator's training samples) or one class id; deterministic per candidate index.
+    ``class_weights`` (with ``rare``): one factor per class id on those probabilities, e.g. how
+    hard each class is for a real-trained classifier on the selection split, so the synthetic
+    budget goes where the real data falls short (a factor 0 draws no candidate of that class).
 
     ``inference_batch``: the generator and the quality model always run on batches of exactly
     this many consecutive candidates of a shard (the last one padded with empty maps), each at a
@@ -137,6 +140,7 @@ class GenerationConfig:
     hardness: bool = False  # hardness-aware base-map sampling; needs a segmenter
     allow_weak_quality_model: bool = False  # only warn when the segmenter is no better than the majority class
     class_min_quality: Optional[List[float]] = None  # per-class thresholds (class-conditional + classifier)
+    class_weights: Optional[List[float]] = None  # per-class factors on labels="rare"'s draw probabilities
 
     # Settings that change the output; the others (runner, workers, ...) may differ on resume.
     def identity(self, fingerprint: str, map_sources: Optional[Dict] = None) -> Dict:
@@ -145,6 +149,8 @@ class GenerationConfig:
         d = {k: getattr(self, k) for k in keep}
         if self.class_min_quality is not None:  # (absent otherwise: older outputs keep their identity)
             d["class_min_quality"] = [float(v) for v in self.class_min_quality]
+        if self.class_weights is not None:  # (likewise)
+            d["class_weights"] = [float(v) for v in self.class_weights]
         d["generator_fingerprint"] = fingerprint
         d["quality_model"] = os.path.abspath(self.quality_model) if self.quality_model else None
         d["map_sources"] = map_sources
@@ -218,11 +224,20 @@ def _sha(ids: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(ids)).encode("utf-8")).hexdigest()[:16]
 
 
-def rare_label_weights(counts: Dict[int, int], num_labels: int) -> List[float]:
-    """Class-id probabilities proportional to ``1 / count`` (classes without samples: 0)."""
+def rare_label_weights(counts: Dict[int, int], num_labels: int,
+                       class_weights: Optional[Sequence[float]] = None) -> List[float]:
+    """Class-id probabilities proportional to ``1 / count`` (classes without samples: 0), times
+    ``class_weights[c]`` when given (e.g. how hard each class is for a real-trained model)."""
     w = np.array([1.0 / counts[c] if counts.get(c) else 0.0 for c in range(num_labels)])
+    if class_weights is not None:
+        f = np.asarray(class_weights, dtype=np.float64).reshape(-1)
+        if len(f) != num_labels or not np.all(np.isfinite(f)) or np.any(f < 0):
+            raise ValueError(f"class_weights must be {num_labels} finite numbers >= 0 (one per class id), "
+                             f"got {list(class_weights)[:8]}{'...' if len(f) > 8 else ''}")
+        w = w * f
     if w.sum() <= 0:
-        raise ValueError("--labels rare: no class has training samples")
+        raise ValueError("--labels rare: no class has training samples" if class_weights is None else
+                         "--labels rare with class_weights: every class with training samples has weight 0")
     return (w / w.sum()).tolist()
 
 
@@ -278,7 +293,7 @@ class MapSource:
         self._label_cdf = None if lw is None else np.cumsum(np.asarray(lw, dtype=np.float64))
         if self.labels_mode == "rare" and self.num_labels and self._label_cdf is None:
             counts = {k: len(v) for k, v in groups.items()}
-            self._label_cdf = np.cumsum(rare_label_weights(counts, int(self.num_labels)))
+            self._label_cdf = np.cumsum(rare_label_weights(counts, int(self.num_labels), cfg.class_weights))
         self.map_weights = None
         if plan.get("class_mean_loss") is not None:
             from synthseg_tf.generation.filtering import hardness_weights, map_hardness
@@ -912,6 +927,12 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
                              f"per class of the generator), got {list(cfg.class_min_quality)[:10]}")
         if not cfg.quality_model:
             raise ValueError("per-class quality thresholds need --quality-model (a classifier export)")
+    if cfg.class_weights is not None:
+        if cfg.labels != "rare" or not renderer.conditional:
+            raise ValueError("class_weights scale the class draws of --labels rare: they need a class-conditional "
+                             f"generator and labels='rare' (got labels={cfg.labels!r})")
+        rare_label_weights({c: 1 for c in range(int(renderer.num_labels))}, int(renderer.num_labels),
+                           cfg.class_weights)  # the values' checks, before any work
     if cfg.min_quality is not None and not cfg.quality_model:
         raise ValueError("--min-quality needs --quality-model (a segmenter SavedModel: the model/ folder of "
                          "`synthseg unet train`; or a classifier export for a class-conditional generator)")
@@ -1051,7 +1072,7 @@ def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, 
         for smp in (train_ds.samples if train_ds is not None else []):
             counts[smp.label] = counts.get(smp.label, 0) + 1
         if counts:  # else MapSource counts the classes of the maps it uses
-            plan["label_weights"] = rare_label_weights(counts, int(renderer.num_labels))
+            plan["label_weights"] = rare_label_weights(counts, int(renderer.num_labels), cfg.class_weights)
     if cfg.pixel_filter is not None or cfg.hardness:
         stats = _loss_stats(cfg, gen_config, log)
         if cfg.hardness:
