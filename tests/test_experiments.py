@@ -246,6 +246,9 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     acc = [r["metrics"]["accuracy"] for r in results["runs"] if r["setting"] == "real+synthetic"]
     assert row["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(acc))
     assert row["delta_vs_real"]["n_pairs"] == 2 and set(row["delta_vs_real"]["per_class"]) == {"blue", "green", "red"}
+    for r in results["runs"]:  # the optimiser steps of each run: epochs x its own steps per epoch
+        assert r["steps_run"] == r["epochs_run"] * _load(out, r["run"], "config.json")["steps_per_epoch"] > 0
+    assert row["budget"]["steps_run"]["n"] == 2
     assert "delta_vs_real+augment" in row and summary["rare_classes"]["names"] == ["blue", "green", "red"]
     # real+pretrain: a classifier trained on the cell's synthetic images alone, then the subset from its weights
     for seed in (0, 1):

@@ -118,6 +118,9 @@ def _cls_record_factory(rare: Sequence[str]):
             **record_head(run_dir, out_dir, fraction, seed, setting, config["splits"]["train"], config),
             "test_samples": test.get("num_samples"),
             "epochs_run": metrics.get("epochs_run"),
+            # optimiser steps: settings with synthetic images appended take more steps per epoch
+            "steps_run": (metrics["epochs_run"] * config["steps_per_epoch"]
+                          if metrics.get("epochs_run") is not None and config.get("steps_per_epoch") else None),
             "best_epoch": metrics.get("best_epoch"),
             "train_seconds": metrics.get("seconds"),
             "augment": config.get("augment"),
