@@ -531,7 +531,8 @@ def register(sub, spec_help: str) -> None:
                    help="comma list of real, real+augment, real+synthetic, synthetic, real+pretrain "
                         "(pretrain on the synthetic images, fine-tune on the real ones), real+pretrain+mix "
                         "(the same pretraining, fine-tune on real+synthetic); default: real,real+augment,real+synthetic")
-    k.add_argument("--epochs", type=_positive_int, default=40, help="maximum epochs (default 40)")
+    k.add_argument("--epochs", type=_positive_int, default=80,
+                   help="maximum epochs over the training split, the same for every setting (default 80)")
     k.add_argument("--patience", type=_positive_int, default=12)
     k.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), metavar="TRAIN,VAL,TEST")
     k.add_argument("--split-seed", type=int, default=0)

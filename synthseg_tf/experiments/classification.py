@@ -301,7 +301,7 @@ def run_classification_experiment(
     settings: Sequence[str] = ("real", "real+augment", "real+synthetic"),
     image_size=(64, 64),
     batch_size: int = 32,
-    epochs: int = 40,
+    epochs: int = 80,
     patience: int = 12,
     split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
     split_seed: int = 0,
