@@ -44,9 +44,10 @@ bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 .venv/bin/synthseg experiment classification --data "demo-classes?seed=1" --seeds 3 --subset-seed 0 --epochs 80 \
   --settings real,real+synthetic --synthetic "$OUT/cls_calibrated_data1/subsets/frac1-subset0/synthetic" \
   --out "$OUT/cls_epochs80_data1"
-# 10. Real-only at 80 epochs on step 8's draw.
-.venv/bin/synthseg experiment classification --data "demo-classes?seed=2" --seeds 3 --subset-seed 0 --epochs 80 \
-  --settings real --out "$OUT/cls_real80_data2"
+# 10. Real-only with up to 160 epochs on step 7's draw (as many steps as real+synthetic at 80;
+#     early stopping on val loss, patience 12, may end it sooner).
+.venv/bin/synthseg experiment classification --data "demo-classes?seed=1" --seeds 3 --subset-seed 0 --epochs 160 \
+  --settings real --out "$OUT/cls_real160_data1"
 echo "reports: $OUT/camvid_protocol_f0.25/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
   "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html" \
   "$OUT/cls_calibrated/report/report.html $OUT/cls_calibrated_data1/report/report.html" \
