@@ -219,16 +219,17 @@ class _Cell:
             opts = dict(GENERATION_DEFAULTS, **(e["generation"] or {}))
             n = int(opts.pop("n", 0) or max(1, round(float(opts["n_per_image"]) * len(self.subset))))
             opts.pop("n_per_image")
-            conf = opts.pop("min_confidence")
+            conf, hardness = opts.pop("min_confidence"), opts.pop("class_hardness", False)
+            cap = calibrated_cap(conf)
+            # one read of the val-calibrated record serves both the thresholds and the hardness
+            rec = self.confidence_thresholds(cap or DEFAULT_CAP) if cap is not None or hardness else None
             if conf is not None:
                 opts["quality_model"] = self.quality_model()
-                cap = calibrated_cap(conf)
                 if cap is None:
                     opts["min_quality"] = float(conf)
                 else:
-                    opts["class_min_quality"] = self.confidence_thresholds(cap)["thresholds"]
-            if opts.pop("class_hardness", False):
-                rec = self.confidence_thresholds(calibrated_cap(conf) or DEFAULT_CAP)
+                    opts["class_min_quality"] = rec["thresholds"]
+            if hardness:
                 opts["class_weights"] = class_hardness(rec["median"])
                 e["log"](f"class hardness from the val images: draw factors {min(opts['class_weights']):.2f}.."
                          f"{max(opts['class_weights']):.2f}")
