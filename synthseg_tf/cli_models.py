@@ -137,7 +137,7 @@ def cmd_unet_train(args) -> int:
         steps=args.steps, synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio,
         learning_rate=args.lr, dice_weight=args.dice_weight, ce_weight=args.ce_weight,
         focal_weight=args.focal_weight, class_weights=args.class_weights, seed=args.seed, backbone=args.backbone,
-        encoder_weights=args.encoder_weights, augment=not args.no_augment, keep=args.keep,
+        encoder_weights=args.encoder_weights, augment=not args.no_augment, keep=args.keep, ema=args.ema,
         verbose=0 if args.quiet else 1, overwrite=args.overwrite)
     v = res["metrics"]["val"]
     print(f"val mean IoU {_pct(v['mean_iou'])}, mean Dice {_pct(v['mean_dice'])}, "
@@ -295,6 +295,8 @@ def cmd_experiment_segmentation(args) -> int:
         extra["class_weights"] = args.class_weights
     if args.backbone != "resnet34":
         extra["backbone"] = args.backbone
+    if args.ema is not None:
+        extra["ema"] = args.ema
     opts = _experiment_options(args)
     gen = dict(opts.pop("generation", None) or {})
     for key, attr in (("quality_factor", "quality_factor"), ("pixel_filter", "pixel_filter")):
@@ -306,6 +308,17 @@ def cmd_experiment_segmentation(args) -> int:
     summary = run_segmentation_experiment(args.data, args.out, evaluation=args.eval, selection=args.selection,
                                           steps=args.steps, generation=gen or None, **opts, **extra)
     return _finish_experiment(args, summary)
+
+
+def _ema_decay(text: str) -> float:
+    """``--ema``: a decay strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0.0 < v < 1.0:
+        raise argparse.ArgumentTypeError(f"the decay must be in (0, 1), got {v:g}")
+    return v
 
 
 def _min_confidence(text: str):
@@ -424,6 +437,9 @@ def register(sub, spec_help: str) -> None:
                    help="None (random), 'imagenet' (needs network) or a local .h5 file")
     t.add_argument("--keep", choices=("best", "last"), default="best",
                    help="keep the best-val-mIoU epoch's weights (default) or the last ones")
+    t.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
+                   help="validate and keep an exponential moving average of the weights with this decay "
+                        "(e.g. 0.99; default: the raw weights)")
     _common_training(t, "128", 8)
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must not exist)")
     t.add_argument("--overwrite", action="store_true")
@@ -512,6 +528,9 @@ def register(sub, spec_help: str) -> None:
     s.add_argument("--no-hardness", action="store_true", help="no hardness-aware sampling of source maps")
     s.add_argument("--class-weights", type=_class_weights, default=None)
     s.add_argument("--backbone", default="resnet34")
+    s.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
+                   help="select and keep an exponential moving average of each U-Net's weights with this decay "
+                        "(e.g. 0.99; default: the raw weights)")
     s.add_argument("--export-models", action="store_true", help="export every run's SavedModel (~100 MB each)")
     s.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown report")
     _common_training(s, "128", 8)

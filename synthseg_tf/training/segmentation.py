@@ -238,10 +238,94 @@ def environment_info() -> Dict:
     return {"synthseg_tf": __version__, "tensorflow": tf.__version__, "python": platform.python_version()}
 
 
-def keep_best_callback(monitor: str, mode: str):
+EMA_WARMUP = 10.0  # the weight average's decay is min(decay, (1 + t) / (EMA_WARMUP + t)) after step t
+
+
+def weight_ema_callback(decay: float, warmup: float = EMA_WARMUP):
+    """A callback keeping an exponential moving average of the model's trainable weights during
+    ``fit`` (Polyak averaging), and validating it: the selection metrics of every epoch are those
+    of the averaged weights, and :meth:`weights` returns them (what keep-best stores).
+
+    After each optimizer step, ``average = d * average + (1 - d) * weight`` with
+    ``d = min(decay, (1 + t) / (warmup + t))`` (``t``: steps so far, this one included), so the first steps do not
+    keep the random initialisation in the average. Around each validation pass (``fit``'s
+    ``on_test_begin`` / ``on_test_end``) the averaged values are swapped into the model and the
+    trained ones swapped back; non-trainable weights (batch-norm statistics) are the model's
+    own. :meth:`apply` leaves the averaged weights in the model.
+    """
+    import tensorflow as tf
+
+    if not 0.0 < float(decay) < 1.0:
+        raise ValueError(f"weight EMA decay must be in (0, 1), got {decay}")
+
+    class WeightEMA(tf.keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.decay, self.warmup = float(decay), float(warmup)
+            self._avg = None
+            self._steps = None
+            self._backup = None
+            self._fitting = False
+            self._update = None
+
+        def on_train_begin(self, logs=None):
+            self._fitting = True
+            if self._avg is not None:
+                return  # a second fit() call continues the same average
+            tvars = self.model.trainable_variables
+            self._avg = [tf.Variable(v, trainable=False, name="ema/" + v.name.split(":")[0]) for v in tvars]
+            self._steps = tf.Variable(0.0, trainable=False, dtype=tf.float32)
+
+            @tf.function
+            def update():
+                t = self._steps.assign_add(1.0)
+                d = tf.minimum(self.decay, (1.0 + t) / (self.warmup + t))
+                for a, v in zip(self._avg, tvars):
+                    a.assign(d * a + (1.0 - d) * tf.cast(v, a.dtype))
+
+            self._update = update
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._update()
+
+        def on_train_end(self, logs=None):
+            self._fitting = False
+
+        def on_test_begin(self, logs=None):
+            if self._fitting and self._avg is not None:
+                tvars = self.model.trainable_variables
+                self._backup = [v.numpy() for v in tvars]
+                for v, a in zip(tvars, self._avg):
+                    v.assign(a)
+
+        def on_test_end(self, logs=None):
+            if self._backup is not None:
+                for v, b in zip(self.model.trainable_variables, self._backup):
+                    v.assign(b)
+                self._backup = None
+
+        def weights(self):
+            """The model's weights (``get_weights`` order) with the averaged trainable ones."""
+            if self._avg is None:
+                return self.model.get_weights()
+            avg = {id(v): a for v, a in zip(self.model.trainable_variables, self._avg)}
+            return [avg[id(v)].numpy() if id(v) in avg else v.numpy() for v in self.model.weights]
+
+        def apply(self):
+            """Put the averaged weights into the model (the final weights when keeping the last)."""
+            if self._avg is not None:
+                for v, a in zip(self.model.trainable_variables, self._avg):
+                    v.assign(a)
+
+    return WeightEMA()
+
+
+def keep_best_callback(monitor: str, mode: str, weights_fn=None):
     """A callback remembering the weights of the best epoch by ``monitor`` and restoring them at the end.
 
     (Keras' ``EarlyStopping(restore_best_weights=True)`` restores only when it stops early.)
+    ``weights_fn`` (default ``model.get_weights``) gives the weights the epoch's metrics were
+    measured on, e.g. :func:`weight_ema_callback`'s ``weights``.
     """
     import tensorflow as tf
 
@@ -259,7 +343,7 @@ def keep_best_callback(monitor: str, mode: str):
                 return
             if self.best is None or (v > self.best if self.mode == "max" else v < self.best):
                 self.best, self.best_epoch = float(v), epoch + 1
-                self.best_weights = self.model.get_weights()
+                self.best_weights = weights_fn() if weights_fn is not None else self.model.get_weights()
 
         def on_train_end(self, logs=None):
             if self.best_weights is not None:
@@ -464,6 +548,7 @@ def train_unet(
     extra_config: Optional[Dict] = None,
     init_weights: Optional[str] = None,
     save_weights: bool = False,
+    ema: Optional[float] = None,
 ) -> Dict:
     """Train a U-Net on ``train`` (+ optional ``synthetic``), evaluate on ``val``, write ``out_dir``.
 
@@ -480,7 +565,9 @@ def train_unet(
     1.5 GiB. ``export=False`` skips the SavedModel (experiments use it to save disk);
     ``save_weights=True`` still writes ``weights.h5``. ``init_weights``: a ``weights.h5`` of an
     earlier run with the same backbone, class table and image size to start from (pretrain on
-    synthetic data, then fine-tune on real data).
+    synthetic data, then fine-tune on real data). ``ema`` (e.g. 0.99): keep an exponential moving
+    average of the weights (:func:`weight_ema_callback`); selection, keep-best and the returned
+    model then use the averaged weights.
 
     Selection vs evaluation: ``val`` is the *selection* split: keep-best and early stopping
     (``patience``: stop when ``val_mean_iou`` has not improved for that many epochs; ``epochs``
@@ -506,6 +593,8 @@ def train_unet(
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     if patience is not None and int(patience) < 1:
         raise ValueError(f"patience must be >= 1 (or None for no early stopping), got {patience}")
+    if ema is not None and not 0.0 < float(ema) < 1.0:
+        raise ValueError(f"ema must be in (0, 1) (or None for no weight average), got {ema}")
     out_dir = prepare_out_dir(out_dir, overwrite)
 
     if val is None:
@@ -572,11 +661,15 @@ def train_unet(
         "backbone": backbone, "encoder_weights": encoder_weights, "init_weights": init_weights,
         "augment": augment if isinstance(augment, str) else bool(augment),
         "keep": keep, "patience": None if patience is None else int(patience), "seed": int(seed), "num_classes": k, "class_names": table.names,
+        "weight_ema": None if ema is None else float(ema),
         "environment": environment_info(),
         **dict(extra_config or {}),
     }
-    keeper = keep_best_callback("val_mean_iou", "max")
-    callbacks = [keeper] if keep == "best" else []
+    averager = weight_ema_callback(float(ema)) if ema is not None else None
+    keeper = keep_best_callback("val_mean_iou", "max", averager.weights if averager is not None else None)
+    callbacks = [averager] if averager is not None else []  # (first: it swaps the average in for validation)
+    if keep == "best":
+        callbacks.append(keeper)
     if patience is not None:
         callbacks.append(tf.keras.callbacks.EarlyStopping(monitor="val_mean_iou", mode="max", patience=int(patience)))
     if verbose:
@@ -587,6 +680,8 @@ def train_unet(
     hist = model.fit(train_ds, epochs=n_epochs, steps_per_epoch=spe, validation_data=val_ds,
                      callbacks=callbacks, verbose=2 if verbose else 0)
     fit_seconds = time.time() - t_fit
+    if averager is not None and keep == "last":
+        averager.apply()
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
     epochs_run = len(history.get("loss", []))
 
