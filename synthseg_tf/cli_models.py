@@ -311,14 +311,13 @@ def cmd_experiment_segmentation(args) -> int:
 
 
 def _ema_decay(text: str) -> float:
-    """``--ema``: a decay strictly between 0 and 1."""
+    """``--ema``: a decay strictly between 0 and 1 (``check_ema_decay``)."""
+    from synthseg_tf.training.segmentation import check_ema_decay
+
     try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
-    if not 0.0 < v < 1.0:
-        raise argparse.ArgumentTypeError(f"the decay must be in (0, 1), got {v:g}")
-    return v
+        return check_ema_decay(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r} ({e})") from None
 
 
 def _min_confidence(text: str):

@@ -241,6 +241,14 @@ def environment_info() -> Dict:
 EMA_WARMUP = 10.0  # the weight average's decay is min(decay, (1 + t) / (EMA_WARMUP + t)) after step t
 
 
+def check_ema_decay(decay) -> float:
+    """``decay`` as a float, or ValueError unless it lies strictly between 0 and 1."""
+    v = float(decay)
+    if not 0.0 < v < 1.0:
+        raise ValueError(f"weight EMA decay (ema) must be in (0, 1), got {decay}")
+    return v
+
+
 def weight_ema_callback(decay: float, warmup: float = EMA_WARMUP):
     """A callback keeping an exponential moving average of the model's trainable weights during
     ``fit`` (Polyak averaging), and validating it: the selection metrics of every epoch are those
@@ -255,8 +263,7 @@ def weight_ema_callback(decay: float, warmup: float = EMA_WARMUP):
     """
     import tensorflow as tf
 
-    if not 0.0 < float(decay) < 1.0:
-        raise ValueError(f"weight EMA decay must be in (0, 1), got {decay}")
+    decay = check_ema_decay(decay)
 
     class WeightEMA(tf.keras.callbacks.Callback):
         def __init__(self):
@@ -593,8 +600,8 @@ def train_unet(
         raise ValueError(f"keep must be 'best' or 'last', got {keep!r}")
     if patience is not None and int(patience) < 1:
         raise ValueError(f"patience must be >= 1 (or None for no early stopping), got {patience}")
-    if ema is not None and not 0.0 < float(ema) < 1.0:
-        raise ValueError(f"ema must be in (0, 1) (or None for no weight average), got {ema}")
+    if ema is not None:
+        ema = check_ema_decay(ema)
     out_dir = prepare_out_dir(out_dir, overwrite)
 
     if val is None:
@@ -661,11 +668,11 @@ def train_unet(
         "backbone": backbone, "encoder_weights": encoder_weights, "init_weights": init_weights,
         "augment": augment if isinstance(augment, str) else bool(augment),
         "keep": keep, "patience": None if patience is None else int(patience), "seed": int(seed), "num_classes": k, "class_names": table.names,
-        "weight_ema": None if ema is None else float(ema),
+        "weight_ema": ema,
         "environment": environment_info(),
         **dict(extra_config or {}),
     }
-    averager = weight_ema_callback(float(ema)) if ema is not None else None
+    averager = weight_ema_callback(ema) if ema is not None else None
     keeper = keep_best_callback("val_mean_iou", "max", averager.weights if averager is not None else None)
     callbacks = [averager] if averager is not None else []  # (first: it swaps the average in for validation)
     if keep == "best":
