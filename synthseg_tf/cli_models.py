@@ -180,7 +180,7 @@ def cmd_classifier_train(args) -> int:
     # options left unset use train_classifier's defaults (one source of truth)
     optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
-                "lr_schedule": args.lr_schedule}
+                "lr_schedule": args.lr_schedule, "ema": args.ema}
     res = train_classifier(
         args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
         synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
@@ -346,9 +346,10 @@ def cmd_experiment_classification(args) -> int:
             (None if args.min_confidence <= 0 else args.min_confidence)
     if args.class_hardness:
         gen["class_hardness"] = True
+    extra = {"ema": args.ema} if args.ema is not None else {}  # (absent: the identity of earlier folders holds)
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
-        **opts)
+        **opts, **extra)
     return _finish_experiment(args, summary)
 
 
@@ -481,6 +482,9 @@ def register(sub, spec_help: str) -> None:
     c.add_argument("--label-smoothing", type=float, default=None, help="default %s" % cls["label_smoothing"])
     c.add_argument("--lr-schedule", choices=("constant", "cosine", "plateau"), default=None,
                    help="learning-rate schedule (default %s)" % cls["lr_schedule"])
+    c.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
+                   help="validate, select and keep an exponential moving average of the weights with this decay "
+                        "(e.g. 0.99; default: the raw weights)")
     _common_training(c, "64", 32)
     c.set_defaults(lr=None)  # unset: train_classifier's default learning rate
     for action in c._actions:
@@ -564,6 +568,9 @@ def register(sub, spec_help: str) -> None:
                    help="draw the rare classes' candidates also in proportion to how hard each class is for the "
                         "subset-trained classifier on the val images (1 - its median probability of the class, at "
                         "least 0.05), so the synthetic budget goes to the classes the real data leaves weak")
+    k.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
+                   help="select and keep an exponential moving average of each classifier's weights with this "
+                        "decay (e.g. 0.99; default: the raw weights)")
     k.add_argument("--export-models", action="store_true")
     k.add_argument("--no-report", action="store_true")
     _common_training(k, "64", 32)

@@ -1,5 +1,6 @@
-"""The U-Net's exponential moving average of weights (``train_unet(ema=...)``, ``--ema``)."""
+"""Exponential moving average of weights: the U-Net (``train_unet(ema=...)``) and the classifier (``train_classifier(ema=...)``), ``--ema``."""
 import argparse
+import json
 
 import numpy as np
 import pytest
@@ -128,3 +129,40 @@ def test_train_unet_records_and_uses_the_average(tmp_path):
     # the same seed and data: the selection figures differ only through the average
     assert res["history"]["loss"] == plain["history"]["loss"]
     assert res["history"]["val_loss"] != plain["history"]["val_loss"]
+
+
+def test_train_classifier_selects_and_keeps_the_average(tmp_path):
+    from test_training_cls import SMALL, write_classfolders
+
+    from synthseg_tf import cli_models
+    from synthseg_tf.training.classification import train_classifier
+
+    spec = write_classfolders(str(tmp_path / "cf"))
+    kw = dict(image_size=32, batch_size=8, epochs=4, patience=4, fractions=(0.6, 0.2, 0.2), seed=0, export=False,
+              verbose=0, monitor="val_accuracy", **SMALL)
+    with pytest.raises(ValueError, match="ema"):
+        train_classifier(spec, str(tmp_path / "bad"), ema=0.0, **kw)
+    assert not (tmp_path / "bad").exists()
+    res = train_classifier(spec, str(tmp_path / "ema"), ema=0.6, **kw)
+    plain = train_classifier(spec, str(tmp_path / "plain"), **kw)
+    assert res["config"]["weight_ema"] == 0.6 and plain["config"]["weight_ema"] is None
+    # the same seed and data: training is the same, what validation reads is the average
+    assert res["history"]["loss"] == plain["history"]["loss"]
+    assert res["history"]["val_loss"] != plain["history"]["val_loss"]
+    # the kept model is the validated average of the best epoch: its val report repeats that epoch's figure
+    m = res["metrics"]
+    assert m["best_monitor_value"] == max(res["history"]["val_accuracy"])
+    assert m["val"]["accuracy"] == pytest.approx(res["history"]["val_accuracy"][m["best_epoch"] - 1], abs=1e-6)
+
+    p = argparse.ArgumentParser(prog="synthseg")
+    sub = p.add_subparsers()
+    cli_models.register(sub, "spec")
+    out = str(tmp_path / "cli")
+    args = p.parse_args(["classifier", "train", "--data", spec, "--ema", "0.9", "--image-size", "32", "--epochs", "1",
+                         "--batch-size", "8", "--split", "0.6,0.2,0.2", "--quiet", "--out", out])
+    assert args.func(args) == 0
+    assert json.load(open(f"{out}/config.json"))["weight_ema"] == 0.9
+    args = p.parse_args(["experiment", "classification", "--data", spec, "--ema", "0.95", "--out", "x"])
+    assert args.ema == 0.95
+    with pytest.raises(SystemExit):
+        p.parse_args(["experiment", "classification", "--data", spec, "--ema", "1", "--out", "x"])

@@ -28,6 +28,9 @@ training set's number of steps, as in :mod:`synthseg_tf.training.segmentation`.
 
 Training stops when ``val_loss`` has not improved for ``patience`` epochs, and the weights of
 the epoch with the lowest ``val_loss`` are kept (restored even when no early stop happened).
+With ``ema=DECAY`` an exponential moving average of the weights is what every validation pass,
+the early stopping, the learning-rate plateau and keep-best read, and what is kept
+(:func:`~synthseg_tf.training.segmentation.weight_ema_callback`, as for the U-Net).
 """
 from __future__ import annotations
 
@@ -41,12 +44,14 @@ import numpy as np
 from synthseg_tf import _env  # noqa: F401
 from synthseg_tf.data.dataset import CLASSIFICATION, Dataset
 from synthseg_tf.training.segmentation import (
+    check_ema_decay,
     environment_info,
     is_tfrecord_source,
     keep_best_callback,
     parse_image_size,
     prepare_out_dir,
     should_cache,
+    weight_ema_callback,
     write_history_csv,
     write_json,
     _load_init_weights,
@@ -241,6 +246,7 @@ def train_classifier(
     run_eagerly: bool = False,
     init_weights: Optional[str] = None,
     save_weights: bool = False,
+    ema: Optional[float] = None,
     extra_config: Optional[Dict] = None,
 ) -> Dict:
     """Train the CNN classifier on a classification dataset and report on its test split.
@@ -264,6 +270,9 @@ def train_classifier(
     same class table, image size and architecture to start from; ``save_weights=True`` writes
     this run's kept weights to ``weights.h5``.
 
+    ``ema``: a decay in (0, 1) to validate, select and keep an exponential moving average of the
+    trainable weights (batch-norm statistics stay the model's own); ``None``: the raw weights.
+
     Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; ``metrics["test"]`` is a
     :func:`~synthseg_tf.metrics.classification_report`. Refuses an existing ``out_dir`` unless
     ``overwrite``.
@@ -286,6 +295,8 @@ def train_classifier(
         raise ValueError(f"monitor must be 'val_loss' or 'val_accuracy', got {monitor!r}")
     if synthetic_ratio is not None and not 0.0 <= float(synthetic_ratio) <= 1.0:
         raise ValueError(f"synthetic_ratio must be in [0, 1] or None, got {synthetic_ratio}")
+    if ema is not None:
+        ema = check_ema_decay(ema)
     out_dir = prepare_out_dir(out_dir, overwrite)
     ds = data if isinstance(data, Dataset) else load(data)
     if ds.task != CLASSIFICATION:
@@ -326,7 +337,9 @@ def train_classifier(
                                                  "pooling": pooling, "batch_norm": bool(batch_norm)},
                            what="classifier", needs="same class table, image size and architecture")
     lr = float(learning_rate)
-    callbacks = [early_stopping(patience, monitor)]
+    averager = weight_ema_callback(ema) if ema is not None else None
+    # the average first: it is swapped in before any other callback reads a validation pass
+    callbacks = ([averager] if averager is not None else []) + [early_stopping(patience, monitor)]
     if lr_schedule == "cosine":
         lr = tf.keras.optimizers.schedules.CosineDecay(float(learning_rate), int(epochs) * spe, alpha=0.01)
     elif lr_schedule == "plateau":
@@ -335,7 +348,8 @@ def train_classifier(
             mode="min" if monitor == "val_loss" else "max"))
     compile_classifier(model, learning_rate=lr, label_smoothing=label_smoothing, weight_decay=weight_decay)
     model.run_eagerly = bool(run_eagerly)
-    keeper = keep_best_callback(monitor, "min" if monitor == "val_loss" else "max")
+    keeper = keep_best_callback(monitor, "min" if monitor == "val_loss" else "max",
+                                averager.weights if averager is not None else None)
     callbacks.append(keeper)
     config = {
         "task": "classification",
@@ -353,6 +367,7 @@ def train_classifier(
         "label_smoothing": float(label_smoothing), "weight_decay": float(weight_decay),
         "lr_schedule": lr_schedule, "monitor": monitor, "seed": int(seed),
         "init_weights": None if init_weights is None else os.fspath(init_weights),
+        "weight_ema": ema,
         "num_classes": k, "class_names": names, "environment": environment_info(),
         **dict(extra_config or {}),
     }
