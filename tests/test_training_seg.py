@@ -111,6 +111,24 @@ def test_schedule_follows_the_real_set_size():
         schedule(10, 0, epochs=1, steps=None)
 
 
+def test_early_stopping_waits_for_the_warm_up(seg_data, tmp_path):
+    """Early stopping ignores the first epochs (up to 200 steps, a quarter of the budget at most)."""
+    from synthseg_tf.training.segmentation import early_stopping_start, train_unet
+
+    assert early_stopping_start(10, 800) == 20      # CamVid 25 %: 200 steps
+    assert early_stopping_start(10, 400) == 10      # a quarter of a 400-step budget
+    assert early_stopping_start(4, 6) == 0          # tiny budgets: from the first epoch
+    assert early_stopping_start(3, 36, warmup_steps=9) == 3
+    # learning rate 0: nothing improves, so patience 1 would stop at epoch 2 without the warm-up
+    res = train_unet(seg_data["spec"], None, str(tmp_path / "es"), image_size=SIZE, batch_size=4, epochs=12,
+                     patience=1, learning_rate=0.0, augment=False, seed=0, backbone="resnet18", export=False,
+                     verbose=0)
+    es_from = res["config"]["early_stopping_from_epoch"]
+    spe = res["config"]["steps_per_epoch"]
+    assert es_from == min(200, 12 * spe // 4) // spe >= 2
+    assert es_from + 2 <= res["metrics"]["epochs_run"] < 12
+
+
 # ---------------------------------------------------------------------------- train_unet
 def test_run_folder_contents(trained, seg_data):
     out = trained["out_dir"]
