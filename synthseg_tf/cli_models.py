@@ -320,6 +320,13 @@ def _ema_decay(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r} ({e})") from None
 
 
+def _ema_argument(p, whose: str) -> None:
+    """``--ema DECAY`` for the training commands (``train_unet`` / ``train_classifier``'s ``ema``)."""
+    p.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
+                   help=f"validate, select and keep an exponential moving average of {whose} weights with this "
+                        "decay (e.g. 0.99; default: the raw weights)")
+
+
 def _min_confidence(text: str):
     """``--min-confidence``: a probability, or ``calibrated[:CAP]`` (kept as text)."""
     from synthseg_tf.experiments.classification import calibrated_cap
@@ -437,9 +444,7 @@ def register(sub, spec_help: str) -> None:
                    help="None (random), 'imagenet' (needs network) or a local .h5 file")
     t.add_argument("--keep", choices=("best", "last"), default="best",
                    help="keep the best-val-mIoU epoch's weights (default) or the last ones")
-    t.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
-                   help="validate and keep an exponential moving average of the weights with this decay "
-                        "(e.g. 0.99; default: the raw weights)")
+    _ema_argument(t, "the")
     _common_training(t, "128", 8)
     t.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder (must not exist)")
     t.add_argument("--overwrite", action="store_true")
@@ -482,9 +487,7 @@ def register(sub, spec_help: str) -> None:
     c.add_argument("--label-smoothing", type=float, default=None, help="default %s" % cls["label_smoothing"])
     c.add_argument("--lr-schedule", choices=("constant", "cosine", "plateau"), default=None,
                    help="learning-rate schedule (default %s)" % cls["lr_schedule"])
-    c.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
-                   help="validate, select and keep an exponential moving average of the weights with this decay "
-                        "(e.g. 0.99; default: the raw weights)")
+    _ema_argument(c, "the")
     _common_training(c, "64", 32)
     c.set_defaults(lr=None)  # unset: train_classifier's default learning rate
     for action in c._actions:
@@ -531,9 +534,7 @@ def register(sub, spec_help: str) -> None:
     s.add_argument("--no-hardness", action="store_true", help="no hardness-aware sampling of source maps")
     s.add_argument("--class-weights", type=_class_weights, default=None)
     s.add_argument("--backbone", default="resnet34")
-    s.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
-                   help="select and keep an exponential moving average of each U-Net's weights with this decay "
-                        "(e.g. 0.99; default: the raw weights)")
+    _ema_argument(s, "each U-Net's")
     s.add_argument("--export-models", action="store_true", help="export every run's SavedModel (~100 MB each)")
     s.add_argument("--no-report", action="store_true", help="do not write the HTML/Markdown report")
     _common_training(s, "128", 8)
@@ -568,9 +569,7 @@ def register(sub, spec_help: str) -> None:
                    help="draw the rare classes' candidates also in proportion to how hard each class is for the "
                         "subset-trained classifier on the val images (1 - its median probability of the class, at "
                         "least 0.05), so the synthetic budget goes to the classes the real data leaves weak")
-    k.add_argument("--ema", type=_ema_decay, default=None, metavar="DECAY",
-                   help="select and keep an exponential moving average of each classifier's weights with this "
-                        "decay (e.g. 0.99; default: the raw weights)")
+    _ema_argument(k, "each classifier's")
     k.add_argument("--export-models", action="store_true")
     k.add_argument("--no-report", action="store_true")
     _common_training(k, "64", 32)
