@@ -519,7 +519,8 @@ def register(sub, spec_help: str) -> None:
                    default=["real", "real+augment", "real+copypaste", "real+synthetic", "synthetic"],
                    help="comma list of real, real+augment, real+copypaste, real+synthetic, synthetic, real+pretrain "
                         "(pretrain on the synthetic set, fine-tune on the real images), real+pretrain+mix (the same "
-                        "pretraining, fine-tune on real+synthetic); default: all but the two pretraining recipes")
+                        "pretraining, fine-tune on real+synthetic), real+pretrain+copypaste (the same pretraining, "
+                        "fine-tune on real+copypaste); default: all but the pretraining recipes")
     sched = s.add_mutually_exclusive_group()
     sched.add_argument("--epochs", type=_positive_int, help="maximum epochs over the fit images (default 10)")
     sched.add_argument("--steps", type=_positive_int, help="maximum optimizer steps per run instead of --epochs")

@@ -317,8 +317,9 @@ def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys,
 
 def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subset(seg_experiment, tmp_path):
     """``real+pretrain`` (opt-in) pretrains on the cell's synthetic set, then fine-tunes on the fit
-    images from those weights (``real+pretrain+mix``: on the fit images plus the synthetic set); the
-    pretraining run is checked against the cell like every artifact."""
+    images from those weights (``real+pretrain+mix``: on the fit images plus the synthetic set;
+    ``real+pretrain+copypaste``: plus the copy-paste set); the pretraining run is checked against
+    the cell like every artifact."""
     from synthseg_tf.experiments.protocol import ProtocolError
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
@@ -326,7 +327,8 @@ def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subs
     shutil.copytree(seg_experiment["out"], out)
     logs = []
     summary = run_segmentation_experiment(seg_experiment["spec"], out, fractions=(1.0,), seeds=(0,),
-                                          settings=("real", "real+pretrain", "real+pretrain+mix"), patience=2,
+                                          settings=("real", "real+pretrain", "real+pretrain+mix",
+                                                    "real+pretrain+copypaste"), patience=2,
                                           log=logs.append, **TINY, **FAST)
     cell = os.path.join(out, "subsets", "frac1-subset0")
     fit = set(_load(cell, "subset.json")["fit"])
@@ -343,9 +345,13 @@ def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subs
     assert mix["init_weights"] == cfg["init_weights"] and mix["synthetic"] == pre_cfg["synthetic"]
     assert mix["synthetic_ratio"] == 0.5 and mix["augment"] == cfg["augment"]
     assert set(mix["experiment"]["real_subset"]) == fit
-    assert sum("pretraining a U-Net" in m for m in logs) == 1  # trained once, reused by both recipes
+    cp = _load(out, "runs", "frac1-seed0-real_pretrain_copypaste", "config.json")  # ... a copy-paste fine-tune
+    assert cp["init_weights"] == cfg["init_weights"] and cp["synthetic"].endswith(os.path.join("frac1-subset0", "copypaste"))
+    assert cp["synthetic_ratio"] == 0.5 and cp["augment"] == cfg["augment"]
+    assert sum("pretraining a U-Net" in m for m in logs) == 1  # trained once, reused by the three recipes
     rows = {r["setting"]: r for r in summary["rows"]}
     assert {"delta_vs_real", "delta_vs_real+synthetic", "delta_vs_real+pretrain"} <= set(rows["real+pretrain+mix"])
+    assert {"delta_vs_real", "delta_vs_real+copypaste", "delta_vs_real+pretrain"} <= set(rows["real+pretrain+copypaste"])
     assert rows["real+pretrain"]["delta_vs_real"]["n_pairs"] == 1
     assert "delta_vs_real+synthetic" in rows["real+pretrain"]
     assert any("pretraining a U-Net" in m for m in logs)
@@ -354,7 +360,8 @@ def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subs
     picked = rows[chosen["setting"]]
     assert rows["selected-recipe"]["metrics"] == picked["metrics"]
     sel_of = {r["setting"]: r["selection_mean_iou"] for r in _load(out, "results.json")["runs"]}
-    assert all(sel_of[chosen["setting"]] >= sel_of[k] for k in ("real+synthetic", "real+pretrain", "real+pretrain+mix"))
+    assert all(sel_of[chosen["setting"]] >= sel_of[k]
+               for k in ("real+synthetic", "real+pretrain", "real+pretrain+mix", "real+pretrain+copypaste"))
 
     # a pretraining run made on other images is refused, not silently reused
     shutil.rmtree(os.path.join(out, "runs", "frac1-seed0-real_pretrain"))

@@ -110,7 +110,7 @@ SELECTED = "selected-recipe"
 # The ways of using the synthetic set that selected-recipe chooses among (both experiments).
 RECIPES = ("real+synthetic", "real+pretrain", "real+pretrain+mix")
 # Settings that start from a model trained on the synthetic set alone (pretraining_run).
-PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix")
+PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix", "real+pretrain+copypaste")
 
 
 def keeps_pretraining_weights(setting: str, settings: Sequence[str]) -> bool:

@@ -16,6 +16,8 @@ U-Nets in up to five settings, all on the same *fit* images (see
                     starting from its kept weights (fine-tuning); an opt-in recipe
 ``real+pretrain+mix``  the same pretraining, then the ``real+synthetic`` recipe (fit images
                     plus synthetic samples) from its weights; opt-in
+``real+pretrain+copypaste``  the same pretraining, then the ``real+copypaste`` recipe from its
+                    weights: what the GAN adds on top of the cheap baseline; opt-in
 ==================  ======================================================================
 
 One change at a time: every setting but ``real+augment`` uses the same (standard)
@@ -33,7 +35,7 @@ only what its settings need, each step resumable and reused when finished:
    mIoU, and the FreeMask pixel filter / hardness-aware sampling);
 4. ``synthetic/``: ``synthseg generate`` output from the fit images' label maps;
 5. ``copypaste/``: the copy-paste baseline set;
-6. ``pretrain-seed{s}/``: the pretraining run of ``real+pretrain`` and ``real+pretrain+mix`` (reused from the
+6. ``pretrain-seed{s}/``: the pretraining run of the ``real+pretrain*`` recipes (reused from the
    ``synthetic`` run of the same seed when that one kept its weights).
 
 Every U-Net selects its weights (keep-best, early stopping with ``patience``) on the selection
@@ -94,7 +96,7 @@ from synthseg_tf.experiments.common import (  # noqa: F401  (also this module's 
 from synthseg_tf.experiments import protocol as P
 
 SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic", "real+pretrain",
-                         "real+pretrain+mix")
+                         "real+pretrain+mix", "real+pretrain+copypaste")
 DEFAULT_SETTINGS = SEGMENTATION_SETTINGS[:5]
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
 STRONG = "strong"
@@ -392,7 +394,8 @@ def run_segmentation_experiment(
         def train_run(setting: str, run_dir: str) -> None:
             if setting in PRETRAINED_SETTINGS:
                 weights, pre = c.pretrained(s, run_dir_of("synthetic"))
-                mix = setting == "real+pretrain+mix"  # fine-tune with real+synthetic's recipe, else real's
+                # the fine-tune follows real+synthetic's recipe (mix), real+copypaste's, or real's
+                extra = {"real+pretrain+mix": c.synthetic, "real+pretrain+copypaste": c.copypaste}.get(setting)
                 gen_desc = f"the {len(c.fit)} fit images (generator {generator or os.path.join(c.dir, 'gan')})"
                 train_unet(
                     c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
@@ -401,7 +404,7 @@ def run_segmentation_experiment(
                     extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                                  "real_subset": c.fit_ids, "pretraining": pre,
                                                  "protocol": c.protocol(gen_desc)}},
-                    **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio) if mix else {}),
+                    **(dict(synthetic=extra(), synthetic_ratio=synthetic_ratio) if extra else {}),
                     **exp.options_for("real"))
                 return
             syn = None
@@ -433,13 +436,15 @@ def run_segmentation_experiment(
                     summary_of, ds.classes.names, log)
 
 
-SELECTED_RULE = selected_rule("mean IoU on the selection images", RECIPES)
+# the ways of using the synthetic set that the selected-recipe row chooses among
+SEG_RECIPES = RECIPES + ("real+pretrain+copypaste",)
+SELECTED_RULE = selected_rule("mean IoU on the selection images", SEG_RECIPES)
 
 
 def selected_recipe_runs(runs: List[Dict]) -> List[Dict]:
-    """One ``selected-recipe`` record per (fraction, seed) where at least two of :data:`RECIPES` ran:
+    """One ``selected-recipe`` record per (fraction, seed) where at least two of :data:`SEG_RECIPES` ran:
     a copy of the recipe with the highest selection mean IoU (ties: the first), with ``chosen`` naming it."""
-    return select_recipe(runs, RECIPES, "selection_mean_iou")
+    return select_recipe(runs, SEG_RECIPES, "selection_mean_iou")
 
 
 def _seg_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
@@ -451,6 +456,7 @@ def _seg_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                            extra_baselines={"real+synthetic": ("real+augment", "real+copypaste"),
                                             "real+pretrain": ("real+copypaste", "real+synthetic"),
                                             "real+pretrain+mix": ("real+copypaste", "real+synthetic", "real+pretrain"),
+                                            "real+pretrain+copypaste": ("real+copypaste", "real+pretrain"),
                                             SELECTED: ("real+augment", "real+copypaste")})
     if chosen:
         summary["selected_recipe"] = {"rule": SELECTED_RULE,
