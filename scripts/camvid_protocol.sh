@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
 # The README's CamVid figures under the honest protocol (CPU, 2 cores; hours - every step resumes).
 #   bash scripts/camvid_protocol.sh [CAMVID_DIR] [OUT] [FRACTION] [SETTINGS] [PATIENCE]
+#   RECIPE=ema (default)       the current figures: every U-Net runs 800 steps, no early stopping,
+#                              selection / keep-best / the kept model use an EMA of the weights (0.99)
+#                              -> OUT/camvid_emafix_f$FRACTION
+#   RECIPE=early-stopping      the earlier figures: raw weights, at most 400 steps, early stopping with
+#                              PATIENCE epochs -> OUT/camvid_protocol_f$FRACTION
 # One subset per fraction (subset seed 0): its fit images train pix2pix, the quality U-Net, the
-# FreeMask-filtered synthetic set and the copy-paste set; U-Nets in every setting x 3 seeds stop
-# early on the subset's selection images and are scored once on CamVid val. real+pretrain
-# pretrains on the synthetic set and fine-tunes on the fit images (real+pretrain+mix: on the fit
-# images plus the synthetic set); the selected-recipe row picks, per seed, the recipe with the
-# highest selection mIoU.
+# FreeMask-filtered synthetic set and the copy-paste set; U-Nets in every setting x 3 seeds select
+# on the subset's selection images and are scored once on CamVid val. real+pretrain pretrains on
+# the synthetic set and fine-tunes on the fit images (real+pretrain+mix: on the fit images plus the
+# synthetic set; real+pretrain+copypaste: plus the copy-paste set); the selected-recipe row picks,
+# per seed, the recipe with the highest selection mIoU.
 # PATIENCE is in epochs of the fit images; the default keeps it at about 80 optimizer steps
 # whatever the fraction (8 epochs of 10 steps at 25 %, 20 epochs of 4 steps at 10 %).
 set -euo pipefail
@@ -14,10 +19,20 @@ cd "$(dirname "$0")/.."
 CAMVID=${1:-../shared/data/camvid}
 OUT=${2:-runs}
 FRACTION=${3:-0.25}
-SETTINGS=${4:-real,real+augment,real+copypaste,real+synthetic,synthetic,real+pretrain,real+pretrain+mix}
-case "$FRACTION" in 0.1) DEFAULT_PATIENCE=20 ;; *) DEFAULT_PATIENCE=8 ;; esac
-PATIENCE=${5:-$DEFAULT_PATIENCE}
+RECIPE=${RECIPE:-ema}
 make setup >/dev/null
-.venv/bin/synthseg experiment segmentation --data "camvid:$CAMVID" --fractions "$FRACTION" --seeds 3 \
-  --subset-seed 0 --settings "$SETTINGS" --image-size 96x128 --batch-size 8 --steps 400 --patience "$PATIENCE" \
-  --out "$OUT/camvid_protocol_f$FRACTION"
+case "$RECIPE" in
+  ema)
+    SETTINGS=${4:-real,real+synthetic,synthetic,real+pretrain,real+copypaste,real+pretrain+copypaste,real+pretrain+mix}
+    .venv/bin/synthseg experiment segmentation --data "camvid:$CAMVID" --fractions "$FRACTION" --seeds 3 \
+      --subset-seed 0 --settings "$SETTINGS" --image-size 96x128 --batch-size 8 --steps 800 --ema 0.99 \
+      --out "$OUT/camvid_emafix_f$FRACTION" ;;
+  early-stopping)
+    SETTINGS=${4:-real,real+augment,real+copypaste,real+synthetic,synthetic,real+pretrain,real+pretrain+mix}
+    case "$FRACTION" in 0.1) DEFAULT_PATIENCE=20 ;; *) DEFAULT_PATIENCE=8 ;; esac
+    PATIENCE=${5:-$DEFAULT_PATIENCE}
+    .venv/bin/synthseg experiment segmentation --data "camvid:$CAMVID" --fractions "$FRACTION" --seeds 3 \
+      --subset-seed 0 --settings "$SETTINGS" --image-size 96x128 --batch-size 8 --steps 400 --patience "$PATIENCE" \
+      --out "$OUT/camvid_protocol_f$FRACTION" ;;
+  *) echo "RECIPE must be ema or early-stopping, got '$RECIPE'" >&2; exit 2 ;;
+esac

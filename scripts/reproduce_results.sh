@@ -10,12 +10,14 @@ cd "$(dirname "$0")/.."
 CAMVID=${1:-../shared/data/camvid}
 OUT=${2:-runs}
 make setup >/dev/null
-# 1. CamVid, 25 % of train (92 images: 75 fit + 17 selection), all six settings x 3 seeds.
+# 1. CamVid, 25 % of train (92 images: 75 fit + 17 selection), 3 seeds: the current recipe (EMA
+#    weights, 800 steps), then the earlier one (raw weights, early stopping) the README also shows.
 bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
+RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 # 2. The generator's FCN-score on the subset's selection images (also the README's grid).
 .venv/bin/python scripts/gan_eval_selection.py "$OUT/camvid_protocol_f0.25/subsets/frac0.25-subset0" "camvid:$CAMVID"
 # 3. The same at 10 % of train (37 images).
-bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
+RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 # 4. Classification on demo-classes: per-subset class-conditional GAN (FiLM, edges), confidence
 #    filter, rare classes targeted; selection on val, figures on the test split.
 #    real+pretrain pretrains on the synthetic images and fine-tunes on the real ones.
@@ -48,7 +50,7 @@ bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 #     early stopping on val loss, patience 12, may end it sooner).
 .venv/bin/synthseg experiment classification --data "demo-classes?seed=1" --seeds 3 --subset-seed 0 --epochs 160 \
   --settings real --out "$OUT/cls_real160_data1"
-echo "reports: $OUT/camvid_protocol_f0.25/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
+echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
   "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html" \
   "$OUT/cls_calibrated/report/report.html $OUT/cls_calibrated_data1/report/report.html" \
   "$OUT/cls_default_data2/report/report.html $OUT/cls_epochs80_data1/report/report.html"
