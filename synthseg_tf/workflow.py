@@ -29,7 +29,7 @@ def demo_settings(quick: bool) -> Dict:
                     filters={"quality_factor": None, "pixel_filter": None, "hardness": False})
     return dict(scenes=240, size=64, gan_steps=600, n_per_image=4, max_steps=200, patience=4, seeds=2,
                 fractions=(0.5,), settings=("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic",
-                                            "real+pretrain"),
+                                            "real+pretrain", "real+pretrain+copypaste"),
                 filters={})
 
 
