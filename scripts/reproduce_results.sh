@@ -14,6 +14,9 @@ make setup >/dev/null
 #    weights, 800 steps), then the earlier one (raw weights, early stopping) the README also shows.
 bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
+#    The budget check: real-only for 1,600 steps, the compute of pretraining + fine-tuning.
+.venv/bin/synthseg experiment segmentation --data "camvid:$CAMVID" --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --settings real --image-size 96x128 --batch-size 8 --steps 1600 --ema 0.99 --out "$OUT/camvid_emafix1600_f0.25"
 # 2. The generator's FCN-score on the subset's selection images (also the README's grid).
 .venv/bin/python scripts/gan_eval_selection.py "$OUT/camvid_protocol_f0.25/subsets/frac0.25-subset0" "camvid:$CAMVID"
 # 3. The same at 10 % of train (37 images).
