@@ -107,7 +107,8 @@ def record_head(run_dir: str, out_dir: str, fraction: float, seed: int, setting:
 
 
 SELECTED = "selected-recipe"
-# The ways of using the synthetic set that selected-recipe chooses among (both experiments).
+# The ways of using the synthetic set that selected-recipe chooses among (both experiments;
+# segmentation adds real+pretrain+copypaste, its SEG_RECIPES).
 RECIPES = ("real+synthetic", "real+pretrain", "real+pretrain+mix")
 # Settings that start from a model trained on the synthetic set alone (pretraining_run).
 PRETRAINED_SETTINGS = ("real+pretrain", "real+pretrain+mix", "real+pretrain+copypaste")

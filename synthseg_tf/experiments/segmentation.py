@@ -1,7 +1,7 @@
 """Segmentation experiment: does synthetic data help a U-Net, under the honest protocol?
 
 For every fraction ``f`` of the real training split and every seed ``s`` the experiment trains
-U-Nets in up to five settings, all on the same *fit* images (see
+U-Nets in the settings below, all on the same *fit* images (see
 :mod:`synthseg_tf.experiments.protocol`):
 
 ==================  ======================================================================
