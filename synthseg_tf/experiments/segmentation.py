@@ -99,6 +99,9 @@ SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthet
                          "real+pretrain+mix", "real+pretrain+copypaste")
 DEFAULT_SETTINGS = SEGMENTATION_SETTINGS[:5]
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
+# whose recipe each pretrained setting's fine-tune follows
+FINE_TUNE_RECIPE = {"real+pretrain": "real", "real+pretrain+mix": "real+synthetic",
+                    "real+pretrain+copypaste": "real+copypaste"}
 STRONG = "strong"
 
 # Defaults of the per-cell artifacts (each can be overridden through the matching dict argument).
@@ -391,11 +394,18 @@ def run_segmentation_experiment(
         def run_dir_of(setting: str) -> str:
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
+        def added_set(setting: str) -> Optional[str]:
+            """The folder of samples the setting adds to the fit images (None: the fit images alone)."""
+            if setting in SYNTHETIC_SETTINGS:
+                return c.synthetic()
+            if setting == "real+copypaste":
+                return c.copypaste()
+            return None
+
         def train_run(setting: str, run_dir: str) -> None:
             if setting in PRETRAINED_SETTINGS:
                 weights, pre = c.pretrained(s, run_dir_of("synthetic"))
-                # the fine-tune follows real+synthetic's recipe (mix), real+copypaste's, or real's
-                extra = {"real+pretrain+mix": c.synthetic, "real+pretrain+copypaste": c.copypaste}.get(setting)
+                extra = added_set(FINE_TUNE_RECIPE[setting])
                 gen_desc = f"the {len(c.fit)} fit images (generator {generator or os.path.join(c.dir, 'gan')})"
                 train_unet(
                     c.fit, c.sel, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, steps=steps,
@@ -404,14 +414,10 @@ def run_segmentation_experiment(
                     extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                                  "real_subset": c.fit_ids, "pretraining": pre,
                                                  "protocol": c.protocol(gen_desc)}},
-                    **(dict(synthetic=extra(), synthetic_ratio=synthetic_ratio) if extra else {}),
+                    **(dict(synthetic=extra, synthetic_ratio=synthetic_ratio) if extra else {}),
                     **exp.options_for("real"))
                 return
-            syn = None
-            if setting in SYNTHETIC_SETTINGS:
-                syn = c.synthetic()
-            elif setting == "real+copypaste":
-                syn = c.copypaste()
+            syn = added_set(setting)
             gen_desc = None
             if setting in SYNTHETIC_SETTINGS:
                 gen_desc = (f"synthetic set {syn}" if synthetic else
