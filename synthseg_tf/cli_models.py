@@ -306,7 +306,7 @@ def cmd_experiment_segmentation(args) -> int:
     if args.no_hardness:
         gen["hardness"] = False
     summary = run_segmentation_experiment(args.data, args.out, evaluation=args.eval, selection=args.selection,
-                                          steps=args.steps, generation=gen or None, **opts, **extra)
+                                          selection_carve=args.selection_carve, steps=args.steps, generation=gen or None, **opts, **extra)
     return _finish_experiment(args, summary)
 
 
@@ -510,6 +510,10 @@ def register(sub, spec_help: str) -> None:
     s.add_argument("--eval", help="evaluation data (default: --data's val split), e.g. camvid:DIR?split=test")
     s.add_argument("--selection", help="select on this split instead of carving 20%% of each subset "
                    "(must not be the evaluation data)")
+    s.add_argument("--selection-carve", choices=["hash", "blocks"], default="hash",
+                   help="how the selection part is carved from each subset: hash (each image by the hash of its "
+                        "id; default) or blocks (runs of neighbouring ids, e.g. video frames, so that selection "
+                        "images are not a second away from a training frame)")
     _generator_args(s, "samples")
     s.add_argument("--fractions", type=_fractions, default=[0.1, 0.25], help="default 0.1,0.25")
     s.add_argument("--seeds", type=_seeds, default=3, help="number of seeds (default 3) or a comma list")

@@ -139,6 +139,33 @@ def test_resume_trains_nothing_and_other_settings_refuse(seg_experiment, monkeyp
         run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"] + "_y", settings=("fake",), **FAST)
 
 
+def test_blocks_selection_carve_is_used_recorded_and_part_of_the_identity(seg_experiment, tmp_path):
+    from synthseg_tf.data.classes import ClassTable
+    from synthseg_tf.data.dataset import Dataset, Sample
+    from synthseg_tf.experiments import protocol as P
+    from synthseg_tf.experiments.segmentation import run_segmentation_experiment
+
+    out = str(tmp_path / "blocks")
+    run_segmentation_experiment(seg_experiment["spec"], out, fractions=(1.0,), seeds=(0,), settings=("real",),
+                                selection_carve="blocks", log=lambda m: None, **TINY, **FAST)
+    sub = _load(out, "subsets", "frac1-subset0", "subset.json")
+    assert "blocks of neighbouring source ids" in sub["selection_rule"]
+    ids = sub["fit"] + sub["selection"]
+    whole = Dataset(spec="ids", task="segmentation", classes=ClassTable(names=["a", "b"]),
+                    samples=[Sample(image=i, mask=i, source_id=i) for i in ids])
+    assert P.source_ids(P.carve_selection_blocks(whole)[1]) == sub["selection"]
+    assert _load(out, "experiment.json")["identity"]["selection_carve"] == "blocks"
+    assert _load(out, "runs", "frac1-seed0-real", "config.json")["val_samples"] == len(sub["selection"])
+    # an experiment carved by hash is not resumed with blocks, nor the other way round
+    with pytest.raises(FileExistsError, match="other settings"):
+        run_segmentation_experiment(seg_experiment["spec"], seg_experiment["out"], fractions=(1.0,), seeds=(0,),
+                                    settings=ALL, patience=2, selection_carve="blocks", log=lambda m: None,
+                                    **TINY, **FAST)
+    with pytest.raises(ValueError, match="explicit selection split"):
+        run_segmentation_experiment(seg_experiment["spec"], out + "_x", selection=seg_experiment["spec"],
+                                    selection_carve="blocks", **FAST)
+
+
 def test_synthetic_or_generator_from_outside_the_subset_is_refused(seg_experiment, tmp_path):
     from synthseg_tf.data import load
     from synthseg_tf.experiments.protocol import ProtocolError

@@ -39,6 +39,44 @@ def test_carve_selection_small_sets():
         P.carve_selection(_ds(5), 1.5)
 
 
+def _frames(seqs):
+    samples = [Sample(image=f"{q}_{f:06d}.png", mask=f"{q}_{f:06d}_m.png", source_id=f"{q}_{f:06d}")
+               for q, n in seqs for f in range(0, 30 * n, 30)]
+    return Dataset(spec="video", task="segmentation", samples=samples, classes=ClassTable(names=["a", "b"]))
+
+
+def test_natural_key_orders_numbered_frames():
+    ids = ["seq_10", "seq_9", "seq_100", "a_2", "seq_09b"]
+    assert sorted(ids, key=P.natural_key) == ["a_2", "seq_9", "seq_09b", "seq_10", "seq_100"]
+
+
+def test_blocks_carve_keeps_selection_frames_away_from_fit_frames():
+    ds = _frames([("0001TP", 40), ("0016E5", 60)])  # 100 frames, 30 apart, as CamVid's labelled frames
+    index = {s.source_id: i for i, s in enumerate(sorted(ds.samples, key=lambda s: P.natural_key(s.source_id)))}
+
+    def gaps(fit, sel):  # for each selection frame, how many frames (in order) to the nearest fit frame
+        f = sorted(index[i] for i in P.source_ids(fit))
+        return [min(abs(index[i] - j) for j in f) for i in P.source_ids(sel)]
+
+    fit, sel = P.carve_selection_blocks(ds, 0.2)
+    ids_fit, ids_sel = set(P.source_ids(fit)), set(P.source_ids(sel))
+    assert ids_fit.isdisjoint(ids_sel) and ids_fit | ids_sel == set(P.source_ids(ds))
+    assert 20 <= len(sel) <= 25  # about 20 %, whole blocks of ceil(sqrt(20)) = 5
+    g_blocks = gaps(fit, sel)
+    g_hash = gaps(*P.carve_selection(ds, 0.2))
+    assert sum(g_blocks) / len(g_blocks) > 1.5 * sum(g_hash) / len(g_hash)
+    assert max(g_blocks) >= 3 and max(g_hash) <= 2
+    # deterministic and independent of listing order
+    rev = ds.select(list(range(len(ds)))[::-1])
+    assert set(P.source_ids(P.carve_selection_blocks(rev, 0.2)[1])) == ids_sel
+    assert set(P.source_ids(P.carve(ds, 0.2, "blocks")[1])) == ids_sel
+    # small subsets still leave both parts non-empty
+    f2, s2 = P.carve_selection_blocks(_frames([("x", 2)]), 0.9)
+    assert len(f2) == 1 and len(s2) == 1
+    with pytest.raises(ValueError, match="selection carve"):
+        P.carve(ds, 0.2, "random")
+
+
 def test_check_within_names_the_outside_images():
     P.check_within({"a", "b"}, {"a", "b", "c"}, "set X")
     with pytest.raises(P.ProtocolError, match=r"set X was built from 1 image.*outside.*val/0001"):

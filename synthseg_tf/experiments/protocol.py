@@ -4,9 +4,10 @@ One labelled budget
     At fraction ``f`` the experiment draws a *subset* of the training split
     (``train.fraction(f, seed=subset_seed)``). The subset is cut once more into a *fit* part and a
     *selection* part (:func:`carve_selection`, a hash of each ``source_id``, so it does not
-    depend on listing order). The GAN, the quality model, the label-map sampler's source maps and
-    copy-paste bank, the copy-paste baseline and every downstream model train on the fit part and
-    on nothing else.
+    depend on listing order; or, with ``carve="blocks"``, whole runs of neighbouring ids,
+    :func:`carve_selection_blocks`, for data cut from video). The GAN, the quality model, the
+    label-map sampler's source maps and copy-paste bank, the copy-paste baseline and every
+    downstream model train on the fit part and on nothing else.
 
 Selection vs evaluation
     Keep-best, early stopping, filter thresholds and recipe choices read the selection part (or,
@@ -28,7 +29,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 SELECTION_FRACTION = 0.2
@@ -63,6 +66,57 @@ def carve_selection(subset, fraction: float = SELECTION_FRACTION, salt: str = "s
     chosen = set(sel)
     fit = [i for i in range(n) if i not in chosen]
     return subset.select(fit), subset.select(sorted(sel))
+
+
+CARVES = ("hash", "blocks")
+
+
+def natural_key(source_id: str) -> Tuple:
+    """Sort key that orders ``seq_9`` before ``seq_10``: video frames and numbered captures in order."""
+    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", source_id) if t)
+
+
+def carve_selection_blocks(subset, fraction: float = SELECTION_FRACTION, salt: str = "selection",
+                           block: Optional[int] = None):
+    """``(fit, selection)`` like :func:`carve_selection`, but the selection part is made of whole
+    *blocks* of neighbouring images: the subset's source ids in natural order (``0001TP_006690``,
+    ``0001TP_006720``, ...; video frames, numbered captures) cut into runs of ``block`` images
+    (default ``max(2, ceil(sqrt(fraction * n)))``), and runs picked by the hash of their first id
+    until about ``fraction`` of the subset is selected.
+
+    For data cut from video (CamVid, Cityscapes sequences) a random carve puts selection frames a
+    second from a fit frame, so selection rewards memorising the fit scenes; with blocks most
+    selection images are further from every fit image, closer to how far a held-out clip is.
+    """
+    if not 0.0 < float(fraction) < 1.0:
+        raise ValueError(f"the selection fraction must be in (0, 1), got {fraction}")
+    n = len(subset)
+    if n < 2:
+        raise ValueError(f"{subset.spec}: a subset of {n} sample(s) cannot be split into fit and selection parts")
+    target = min(n - 1, max(1, int(round(float(fraction) * n))))
+    size = int(block) if block is not None else max(2, math.ceil(math.sqrt(target)))
+    if size < 1:
+        raise ValueError(f"the selection block size must be >= 1, got {block}")
+    order = sorted(range(n), key=lambda i: natural_key(subset.samples[i].source_id))
+    runs = [order[i:i + size] for i in range(0, n, size)]
+    runs.sort(key=lambda r: _unit_hash(subset.samples[r[0]].source_id, salt))
+    sel: List[int] = []
+    for r in runs:
+        if len(sel) >= target:
+            break
+        sel.extend(r[:n - 1 - len(sel)])  # the fit part keeps at least one image
+    chosen = set(sel)
+    fit = [i for i in range(n) if i not in chosen]
+    return subset.select(fit), subset.select(sorted(sel))
+
+
+def carve(subset, fraction: float = SELECTION_FRACTION, how: str = "hash"):
+    """:func:`carve_selection` (``how="hash"``) or :func:`carve_selection_blocks` (``"blocks"``)."""
+    if how == "hash":
+        return carve_selection(subset, fraction)
+    if how == "blocks":
+        return carve_selection_blocks(subset, fraction)
+    raise ValueError(f"the selection carve must be one of {', '.join(CARVES)}, got {how!r}")
 
 
 def source_ids(ds) -> List[str]:
@@ -143,7 +197,7 @@ def describe(subset_fraction: float, subset_seed, n_subset: int, n_fit: int, n_s
     }
 
 
-__all__ = ["ProtocolError", "carve_selection", "check_within", "checked", "generator_source_ids",
+__all__ = ["ProtocolError", "carve_selection", "carve_selection_blocks", "carve", "CARVES", "natural_key", "check_within", "checked", "generator_source_ids",
            "synthetic_source_ids",
            "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe", "split_for_protocol"]
 

@@ -143,9 +143,10 @@ class Cell:
         self.exp, self.fraction, self.subset_seed = exp, fraction, subset_seed
         subset = exp.train.fraction(fraction, seed=subset_seed)
         if exp.selection is None:
-            self.fit, self.sel = P.carve_selection(subset, exp.selection_fraction)
-            self.selection_desc = (f"{len(self.sel)} of the subset's {len(subset)} images "
-                                   f"(hash of source_id < {exp.selection_fraction:g})")
+            self.fit, self.sel = P.carve(subset, exp.selection_fraction, exp.selection_carve)
+            rule = (f"hash of source_id < {exp.selection_fraction:g}" if exp.selection_carve == "hash" else
+                    f"blocks of neighbouring source ids, about {exp.selection_fraction:g} of the subset")
+            self.selection_desc = f"{len(self.sel)} of the subset's {len(subset)} images ({rule})"
         else:
             self.fit, self.sel = subset, exp.selection
             self.selection_desc = exp.selection_desc
@@ -315,6 +316,7 @@ def run_segmentation_experiment(
     selection=None,
     subset_seed: Optional[int] = None,
     selection_fraction: float = P.SELECTION_FRACTION,
+    selection_carve: str = "hash",
     patience: Optional[int] = None,
     strong_augment: str = STRONG,
     gan: Optional[Dict] = None,
@@ -330,7 +332,9 @@ def run_segmentation_experiment(
     ``data``: a segmentation Dataset or spec; subsets are drawn from its training split.
     ``evaluation``: the evaluation data (spec or Dataset; default the dataset's val split);
     ``selection``: a spec/Dataset to select on instead of carving ``selection_fraction`` of each
-    subset (it must not be the evaluation data). ``synthetic`` (a generated folder) or
+    subset (it must not be the evaluation data); ``selection_carve``: ``"hash"`` (each image by the
+    hash of its id) or ``"blocks"`` (runs of neighbouring ids, for frames cut from video; see
+    :func:`~synthseg_tf.experiments.protocol.carve_selection_blocks`). ``synthetic`` (a generated folder) or
     ``generator`` (a GAN run/export) replace the per-cell GAN, and are refused unless their
     provenance lies inside the cell's fit images. ``gan``: :func:`train_gan` options for the
     per-cell GAN (``steps``, ``batch_size``, ``base_filters``, ...; defaults ``GAN_DEFAULTS``);
@@ -352,6 +356,11 @@ def run_segmentation_experiment(
     if not 0.0 < float(synthetic_ratio) <= 1.0:
         raise ValueError(f"synthetic_ratio must be in (0, 1], got {synthetic_ratio}")
     size = parse_image_size(image_size)
+    if selection_carve not in P.CARVES:
+        raise ValueError(f"selection_carve must be one of {', '.join(P.CARVES)}, got {selection_carve!r}")
+    if selection is not None and selection_carve != "hash":
+        raise ValueError("selection_carve applies to the part carved from each subset; it cannot be combined "
+                         "with an explicit selection split")
 
     ds = load(data)
     if ds.task != "segmentation":
@@ -380,10 +389,12 @@ def run_segmentation_experiment(
         "patience": patience, "synthetic_ratio": float(synthetic_ratio), "strong_augment": strong_augment,
         "train_options": {k: v for k, v in sorted(train_options.items()) if k not in NOT_IDENTITY},
     }
+    if selection_carve != "hash":  # experiments made before the option keep their identity
+        identity["selection_carve"] = selection_carve
     state = check_experiment(out_dir, identity, {"fractions": fractions, "seeds": seeds, "settings": settings})
     exp = _Experiment(spec=ds.spec, classes=ds.classes, train=train, eval_ds=eval_ds, eval_desc=eval_desc,
                       selection=sel_ds, selection_desc=sel_desc, selection_fraction=float(selection_fraction),
-                      subset_seed=subset_seed, out_dir=out_dir, size=size, batch_size=int(batch_size),
+                      selection_carve=selection_carve, subset_seed=subset_seed, out_dir=out_dir, size=size, batch_size=int(batch_size),
                       epochs=epochs, steps=steps, patience=patience, synthetic=synthetic, generator=generator,
                       gan=gan, generation=generation, copypaste=copypaste, strong_augment=strong_augment,
                       train_options=train_options, verbose=verbose, log=log)
