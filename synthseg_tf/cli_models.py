@@ -520,11 +520,13 @@ def register(sub, spec_help: str) -> None:
     s.add_argument("--subset-seed", type=int, default=None,
                    help="draw one subset per fraction with this seed (one GAN per fraction); default: a subset per seed")
     s.add_argument("--settings", type=_settings,
-                   default=["real", "real+augment", "real+copypaste", "real+synthetic", "synthetic"],
+                   default=["real", "real+augment", "real+copypaste", "real+synthetic", "synthetic",
+                            "real+pretrain+copypaste"],
                    help="comma list of real, real+augment, real+copypaste, real+synthetic, synthetic, real+pretrain "
                         "(pretrain on the synthetic set, fine-tune on the real images), real+pretrain+mix (the same "
                         "pretraining, fine-tune on real+synthetic), real+pretrain+copypaste (the same pretraining, "
-                        "fine-tune on real+copypaste); default: all but the pretraining recipes")
+                        "fine-tune on real+copypaste); default: real,real+augment,real+copypaste,real+synthetic,synthetic,"
+                        "real+pretrain+copypaste")
     sched = s.add_mutually_exclusive_group()
     sched.add_argument("--epochs", type=_positive_int, help="maximum epochs over the fit images (default 10)")
     sched.add_argument("--steps", type=_positive_int, help="maximum optimizer steps per run instead of --epochs")

@@ -332,7 +332,7 @@ def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys,
     monkeypatch.setattr(exp, "run_segmentation_experiment", spy)
     args = p.parse_args(["experiment", "segmentation", "--data", seg_experiment["spec"], "--fractions", "1",
                          "--seeds", "0,", "--patience", "2", "--image-size", "32", "--batch-size", "4", "--steps",
-                         "2", "--backbone", "resnet18", "--out", seg_experiment["out"]])
+                         "2", "--backbone", "resnet18", "--settings", ",".join(ALL), "--out", seg_experiment["out"]])
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert calls and calls[0]["seeds"] == [0] and calls[0]["fractions"] == [1.0] and calls[0]["evaluation"] is None
@@ -340,6 +340,9 @@ def test_cli_experiment_segmentation_resumes_and_reports(seg_experiment, capsys,
     assert "verdict, fraction 1, real+synthetic vs real+augment" in text and "protocol: evaluated on" in text
     assert "training U-Net" not in text
     assert os.path.isfile(os.path.join(seg_experiment["out"], "report", "report.html"))
+    # without --settings: the baselines, the GAN settings and the recipe measured to help
+    args = p.parse_args(["experiment", "segmentation", "--data", "x", "--out", "y"])
+    assert args.settings == list(exp.DEFAULT_SETTINGS) and "real+pretrain+copypaste" in args.settings
 
 
 def test_real_plus_pretrain_fine_tunes_from_a_synthetic_only_run_inside_the_subset(seg_experiment, tmp_path):
