@@ -4,6 +4,8 @@
 #   RECIPE=ema (default)       the current figures: every U-Net runs 800 steps, no early stopping,
 #                              selection / keep-best / the kept model use an EMA of the weights (0.99)
 #                              -> OUT/camvid_emafix_f$FRACTION
+#   CARVE=blocks               with RECIPE=ema: carve each subset's selection part as runs of
+#                              neighbouring frames (--selection-carve blocks) -> OUT/camvid_emafix_blocks_f$FRACTION
 #   RECIPE=early-stopping      the earlier figures: raw weights, at most 400 steps, early stopping with
 #                              PATIENCE epochs -> OUT/camvid_protocol_f$FRACTION
 # One subset per fraction (subset seed 0): its fit images train pix2pix, the quality U-Net, the
@@ -20,14 +22,21 @@ CAMVID=${1:-../shared/data/camvid}
 OUT=${2:-runs}
 FRACTION=${3:-0.25}
 RECIPE=${RECIPE:-ema}
+CARVE=${CARVE:-hash}
+case "$CARVE" in
+  hash) CARVE_ARGS=(); SUFFIX="" ;;
+  blocks) CARVE_ARGS=(--selection-carve blocks); SUFFIX="_blocks" ;;
+  *) echo "CARVE must be hash or blocks, got '$CARVE'" >&2; exit 2 ;;
+esac
 make setup >/dev/null
 case "$RECIPE" in
   ema)
     SETTINGS=${4:-real,real+synthetic,synthetic,real+pretrain,real+copypaste,real+pretrain+copypaste,real+pretrain+mix}
     .venv/bin/synthseg experiment segmentation --data "camvid:$CAMVID" --fractions "$FRACTION" --seeds 3 \
       --subset-seed 0 --settings "$SETTINGS" --image-size 96x128 --batch-size 8 --steps 800 --ema 0.99 \
-      --out "$OUT/camvid_emafix_f$FRACTION" ;;
+      ${CARVE_ARGS[@]+"${CARVE_ARGS[@]}"} --out "$OUT/camvid_emafix${SUFFIX}_f$FRACTION" ;;
   early-stopping)
+    [ "$CARVE" = hash ] || { echo "CARVE=blocks goes with RECIPE=ema" >&2; exit 2; }
     SETTINGS=${4:-real,real+augment,real+copypaste,real+synthetic,synthetic,real+pretrain,real+pretrain+mix}
     case "$FRACTION" in 0.1) DEFAULT_PATIENCE=20 ;; *) DEFAULT_PATIENCE=8 ;; esac
     PATIENCE=${5:-$DEFAULT_PATIENCE}
