@@ -18,7 +18,9 @@ from synthseg_tf.training.segmentation import train_unet
 def main(exp: str, out: str, lr: float, camvid: str = "../shared/data/camvid", fraction: float = 0.25) -> None:
     ds = load(f"camvid:{camvid}")
     train, eval_ds, _ = P.split_for_protocol(ds, None)
-    fit, sel = P.carve_selection(train.fraction(fraction, seed=0), P.SELECTION_FRACTION)
+    with open(os.path.join(exp, "experiment.json")) as f:
+        carve = json.load(f)["identity"].get("selection_carve", "hash")
+    fit, sel = P.carve(train.fraction(fraction, seed=0), P.SELECTION_FRACTION, carve)
     cell_dir = os.path.join(exp, "subsets", f"frac{fraction:g}-subset0")
     with open(os.path.join(cell_dir, "subset.json")) as f:
         cell = json.load(f)

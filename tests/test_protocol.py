@@ -48,6 +48,8 @@ def _frames(seqs):
 def test_natural_key_orders_numbered_frames():
     ids = ["seq_10", "seq_9", "seq_100", "a_2", "seq_09b"]
     assert sorted(ids, key=P.natural_key) == ["a_2", "seq_9", "seq_09b", "seq_10", "seq_100"]
+    assert P.natural_key("x\u00b2y") == ((1, 0, "x\u00b2y"),)  # only ASCII digits count as numbers
+    assert sorted(["b", "", "a"], key=P.natural_key) == ["", "a", "b"]
 
 
 def test_blocks_carve_keeps_selection_frames_away_from_fit_frames():
@@ -61,7 +63,7 @@ def test_blocks_carve_keeps_selection_frames_away_from_fit_frames():
     fit, sel = P.carve_selection_blocks(ds, 0.2)
     ids_fit, ids_sel = set(P.source_ids(fit)), set(P.source_ids(sel))
     assert ids_fit.isdisjoint(ids_sel) and ids_fit | ids_sel == set(P.source_ids(ds))
-    assert 20 <= len(sel) <= 25  # about 20 %, whole blocks of ceil(sqrt(20)) = 5
+    assert len(sel) == 20  # 20 %, 4 whole blocks of ceil(sqrt(20)) = 5
     g_blocks = gaps(fit, sel)
     g_hash = gaps(*P.carve_selection(ds, 0.2))
     assert sum(g_blocks) / len(g_blocks) > 1.5 * sum(g_hash) / len(g_hash)
@@ -73,6 +75,10 @@ def test_blocks_carve_keeps_selection_frames_away_from_fit_frames():
     # small subsets still leave both parts non-empty
     f2, s2 = P.carve_selection_blocks(_frames([("x", 2)]), 0.9)
     assert len(f2) == 1 and len(s2) == 1
+    f3, s3 = P.carve_selection_blocks(_frames([("x", 3)]), 0.2)  # one image wanted: blocks of 1
+    assert len(f3) == 2 and len(s3) == 1
+    f4, s4 = P.carve_selection_blocks(_frames([("x", 92)]), 0.2)  # 18 wanted, blocks of 5: at most one over
+    assert 18 <= len(s4) <= 22 and len(s4) % 5 == 0
     with pytest.raises(ValueError, match="selection carve"):
         P.carve(ds, 0.2, "random")
 

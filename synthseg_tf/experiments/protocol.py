@@ -73,7 +73,8 @@ CARVES = ("hash", "blocks")
 
 def natural_key(source_id: str) -> Tuple:
     """Sort key that orders ``seq_9`` before ``seq_10``: video frames and numbered captures in order."""
-    return tuple((0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", source_id) if t)
+    parts = re.split(r"([0-9]+)", source_id)  # odd positions are the runs of ASCII digits
+    return tuple((0, int(t), "") if i % 2 else (1, 0, t) for i, t in enumerate(parts) if t)
 
 
 def carve_selection_blocks(subset, fraction: float = SELECTION_FRACTION, salt: str = "selection",
@@ -81,8 +82,9 @@ def carve_selection_blocks(subset, fraction: float = SELECTION_FRACTION, salt: s
     """``(fit, selection)`` like :func:`carve_selection`, but the selection part is made of whole
     *blocks* of neighbouring images: the subset's source ids in natural order (``0001TP_006690``,
     ``0001TP_006720``, ...; video frames, numbered captures) cut into runs of ``block`` images
-    (default ``max(2, ceil(sqrt(fraction * n)))``), and runs picked by the hash of their first id
-    until about ``fraction`` of the subset is selected.
+    (default ``ceil(sqrt(s))`` for a selection of ``s = round(fraction * n)`` images), and whole
+    runs picked by the hash of their first id until at least ``s`` images are selected (so at
+    most one run over; a cut run would put its other frames, the nearest ones, in the fit part).
 
     For data cut from video (CamVid, Cityscapes sequences) a random carve puts selection frames a
     second from a fit frame, so selection rewards memorising the fit scenes; with blocks most
@@ -94,17 +96,18 @@ def carve_selection_blocks(subset, fraction: float = SELECTION_FRACTION, salt: s
     if n < 2:
         raise ValueError(f"{subset.spec}: a subset of {n} sample(s) cannot be split into fit and selection parts")
     target = min(n - 1, max(1, int(round(float(fraction) * n))))
-    size = int(block) if block is not None else max(2, math.ceil(math.sqrt(target)))
+    size = int(block) if block is not None else math.ceil(math.sqrt(target))
     if size < 1:
         raise ValueError(f"the selection block size must be >= 1, got {block}")
-    order = sorted(range(n), key=lambda i: natural_key(subset.samples[i].source_id))
+    ids = [s.source_id for s in subset.samples]
+    order = sorted(range(n), key=lambda i: (natural_key(ids[i]), ids[i]))  # "a1" / "a01": by text
     runs = [order[i:i + size] for i in range(0, n, size)]
-    runs.sort(key=lambda r: _unit_hash(subset.samples[r[0]].source_id, salt))
+    runs.sort(key=lambda r: _unit_hash(ids[r[0]], salt))
     sel: List[int] = []
     for r in runs:
         if len(sel) >= target:
             break
-        sel.extend(r[:n - 1 - len(sel)])  # the fit part keeps at least one image
+        sel.extend(r[:n - 1 - len(sel)])  # whole runs, but the fit part keeps at least one image
     chosen = set(sel)
     fit = [i for i in range(n) if i not in chosen]
     return subset.select(fit), subset.select(sorted(sel))
