@@ -306,7 +306,8 @@ def cmd_experiment_segmentation(args) -> int:
     if args.no_hardness:
         gen["hardness"] = False
     summary = run_segmentation_experiment(args.data, args.out, evaluation=args.eval, selection=args.selection,
-                                          selection_carve=args.selection_carve, steps=args.steps, generation=gen or None, **opts, **extra)
+                                          selection_carve=args.selection_carve, steps=args.steps,
+                                          generation=gen or None, **opts, **extra)
     return _finish_experiment(args, summary)
 
 

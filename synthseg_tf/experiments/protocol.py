@@ -200,8 +200,8 @@ def describe(subset_fraction: float, subset_seed, n_subset: int, n_fit: int, n_s
     }
 
 
-__all__ = ["ProtocolError", "carve_selection", "carve_selection_blocks", "carve", "CARVES", "natural_key", "check_within", "checked", "generator_source_ids",
-           "synthetic_source_ids",
+__all__ = ["ProtocolError", "carve_selection", "carve_selection_blocks", "carve", "CARVES", "natural_key",
+           "check_within", "checked", "generator_source_ids", "synthetic_source_ids",
            "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe", "split_for_protocol"]
 
 

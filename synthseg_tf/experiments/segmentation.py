@@ -18,7 +18,7 @@ U-Nets in the settings below, all on the same *fit* images (see
                     plus synthetic samples) from its weights; opt-in
 ``real+pretrain+copypaste``  the same pretraining, then the ``real+copypaste`` recipe from its
                     weights: what the GAN adds on top of the cheap baseline; in the default
-                    settings (it helped on CamVid 25 %, README)
+                    settings (it helped on CamVid at 25 % and 10 %, README)
 ==================  ======================================================================
 
 One change at a time: every setting but ``real+augment`` uses the same (standard)
@@ -98,7 +98,7 @@ from synthseg_tf.experiments import protocol as P
 
 SEGMENTATION_SETTINGS = ("real", "real+augment", "real+copypaste", "real+synthetic", "synthetic", "real+pretrain",
                          "real+pretrain+mix", "real+pretrain+copypaste")
-# the baselines, the GAN settings and the one recipe measured to help (CamVid 25 %, README)
+# the baselines, the GAN settings and the one recipe measured to help (CamVid 25 % and 10 %, README)
 DEFAULT_SETTINGS = SEGMENTATION_SETTINGS[:5] + ("real+pretrain+copypaste",)
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
 # whose recipe each pretrained setting's fine-tune follows
