@@ -48,15 +48,21 @@ def _unit_hash(text: str, salt: str = "") -> float:
     return int(hashlib.sha1((salt + text).encode("utf-8")).hexdigest()[:8], 16) / 0xFFFFFFFF
 
 
-def carve_selection(subset, fraction: float = SELECTION_FRACTION, salt: str = "selection"):
-    """``(fit, selection)`` Datasets from ``subset``: a sample goes to selection when the hash of its
-    ``source_id`` is below ``fraction``. Both parts get at least one sample (the lowest/highest
-    hashes are moved when the rule leaves one empty); fewer than 2 samples is an error."""
+def _carvable(subset, fraction: float) -> int:
+    """The subset's size, after checking that ``fraction`` of it can be carved off."""
     if not 0.0 < float(fraction) < 1.0:
         raise ValueError(f"the selection fraction must be in (0, 1), got {fraction}")
     n = len(subset)
     if n < 2:
         raise ValueError(f"{subset.spec}: a subset of {n} sample(s) cannot be split into fit and selection parts")
+    return n
+
+
+def carve_selection(subset, fraction: float = SELECTION_FRACTION, salt: str = "selection"):
+    """``(fit, selection)`` Datasets from ``subset``: a sample goes to selection when the hash of its
+    ``source_id`` is below ``fraction``. Both parts get at least one sample (the lowest/highest
+    hashes are moved when the rule leaves one empty); fewer than 2 samples is an error."""
+    n = _carvable(subset, fraction)
     h = [_unit_hash(s.source_id, salt) for s in subset.samples]
     sel = [i for i in range(n) if h[i] < fraction]
     if not sel:
@@ -90,11 +96,7 @@ def carve_selection_blocks(subset, fraction: float = SELECTION_FRACTION, salt: s
     second from a fit frame, so selection rewards memorising the fit scenes; with blocks most
     selection images are further from every fit image, closer to how far a held-out clip is.
     """
-    if not 0.0 < float(fraction) < 1.0:
-        raise ValueError(f"the selection fraction must be in (0, 1), got {fraction}")
-    n = len(subset)
-    if n < 2:
-        raise ValueError(f"{subset.spec}: a subset of {n} sample(s) cannot be split into fit and selection parts")
+    n = _carvable(subset, fraction)
     target = min(n - 1, max(1, int(round(float(fraction) * n))))
     size = int(block) if block is not None else math.ceil(math.sqrt(target))
     if size < 1:
