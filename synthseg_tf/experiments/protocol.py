@@ -115,13 +115,18 @@ def carve_selection_blocks(subset, fraction: float = SELECTION_FRACTION, salt: s
     return subset.select(fit), subset.select(sorted(sel))
 
 
+def check_carve(how: str) -> str:
+    """``how`` when it names a selection carve (:data:`CARVES`), else ValueError."""
+    if how not in CARVES:
+        raise ValueError(f"the selection carve must be one of {', '.join(CARVES)}, got {how!r}")
+    return how
+
+
 def carve(subset, fraction: float = SELECTION_FRACTION, how: str = "hash"):
     """:func:`carve_selection` (``how="hash"``) or :func:`carve_selection_blocks` (``"blocks"``)."""
-    if how == "hash":
+    if check_carve(how) == "hash":
         return carve_selection(subset, fraction)
-    if how == "blocks":
-        return carve_selection_blocks(subset, fraction)
-    raise ValueError(f"the selection carve must be one of {', '.join(CARVES)}, got {how!r}")
+    return carve_selection_blocks(subset, fraction)
 
 
 def source_ids(ds) -> List[str]:
@@ -202,8 +207,8 @@ def describe(subset_fraction: float, subset_seed, n_subset: int, n_fit: int, n_s
     }
 
 
-__all__ = ["ProtocolError", "carve_selection", "carve_selection_blocks", "carve", "CARVES", "natural_key",
-           "check_within", "checked", "generator_source_ids", "synthetic_source_ids",
+__all__ = ["ProtocolError", "carve_selection", "carve_selection_blocks", "carve", "check_carve", "CARVES",
+           "natural_key", "check_within", "checked", "generator_source_ids", "synthetic_source_ids",
            "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe", "split_for_protocol"]
 
 

@@ -358,8 +358,7 @@ def run_segmentation_experiment(
     if not 0.0 < float(synthetic_ratio) <= 1.0:
         raise ValueError(f"synthetic_ratio must be in (0, 1], got {synthetic_ratio}")
     size = parse_image_size(image_size)
-    if selection_carve not in P.CARVES:
-        raise ValueError(f"selection_carve must be one of {', '.join(P.CARVES)}, got {selection_carve!r}")
+    P.check_carve(selection_carve)
     if selection is not None and selection_carve != "hash":
         raise ValueError("selection_carve applies to the part carved from each subset; it cannot be combined "
                          "with an explicit selection split")
@@ -396,7 +395,8 @@ def run_segmentation_experiment(
     state = check_experiment(out_dir, identity, {"fractions": fractions, "seeds": seeds, "settings": settings})
     exp = _Experiment(spec=ds.spec, classes=ds.classes, train=train, eval_ds=eval_ds, eval_desc=eval_desc,
                       selection=sel_ds, selection_desc=sel_desc, selection_fraction=float(selection_fraction),
-                      selection_carve=selection_carve, subset_seed=subset_seed, out_dir=out_dir, size=size, batch_size=int(batch_size),
+                      selection_carve=selection_carve, subset_seed=subset_seed, out_dir=out_dir, size=size,
+                      batch_size=int(batch_size),
                       epochs=epochs, steps=steps, patience=patience, synthetic=synthetic, generator=generator,
                       gan=gan, generation=generation, copypaste=copypaste, strong_augment=strong_augment,
                       train_options=train_options, verbose=verbose, log=log)
