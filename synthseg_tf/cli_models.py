@@ -77,14 +77,22 @@ def _ratio(text: str) -> float:
     return v
 
 
-def _positive_int(text: str) -> int:
+def _whole_number(text: str, least: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"must be >= {least}, got {text!r}")
     return v
+
+
+def _positive_int(text: str) -> int:
+    return _whole_number(text, 1)
+
+
+def _non_negative_int(text: str) -> int:
+    return _whole_number(text, 0)
 
 
 def _class_weights(text: str):
@@ -180,7 +188,7 @@ def cmd_classifier_train(args) -> int:
     # options left unset use train_classifier's defaults (one source of truth)
     optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
-                "lr_schedule": args.lr_schedule, "ema": args.ema}
+                "lr_schedule": args.lr_schedule, "ema": args.ema, "min_patience_steps": args.min_patience_steps}
     res = train_classifier(
         args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
         synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
@@ -474,7 +482,11 @@ def register(sub, spec_help: str) -> None:
                    help="mix synthetic images at this rate for the real set's steps (default: append them all)")
     c.add_argument("--epochs", type=_positive_int, default=None, help="maximum epochs (default %s)" % cls["epochs"])
     c.add_argument("--patience", type=_positive_int, default=None,
-                   help="early-stopping patience in epochs (default %s)" % cls["patience"])
+                   help="early-stopping patience in epochs (default %s), at least --min-patience-steps "
+                   "optimiser steps" % cls["patience"])
+    c.add_argument("--min-patience-steps", type=_non_negative_int, default=None,
+                   help="the patience spans at least this many optimiser steps, so a small training split "
+                   "is not stopped after a few dozen steps (default %s)" % cls["min_patience_steps"])
     c.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), metavar="TRAIN,VAL,TEST",
                    help="fractions for a dataset without split folders (default 0.7,0.15,0.15); with train/ "
                    "(+ test/ or val/) folders those are kept and only a missing val/test is carved from train/")

@@ -146,6 +146,17 @@ def test_cli_classifier_train(cls_data, tmp_path, capsys):
     assert cfg["synthetic_mode"] == "mix" and cfg["steps_per_epoch"] == 3  # ceil(18 real / 8)
 
 
+def test_patience_spans_at_least_min_patience_steps():
+    from synthseg_tf.training.classification import patience_epochs
+
+    assert patience_epochs(12, 25, 300) == 12  # the full demo-classes split: unchanged
+    assert patience_epochs(12, 7, 300) == 43  # a quarter of it: 301 steps
+    assert patience_epochs(12, 7, 0) == 12 and patience_epochs(2, 1000, 300) == 2
+    for bad in (dict(patience=0, steps_per_epoch=7), dict(patience=3, steps_per_epoch=7, min_patience_steps=-1)):
+        with pytest.raises(ValueError, match="patience"):
+            patience_epochs(**bad)
+
+
 def test_training_options_are_used_and_recorded(cls_data, tmp_path):
     from synthseg_tf.training.classification import CLASSIFIER_DEFAULTS, train_classifier
 
@@ -165,8 +176,11 @@ def test_training_options_are_used_and_recorded(cls_data, tmp_path):
 
     defaults = train_classifier(cls_data["spec"], str(tmp_path / "defaults"), image_size=32, batch_size=8,
                                 epochs=1, fractions=(0.6, 0.2, 0.2), export=False, verbose=0, **SMALL)["config"]
-    for key in ("augment", "batch_norm", "pooling", "label_smoothing", "lr_schedule", "monitor"):
+    for key in ("augment", "batch_norm", "pooling", "label_smoothing", "lr_schedule", "monitor",
+                "min_patience_steps"):
         assert defaults[key] == CLASSIFIER_DEFAULTS[key], key
+    # 18 training images at batch 8: 3 steps per epoch, so the patience spans 100 epochs (300 steps)
+    assert cfg["steps_per_epoch"] == 3 and cfg["patience"] == 3 and cfg["patience_epochs"] == 100
 
     for bad, match in ((dict(augment="heavy"), "augment must be"), (dict(lr_schedule="step"), "lr_schedule"),
                        (dict(monitor="loss"), "monitor")):
