@@ -138,12 +138,13 @@ def test_cli_classifier_train(cls_data, tmp_path, capsys):
     out = str(tmp_path / "cli")
     args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--synthetic", cls_data["synthetic"],
                          "--synthetic-ratio", "0.5", "--image-size", "32", "--epochs", "1", "--batch-size", "8",
-                         "--split", "0.6,0.2,0.2", "--quiet", "--out", out])
+                         "--split", "0.6,0.2,0.2", "--min-patience-steps", "0", "--quiet", "--out", out])
     assert args.func(args) == 0
     text = capsys.readouterr().out
     assert "test accuracy" in text and f"run folder: {out}" in text
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["synthetic_mode"] == "mix" and cfg["steps_per_epoch"] == 3  # ceil(18 real / 8)
+    assert cfg["min_patience_steps"] == 0 and cfg["patience_epochs"] == cfg["patience"]
 
 
 def test_patience_spans_at_least_min_patience_steps():
@@ -202,3 +203,6 @@ def test_cli_augment_options(cls_data, tmp_path):
         args.func(args)
     args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--out", str(tmp_path / "y")])
     assert args.lr is None and args.epochs is None and args.augment is None  # train_classifier's defaults apply
+    assert args.min_patience_steps is None
+    with pytest.raises(SystemExit):
+        p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--min-patience-steps", "-1", "--out", "z"])
