@@ -58,10 +58,14 @@ RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 # 11. A quarter of demo-classes' train split (194 images, stratified): its own GAN, filter classifier
 #     and synthetic set, 4 candidates per image; up to 200 epochs (early stopping on val).
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
-  --epochs 200 --settings real,real+synthetic --n-per-image 4 --out "$OUT/cls_f0.25"
+  --epochs 200 --settings real,real+synthetic,real+pretrain --n-per-image 4 --out "$OUT/cls_f0.25"
+# 12. The same synthetic set mixed into a quarter of each batch instead of appended.
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 \
+  --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_mix0.25"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
   "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html" \
   "$OUT/cls_calibrated/report/report.html $OUT/cls_calibrated_data1/report/report.html" \
   "$OUT/cls_default_data2/report/report.html $OUT/cls_epochs80_data1/report/report.html" \
-  "$OUT/cls_f0.25/report/report.html"
+  "$OUT/cls_f0.25/report/report.html $OUT/cls_f0.25_mix0.25/report/report.html"
