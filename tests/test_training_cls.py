@@ -184,7 +184,7 @@ def test_training_options_are_used_and_recorded(cls_data, tmp_path):
     assert cfg["steps_per_epoch"] == 3 and cfg["patience"] == 3 and cfg["patience_epochs"] == 100
 
     for bad, match in ((dict(augment="heavy"), "augment must be"), (dict(lr_schedule="step"), "lr_schedule"),
-                       (dict(monitor="loss"), "monitor")):
+                       (dict(monitor="loss"), "monitor"), (dict(min_patience_steps=-1), "min_patience_steps")):
         with pytest.raises(ValueError, match=match):
             train_classifier(cls_data["spec"], str(tmp_path / "bad"), verbose=0, **bad)
     assert not os.path.exists(tmp_path / "bad")

@@ -316,6 +316,7 @@ def train_classifier(
         raise ValueError(f"synthetic_ratio must be in [0, 1] or None, got {synthetic_ratio}")
     if ema is not None:
         ema = check_ema_decay(ema)
+    patience_epochs(patience, 1, min_patience_steps)  # checks both before the run folder is made
     out_dir = prepare_out_dir(out_dir, overwrite)
     ds = data if isinstance(data, Dataset) else load(data)
     if ds.task != CLASSIFICATION:
