@@ -92,6 +92,12 @@ def test_every_artifact_stays_inside_the_fit_images(seg_experiment):
         assert cfg["train_samples"] == len(fit) and cfg["val_samples"] == len(sel)
         assert cfg["evaluate_samples"] == len(ev)
         assert cfg["augment"] == ("strong" if r["setting"] == "real+augment" else True)
+        # real+synthetic@R mixes the same synthetic set at R; plain real+synthetic appends it (no ratio given)
+        assert cfg["synthetic_ratio"] == {"real+synthetic@0.5": 0.5, "real+synthetic": None}.get(r["setting"],
+                                                                                                  cfg["synthetic_ratio"])
+        if r["setting"] == "real+synthetic@0.5":
+            assert r["run"] == os.path.join("runs", "frac1-seed%d-real_synthetic@0.5" % r["seed"])
+            assert cfg["synthetic"].endswith(os.path.join("frac1-subset0", "synthetic"))
         m = _load(out, r["run"], "metrics.json")
         # the reported figure is the evaluation split's, not the selection split's
         assert r["metrics"]["mean_iou"] == m["eval"]["mean_iou"]
@@ -241,14 +247,15 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     spec = write_classfolders(str(tmp_path / "cf"))
     out = str(tmp_path / "exp")
     summary = run_classification_experiment(
-        spec, out, seeds=2, subset_seed=0, settings=("real", "real+augment", "real+synthetic", "real+pretrain"),
+        spec, out, seeds=2, subset_seed=0,
+        settings=("real", "real+augment", "real+synthetic", "real+pretrain", "Real+Synthetic@0.50"),
         image_size=32,
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
         gan={"steps": 2, "batch_size": 4, "base_filters": 8},
         generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6",
                     "class_hardness": True}, **SMALL)
     results = _load(out, "results.json")
-    assert len(results["runs"]) == 8 and summary["primary_metric"] == "macro_f1"
+    assert len(results["runs"]) == 10 and summary["primary_metric"] == "macro_f1"
     cell = os.path.join(out, "subsets", "frac1-subset0")
     fit = set(_load(cell, "subset.json")["fit"])
     assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
@@ -269,6 +276,12 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         splits = _load(out, r["run"], "splits.json")
         assert set(splits["train"]) == fit and not set(splits["test"]) & (fit | set(splits["val"]))
         assert cfg["augment"] == ("strong" if r["setting"] == "real+augment" else True)
+        # real+synthetic@R mixes the same synthetic set at R; plain real+synthetic appends it (no ratio given)
+        assert cfg["synthetic_ratio"] == {"real+synthetic@0.5": 0.5, "real+synthetic": None}.get(r["setting"],
+                                                                                                  cfg["synthetic_ratio"])
+        if r["setting"] == "real+synthetic@0.5":
+            assert r["run"] == os.path.join("runs", "frac1-seed%d-real_synthetic@0.5" % r["seed"])
+            assert cfg["synthetic"].endswith(os.path.join("frac1-subset0", "synthetic"))
     row = next(r for r in summary["rows"] if r["setting"] == "real+synthetic")
     acc = [r["metrics"]["accuracy"] for r in results["runs"] if r["setting"] == "real+synthetic"]
     assert row["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(acc))
@@ -291,8 +304,8 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     # the recipe a user is told to use is chosen on val macro F1, never on the test split
     sel = {(r["seed"], r["setting"]): r["selection_macro_f1"] for r in results["runs"]}
     for c in summary["selected_recipe"]["chosen"]:
-        other = "real+pretrain" if c["setting"] == "real+synthetic" else "real+synthetic"
-        assert sel[(c["seed"], c["setting"])] >= sel[(c["seed"], other)]
+        assert sel[(c["seed"], c["setting"])] == max(
+            sel[(c["seed"], k)] for k in ("real+synthetic", "real+synthetic@0.5", "real+pretrain"))
     assert any(r["setting"] == "selected-recipe" for r in summary["rows"])
     (proto,) = summary["protocol"]["cells"]  # one subset (subset_seed=0) for both seeds: one cell
     assert proto["subset"]["images"] == len(fit) and os.path.join(cell, "gan") in proto["generator_trained_on"]
@@ -448,3 +461,37 @@ def test_selected_recipe_reads_only_the_selection_figures():
         (0, "real+synthetic", 0.10), (1, "real+synthetic", 0.50), (3, "real+pretrain+mix", 0.20)]
     assert got[-1]["candidates"] == ["real+synthetic", "real+pretrain", "real+pretrain+mix"]
     assert all(r["setting"] == "selected-recipe" for r in got)
+
+
+def test_ratio_settings_are_validated_and_the_ratio_is_chosen_on_val():
+    from synthseg_tf.experiments.classification import CLASSIFICATION_SETTINGS, RATIO_SETTINGS, _cls_summary
+    from synthseg_tf.experiments.common import normalize_settings
+
+    assert normalize_settings(["real", " real+synthetic@.10", "real+synthetic@0.1", "real+synthetic@0.5"],
+                              CLASSIFICATION_SETTINGS, RATIO_SETTINGS) == [
+        "real", "real+synthetic@0.1", "real+synthetic@0.5"]  # the same ratio written twice is one setting
+    for bad in ("real+synthetic@0", "real+synthetic@1", "real+synthetic@x", "real@0.5", "synthetic@0.5"):
+        with pytest.raises(ValueError, match="ratio|unknown setting"):
+            normalize_settings([bad], CLASSIFICATION_SETTINGS, RATIO_SETTINGS)
+    with pytest.raises(ValueError, match="unknown setting"):  # the segmentation experiment takes no ratio
+        normalize_settings(["real+synthetic@0.5"], CLASSIFICATION_SETTINGS)
+
+    def rec(setting, seed, sel, ev):
+        return {"fraction": 0.25, "seed": seed, "setting": setting, "selection_macro_f1": sel,
+                "metrics": {m: ev for m in ("accuracy", "macro_f1", "weighted_f1", "rare_macro_f1")},
+                "per_class": {"f1": {"a": ev, "b": ev}, "recall": {"a": ev, "b": ev}}}
+
+    runs = [rec("real", 0, 0.9, 0.5), rec("real+synthetic", 0, 0.4, 0.6), rec("real+synthetic@0.5", 0, 0.6, 0.3),
+            rec("real+synthetic@0.1", 0, 0.5, 0.9),
+            rec("real", 1, 0.9, 0.5), rec("real+synthetic", 1, 0.7, 0.6), rec("real+synthetic@0.5", 1, 0.6, 0.3),
+            rec("real+synthetic@0.1", 1, 0.5, 0.9)]
+    summary = _cls_summary({}, runs, ["a", "b"])
+    assert summary["settings"] == ["real", "real+synthetic", "real+synthetic@0.1", "real+synthetic@0.5",
+                                   "selected-recipe"]
+    # val (selection_macro_f1) picks @0.5 in seed 0 and the plain recipe in seed 1; test figures never choose
+    assert [(c["seed"], c["setting"]) for c in summary["selected_recipe"]["chosen"]] == [
+        (0, "real+synthetic@0.5"), (1, "real+synthetic")]
+    rows = {r["setting"]: r for r in summary["rows"]}
+    assert rows["selected-recipe"]["metrics"]["macro_f1"]["values"] == pytest.approx([0.3, 0.6])
+    assert rows["real+synthetic@0.1"]["delta_vs_real"]["metrics"]["macro_f1"]["mean"] == pytest.approx(0.4)
+    assert rows["real+synthetic@0.1"]["delta_vs_real+synthetic"]["metrics"]["macro_f1"]["mean"] == pytest.approx(0.3)

@@ -20,6 +20,10 @@ subset of the train split (seeded by the subset seed) is the only labelled data 
 ``real+pretrain+mix``  the same pretraining, then the ``real+synthetic`` recipe from its weights
 ==================  ==============================================================
 
+``real+synthetic@R`` is ``real+synthetic`` with the synthetic images mixed in at ratio ``R``
+for that run, whatever ``synthetic_ratio`` says; several ratios in one grid are candidates of
+``selected-recipe``, so the ratio too is chosen on the val split.
+
 Per cell ``OUT/subsets/frac{f}-subset{k}/`` holds ``subset.json``, ``gan/``, ``quality/`` (the
 real-trained classifier used as the confidence filter) and ``synthetic/``; each is resumable and
 checked (:mod:`synthseg_tf.experiments.protocol`) to come from the subset alone.
@@ -49,6 +53,8 @@ from synthseg_tf.experiments.common import (
     normalize_seeds,
     normalize_settings,
     pretraining_run,
+    split_setting,
+    with_ratio_variants,
     read_json,
     record_head,
     run_grid,
@@ -60,6 +66,7 @@ from synthseg_tf.experiments.common import (
 
 CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain", "real+pretrain+mix")
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
+RATIO_SETTINGS = ("real+synthetic",)  # may be written real+synthetic@RATIO
 METRICS = ["accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"]
 RARE_BELOW = 25
 GAN_DEFAULTS = dict(steps=1500, batch_size=16, base_filters=32, seed=0, conditioning="edges", upsample="resize",
@@ -333,7 +340,7 @@ def run_classification_experiment(
     out_dir = os.path.abspath(os.fspath(out_dir))
     fractions = normalize_fractions(fractions)
     seeds = normalize_seeds(seeds)
-    settings = normalize_settings(settings, CLASSIFICATION_SETTINGS)
+    settings = normalize_settings(settings, CLASSIFICATION_SETTINGS, RATIO_SETTINGS)
     if synthetic is not None and generator is not None:
         raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
     calibrated_cap(dict(GENERATION_DEFAULTS, **(generation or {})).get("min_confidence"))  # fails early
@@ -397,8 +404,9 @@ def run_classification_experiment(
                     **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio) if mix else {}),
                     **options_for("real"))
                 return
-            syn = c.synthetic() if setting in SYNTHETIC_SETTINGS else None
-            ratio = 1.0 if setting == "synthetic" else (synthetic_ratio if syn else None)
+            base, own_ratio = split_setting(setting)
+            syn = c.synthetic() if base in SYNTHETIC_SETTINGS else None
+            ratio = 1.0 if base == "synthetic" else ((own_ratio or synthetic_ratio) if syn else None)
             gen_desc = f"the {len(c.subset)} subset images" if syn and not synthetic else syn
             train_classifier(
                 c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, synthetic=syn,
@@ -430,16 +438,19 @@ def run_classification_experiment(
                     summary_of, ds.classes.names, log)
 
 
-SELECTED_RULE = selected_rule("macro F1 on the val (selection) split", RECIPES)
+SELECTED_RULE = selected_rule("macro F1 on the val (selection) split",
+                              RECIPES + ("every real+synthetic@RATIO",))
 
 
 def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                  evaluated_on: str = "the real test split") -> Dict:
-    chosen = select_recipe(runs, RECIPES, "selection_macro_f1")
+    present = [r["setting"] for r in runs]
+    chosen = select_recipe(runs, with_ratio_variants(RECIPES, present), "selection_macro_f1")
+    variants = {v: ("real+augment", "real+synthetic") for v in set(present) if split_setting(v)[1] is not None}
     summary = grid_summary("classification", identity, runs + chosen, class_names,
-                           CLASSIFICATION_SETTINGS + (SELECTED,), METRICS, "macro_f1", ["f1", "recall"],
-                           f"{evaluated_on}, the same images for every run",
-                           extra_baselines={"real+synthetic": ("real+augment",),
+                           with_ratio_variants(CLASSIFICATION_SETTINGS, present) + (SELECTED,), METRICS, "macro_f1",
+                           ["f1", "recall"], f"{evaluated_on}, the same images for every run",
+                           extra_baselines={**variants, "real+synthetic": ("real+augment",),
                                             "real+pretrain": ("real+augment", "real+synthetic"),
                                             "real+pretrain+mix": ("real+augment", "real+synthetic", "real+pretrain"),
                                             SELECTED: ("real+augment",)})

@@ -57,14 +57,47 @@ def normalize_fractions(fractions: Iterable[float]) -> List[float]:
     return _unique(fractions, _fraction, "fraction")
 
 
-def normalize_settings(settings: Iterable[str], allowed: Sequence[str]) -> List[str]:
+RATIO_MARK = "@"
+
+
+def split_setting(setting: str) -> Tuple[str, Optional[float]]:
+    """``"real+synthetic@0.1"`` -> ``("real+synthetic", 0.1)``; a plain setting -> ``(setting, None)``."""
+    base, mark, ratio = setting.partition(RATIO_MARK)
+    return (base, float(ratio)) if mark else (base, None)
+
+
+def normalize_settings(settings: Iterable[str], allowed: Sequence[str],
+                       with_ratio: Sequence[str] = ()) -> List[str]:
+    """Validate settings against ``allowed``. Those in ``with_ratio`` may also be written
+    ``SETTING@RATIO`` (a synthetic ratio in (0, 1) for that run only), kept as ``SETTING@{ratio:g}``."""
     def setting(s) -> str:
         s = str(s).strip().lower().replace(" ", "")
+        base, mark, ratio = s.partition(RATIO_MARK)
+        if mark and base in with_ratio:
+            try:
+                r = float(ratio)
+            except ValueError:
+                r = float("nan")
+            if not 0.0 < r < 1.0:
+                raise ValueError(f"setting {s!r}: the synthetic ratio after {RATIO_MARK!r} must be a number in "
+                                 f"(0, 1), got {ratio!r}")
+            return f"{base}{RATIO_MARK}{r:g}"
         if s not in allowed:
-            raise ValueError(f"unknown setting {s!r}; use {', '.join(allowed)}")
+            extra = f", or {' / '.join(f'{b}{RATIO_MARK}RATIO' for b in with_ratio)}" if with_ratio else ""
+            raise ValueError(f"unknown setting {s!r}; use {', '.join(allowed)}{extra}")
         return s
 
     return _unique(settings, setting, "setting")
+
+
+def with_ratio_variants(settings: Sequence[str], present: Iterable[str]) -> Tuple[str, ...]:
+    """``settings`` with every ``SETTING@RATIO`` of ``present`` placed after its ``SETTING``, by ratio."""
+    variants = sorted({s for s in present if RATIO_MARK in s}, key=lambda s: (split_setting(s)[0], split_setting(s)[1]))
+    out: List[str] = []
+    for s in settings:
+        out.append(s)
+        out += [v for v in variants if split_setting(v)[0] == s]
+    return tuple(out)
 
 
 # ============================================================================ names, files
