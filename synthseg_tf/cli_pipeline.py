@@ -33,6 +33,7 @@ import sys
 from typing import Any, Dict, List
 
 from synthseg_tf.cli import EXIT_OK, CliError
+from synthseg_tf.cli_models import _positive_int
 from synthseg_tf.errors import EXIT_BAD_DATA, EXIT_CONFLICT, EXIT_ERROR
 
 TFX_PACKAGE = "synthseg_tf_tfx.pipeline"
@@ -65,16 +66,6 @@ def _size(text: str):
     if len(parts) > 2 or h < 32 or w < 32 or h % 32 or w % 32:
         raise argparse.ArgumentTypeError(f"the U-Net needs sizes that are multiples of 32, got {text!r}")
     return h, w
-
-
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return v
 
 
 # Options that only one task's pipeline has (the other task refuses them rather than ignore them).
