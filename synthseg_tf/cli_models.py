@@ -218,6 +218,7 @@ def _print_summary(summary: dict) -> None:
     base = summary["baseline"]
     labels = {"mean_iou": "mean IoU", "macro_f1": "macro F1"}
     print(f"{labels.get(m, m.replace('_', ' '))} in % (mean ± std over seeds; deltas paired by seed):")
+    width = max([15] + [len(r["setting"]) for r in summary["rows"]])
     for r in summary["rows"]:
         st = r["metrics"][m]
         txt = "n/a" if st["mean"] is None else f"{100 * st['mean']:.1f}" + (
@@ -234,7 +235,7 @@ def _print_summary(summary: dict) -> None:
             if budget.get("train_seconds", {}).get("mean") is not None:
                 btxt += f", {budget['train_seconds']['mean']:.0f} s"
             btxt += "]"
-        print(f"  fraction {r['fraction']:<5g} {r['setting']:<15} {txt}{dtxt}{btxt}")
+        print(f"  fraction {r['fraction']:<5g} {r['setting']:<{width}} {txt}{dtxt}{btxt}")
     _print_verdicts(summary)
 
 
