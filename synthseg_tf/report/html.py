@@ -471,8 +471,14 @@ def _experiment_doc(run_dir: str, summary: Dict, results: Optional[Dict]) -> _Do
                      "'synthetic' uses synthetic samples only); the steps each run actually took are in the "
                      "budget table")
     else:
+        ratio = ident.get("synthetic_ratio")
+        mixing = ("real+synthetic appends every synthetic image to the training split" if ratio is None else
+                  f"real+synthetic mixes synthetic images into a fraction {ratio:g} of the batches' samples, "
+                  "on average")
+        if any("@" in s for s in settings):
+            mixing += "; real+synthetic@R mixes them at ratio R"
         setup.append(f"Up to {ident.get('epochs')} epochs with early stopping on validation loss "
-                     f"(patience {ident.get('patience')}); synthetic images are added to the training split only")
+                     f"(patience {ident.get('patience')}); synthetic images are used for training only ({mixing})")
     for c in proto.get("cells", []):
         sub = c.get("subset", {})
         setup.append(f"Protocol, fraction {sub.get('fraction', 0):g} (subset seed {sub.get('seed')}): "
