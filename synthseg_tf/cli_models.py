@@ -188,7 +188,8 @@ def cmd_classifier_train(args) -> int:
     # options left unset use train_classifier's defaults (one source of truth)
     optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
-                "lr_schedule": args.lr_schedule, "ema": args.ema, "min_patience_steps": args.min_patience_steps}
+                "lr_schedule": args.lr_schedule, "ema": args.ema, "min_patience_steps": args.min_patience_steps,
+                "real_passes": args.real_passes}
     res = train_classifier(
         args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
         synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
@@ -364,6 +365,8 @@ def cmd_experiment_classification(args) -> int:
     if args.class_hardness:
         gen["class_hardness"] = True
     extra = {"ema": args.ema} if args.ema is not None else {}  # (absent: the identity of earlier folders holds)
+    if args.real_passes:
+        extra["real_passes"] = True
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
         **opts, **extra)
@@ -481,6 +484,9 @@ def register(sub, spec_help: str) -> None:
     c.add_argument("--synthetic", metavar="DIR", help="labelled generated images (TFRecord folder)")
     c.add_argument("--synthetic-ratio", type=_ratio, default=None,
                    help="mix synthetic images at this rate for the real set's steps (default: append them all)")
+    c.add_argument("--real-passes", action="store_true",
+                   help="with --synthetic-ratio, make an epoch as many steps as one pass over the real images takes "
+                        "at that ratio (default: the real set's steps, so real images are seen 1 - ratio as often)")
     c.add_argument("--epochs", type=_positive_int, default=None, help="maximum epochs (default %s)" % cls["epochs"])
     c.add_argument("--patience", type=_positive_int, default=None,
                    help="early-stopping patience in epochs (default %s), at least --min-patience-steps "
@@ -584,6 +590,9 @@ def register(sub, spec_help: str) -> None:
     k.add_argument("--split-seed", type=int, default=0)
     k.add_argument("--synthetic-ratio", type=_ratio, default=None,
                    help="mix synthetic images at this rate (default: append them all to the training split)")
+    k.add_argument("--real-passes", action="store_true",
+                   help="with a mix ratio, an epoch is one pass over the real images at that ratio, so every "
+                        "setting sees each real image equally often per epoch (default: the real set's steps)")
     k.add_argument("--min-confidence", type=_min_confidence, default=None,
                    help="keep a generated image when the subset-trained classifier gives its class at least this "
                         "probability (0 disables); 'calibrated[:CAP]' (the default): per class, at least the median "

@@ -145,6 +145,23 @@ def test_cli_classifier_train(cls_data, tmp_path, capsys):
     cfg = json.load(open(os.path.join(out, "config.json")))
     assert cfg["synthetic_mode"] == "mix" and cfg["steps_per_epoch"] == 3  # ceil(18 real / 8)
     assert cfg["min_patience_steps"] == 0 and cfg["patience_epochs"] == cfg["patience"]
+    assert cfg["real_passes"] is False
+    # --real-passes: an epoch is one pass over the 18 real images when half of each batch is synthetic
+    args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--synthetic", cls_data["synthetic"],
+                         "--synthetic-ratio", "0.5", "--real-passes", "--image-size", "32", "--epochs", "1",
+                         "--batch-size", "8", "--split", "0.6,0.2,0.2", "--quiet", "--out", out + "2"])
+    assert args.func(args) == 0
+    cfg = json.load(open(os.path.join(out + "2", "config.json")))
+    assert cfg["real_passes"] is True and cfg["steps_per_epoch"] == 5  # ceil(18 / (0.5 * 8))
+
+
+def test_mixed_steps_per_epoch():
+    from synthseg_tf.training.classification import mixed_steps_per_epoch
+
+    assert mixed_steps_per_epoch(194, 32) == 7 and mixed_steps_per_epoch(194, 32, None) == 7
+    assert mixed_steps_per_epoch(194, 32, 0.25) == 9  # 194 / 24 = 8.08
+    assert mixed_steps_per_epoch(96, 32, 0.25) == 4  # exactly 4: no extra step from rounding
+    assert mixed_steps_per_epoch(194, 32, 1.0) == 7 and mixed_steps_per_epoch(1, 32, 0.5) == 1
 
 
 def test_patience_spans_at_least_min_patience_steps():

@@ -24,7 +24,8 @@ set; ``config.json`` records how each split was obtained (``split_source``, see
 training split (seeded by ``seed``). Synthetic samples (a TFRecord folder of labelled generated
 images) are added to the *training split only*: by default all of them are appended to it
 (``synthetic_ratio=None``); with a ratio they are mixed in at that rate for the real
-training set's number of steps, as in :mod:`synthseg_tf.training.segmentation`.
+training set's number of steps per epoch, as in :mod:`synthseg_tf.training.segmentation`, or with
+``real_passes`` for the steps one pass over the real images takes at that rate.
 
 Training stops when ``val_loss`` has not improved for ``patience`` epochs (at least
 ``min_patience_steps`` optimiser steps, so a small split is not stopped while its batch-norm
@@ -75,6 +76,14 @@ CLASSIFIER_DEFAULTS = {
 # images, 7 steps per epoch; validation accuracy stayed at chance and early stopping ended the run at
 # epoch 14 with 5 % test accuracy). 300 steps is what 12 epochs are on the full demo-classes split
 # (769 images, batch 32), so runs on it are unchanged.
+
+
+def mixed_steps_per_epoch(n_real: int, batch_size: int, synthetic_ratio: Optional[float] = None) -> int:
+    """Steps of one epoch: ``n_real / batch_size``, or with ``synthetic_ratio`` r < 1 the steps after
+    which ``n_real`` real samples have been drawn when a fraction r of the samples is synthetic
+    (``n_real / ((1 - r) * batch_size)``), both rounded up."""
+    real_share = 1.0 if synthetic_ratio is None or float(synthetic_ratio) >= 1.0 else 1.0 - float(synthetic_ratio)
+    return max(1, math.ceil(int(n_real) / (real_share * int(batch_size)) - 1e-9))
 
 
 def patience_epochs(patience: int, steps_per_epoch: int, min_patience_steps: int = 0) -> int:
@@ -265,6 +274,7 @@ def train_classifier(
     init_weights: Optional[str] = None,
     save_weights: bool = False,
     ema: Optional[float] = None,
+    real_passes: bool = False,
     extra_config: Optional[Dict] = None,
 ) -> Dict:
     """Train the CNN classifier on a classification dataset and report on its test split.
@@ -291,6 +301,11 @@ def train_classifier(
 
     ``ema``: a decay in (0, 1) to validate, select and keep an exponential moving average of the
     trainable weights (batch-norm statistics stay the model's own); ``None``: the raw weights.
+
+    ``real_passes``: with a ``synthetic_ratio`` below 1, an epoch is as many steps as one pass over
+    the real images takes at that ratio (``len(train) / ((1 - ratio) * batch_size)``), so a mixed run
+    sees each real image as often per epoch as a real-only run; default (``False``): the real
+    training set's number of steps, so the mixed run sees the real images ``1 - ratio`` as often.
 
     Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; ``metrics["test"]`` is a
     :func:`~synthseg_tf.metrics.classification_report`. Refuses an existing ``out_dir`` unless
@@ -343,10 +358,8 @@ def train_classifier(
     tf.keras.utils.set_random_seed(int(seed))
     train_ds, n_pool = _train_pipeline(train, syn_path, n_syn, synthetic_ratio, size, batch_size, augment,
                                        int(seed), should_cache(train, len(train), cache), k)
-    if synthetic_ratio is None:
-        spe = max(1, math.ceil(n_pool / batch_size))
-    else:
-        spe = max(1, math.ceil(len(train) / batch_size))
+    spe = mixed_steps_per_epoch(n_pool if synthetic_ratio is None else len(train), batch_size,
+                                synthetic_ratio if real_passes and syn_path is not None else None)
     val_ds = _eval_pipeline(val, size, batch_size, k)
     wait = patience_epochs(patience, spe, min_patience_steps)
 
@@ -389,7 +402,7 @@ def train_classifier(
         "label_smoothing": float(label_smoothing), "weight_decay": float(weight_decay),
         "lr_schedule": lr_schedule, "monitor": monitor, "seed": int(seed),
         "init_weights": None if init_weights is None else os.fspath(init_weights),
-        "weight_ema": ema,
+        "weight_ema": ema, "real_passes": bool(real_passes),
         "num_classes": k, "class_names": names, "environment": environment_info(),
         **dict(extra_config or {}),
     }
