@@ -495,3 +495,32 @@ def test_ratio_settings_are_validated_and_the_ratio_is_chosen_on_val():
     assert rows["selected-recipe"]["metrics"]["macro_f1"]["values"] == pytest.approx([0.3, 0.6])
     assert rows["real+synthetic@0.1"]["delta_vs_real"]["metrics"]["macro_f1"]["mean"] == pytest.approx(0.4)
     assert rows["real+synthetic@0.1"]["delta_vs_real+synthetic"]["metrics"]["macro_f1"]["mean"] == pytest.approx(0.3)
+
+
+def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(monkeypatch):
+    import synthseg_tf.experiments.classification as exp
+    from synthseg_tf import cli_models
+
+    p = argparse.ArgumentParser(prog="synthseg")
+    sub = p.add_subparsers()
+    cli_models.register(sub, "spec")
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*a, **k):
+        calls.append(k)
+        raise Stop
+
+    monkeypatch.setattr(exp, "run_classification_experiment", spy)
+    base = ["experiment", "classification", "--data", "demo-classes", "--synthetic-ratio", "0.25",
+            "--settings", "real,real+synthetic,real+synthetic@0.1", "--out", "x"]
+    for extra, passes in (([], None), (["--real-passes"], True)):
+        args = p.parse_args(base + extra)
+        with pytest.raises(Stop):
+            args.func(args)
+        k = calls[-1]
+        # absent unless asked for, so the identity of earlier experiment folders still matches
+        assert k.get("real_passes") is passes and k["synthetic_ratio"] == 0.25
+        assert list(k["settings"]) == ["real", "real+synthetic", "real+synthetic@0.1"]
