@@ -70,9 +70,9 @@ RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
   --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --gan-steps 6000 --n-per-image 4 \
   --out "$OUT/cls_f0.25_gan6k"
 # 14. Step 12's synthetic set with a fair budget: an epoch of a mixed run is one pass over the real
-#     images at its ratio (--real-passes), at 0.25 and 0.1.
+#     images at its ratio (--real-passes), at 0.25 (at 0.1 it is 7 steps either way: step 12's runs).
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
-  --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 --real-passes \
+  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --real-passes \
   --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_mixrp"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
