@@ -92,7 +92,7 @@ def normalize_settings(settings: Iterable[str], allowed: Sequence[str],
 
 def with_ratio_variants(settings: Sequence[str], present: Iterable[str]) -> Tuple[str, ...]:
     """``settings`` with every ``SETTING@RATIO`` of ``present`` placed after its ``SETTING``, by ratio."""
-    variants = sorted({s for s in present if RATIO_MARK in s}, key=lambda s: (split_setting(s)[0], split_setting(s)[1]))
+    variants = sorted({s for s in present if RATIO_MARK in s}, key=split_setting)
     out: List[str] = []
     for s in settings:
         out.append(s)
