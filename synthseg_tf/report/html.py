@@ -471,12 +471,14 @@ def _experiment_doc(run_dir: str, summary: Dict, results: Optional[Dict]) -> _Do
                      "'synthetic' uses synthetic samples only); the steps each run actually took are in the "
                      "budget table")
     else:
+        from synthseg_tf.experiments.common import RATIO_MARK
+
         ratio = ident.get("synthetic_ratio")
         mixing = ("real+synthetic appends every synthetic image to the training split" if ratio is None else
                   f"real+synthetic mixes synthetic images into a fraction {ratio:g} of the batches' samples, "
                   "on average")
-        if any("@" in s for s in settings):
-            mixing += "; real+synthetic@R mixes them at ratio R"
+        if any(RATIO_MARK in s for s in settings):
+            mixing += f"; real+synthetic{RATIO_MARK}R mixes them at ratio R"
         setup.append(f"Up to {ident.get('epochs')} epochs with early stopping on validation loss "
                      f"(patience {ident.get('patience')}); synthetic images are used for training only ({mixing})")
     for c in proto.get("cells", []):
