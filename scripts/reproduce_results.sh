@@ -74,10 +74,22 @@ RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --real-passes \
   --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_mixrp"
+# 15. Two more seeds (3 and 4) of step 12's real, 0.25 and 0.1 settings, in the same folder (seeds are
+#     not part of an experiment's identity: the three earlier seeds are reused), so the ratio
+#     chosen on val is measured on 5 paired seeds (0.5 stays at 3 seeds).
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 5 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 \
+  --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_mix"
+# 16. Step 12's settings (without 0.5) with every classifier's weights averaged (--ema 0.99,
+#     validated, selected and kept), real-only included.
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 --ema 0.99 \
+  --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_ema"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
   "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html" \
   "$OUT/cls_calibrated/report/report.html $OUT/cls_calibrated_data1/report/report.html" \
   "$OUT/cls_default_data2/report/report.html $OUT/cls_epochs80_data1/report/report.html" \
   "$OUT/cls_f0.25/report/report.html $OUT/cls_f0.25_mix/report/report.html" \
-  "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html"
+  "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html" \
+  "$OUT/cls_f0.25_ema/report/report.html"
