@@ -85,6 +85,12 @@ RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 --ema 0.99 \
   --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_ema"
+# 17. Step 11's generator with class hardness: the rare classes' candidates are also drawn in
+#     proportion to how weak the subset-trained classifier is on each class's val images (its own
+#     filter calibration and synthetic set, 4 kept images per subset image), mixed at 0.25 and 0.1.
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 --n-per-image 4 \
+  --class-hardness --generator "$OUT/cls_f0.25/subsets/frac0.25-subset0/gan" --out "$OUT/cls_f0.25_hard"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
   "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html" \
@@ -92,4 +98,4 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_default_data2/report/report.html $OUT/cls_epochs80_data1/report/report.html" \
   "$OUT/cls_f0.25/report/report.html $OUT/cls_f0.25_mix/report/report.html" \
   "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html" \
-  "$OUT/cls_f0.25_ema/report/report.html"
+  "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html"
