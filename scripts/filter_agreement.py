@@ -19,6 +19,7 @@ import numpy as np
 
 def main(cell: str, synthetic: str = "") -> None:
     from synthseg_tf.data.io import read_image
+    from synthseg_tf.generation.pipeline import MANIFEST_FILE
     from synthseg_tf.models.classifier import load_classifier
 
     synthetic = synthetic or os.path.join(cell, "synthetic")
@@ -29,10 +30,10 @@ def main(cell: str, synthetic: str = "") -> None:
     if os.path.isfile(path):
         with open(path, encoding="utf-8") as f:
             thresholds = json.load(f).get("thresholds")
-    with open(os.path.join(synthetic, "manifest.jsonl"), encoding="utf-8") as f:
+    with open(os.path.join(synthetic, MANIFEST_FILE), encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     if not rows:
-        raise SystemExit(f"{synthetic}/manifest.jsonl lists no kept images")
+        raise SystemExit(f"{synthetic}/{MANIFEST_FILE} lists no kept images")
     labels = np.array([int(r["label"]) for r in rows])
     probs = np.concatenate([
         clf.predict_proba(np.stack([read_image(os.path.join(synthetic, r["image"]))[0]
