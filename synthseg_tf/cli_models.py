@@ -189,7 +189,8 @@ def cmd_classifier_train(args) -> int:
     optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
                 "lr_schedule": args.lr_schedule, "ema": args.ema, "min_patience_steps": args.min_patience_steps,
-                "real_passes": args.real_passes}
+                "real_passes": args.real_passes, "synthetic_soft_labels": args.synthetic_soft_labels,
+                "teacher": args.teacher}
     res = train_classifier(
         args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
         synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
@@ -367,6 +368,8 @@ def cmd_experiment_classification(args) -> int:
     extra = {"ema": args.ema} if args.ema is not None else {}  # (absent: the identity of earlier folders holds)
     if args.real_passes:
         extra["real_passes"] = True
+    if args.synthetic_soft_labels:
+        extra["synthetic_soft_labels"] = args.synthetic_soft_labels
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
         **opts, **extra)
@@ -508,6 +511,11 @@ def register(sub, spec_help: str) -> None:
     c.add_argument("--lr-schedule", choices=("constant", "cosine", "plateau"), default=None,
                    help="learning-rate schedule (default %s)" % cls["lr_schedule"])
     _ema_argument(c, "the")
+    c.add_argument("--synthetic-soft-labels", type=_ratio, default=None, metavar="ALPHA",
+                   help="train on each synthetic image's (1 - ALPHA) x its class + ALPHA x the --teacher's "
+                        "probabilities for it (default 0: its class alone)")
+    c.add_argument("--teacher", metavar="MODEL_DIR",
+                   help="a classifier export trained on the real training images (for --synthetic-soft-labels)")
     _common_training(c, "64", 32)
     c.set_defaults(lr=None)  # unset: train_classifier's default learning rate
     for action in c._actions:
@@ -602,6 +610,9 @@ def register(sub, spec_help: str) -> None:
                         "subset-trained classifier on the val images (1 - its median probability of the class, at "
                         "least 0.05), so the synthetic budget goes to the classes the real data leaves weak")
     _ema_argument(k, "each classifier's")
+    k.add_argument("--synthetic-soft-labels", type=_ratio, default=None, metavar="ALPHA",
+                   help="train on each synthetic image's (1 - ALPHA) x its class + ALPHA x the probabilities the "
+                        "subset-trained confidence-filter classifier gives it (default 0: its class alone)")
     k.add_argument("--export-models", action="store_true")
     k.add_argument("--no-report", action="store_true")
     _common_training(k, "64", 32)

@@ -305,6 +305,26 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     assert proto["subset"]["images"] == len(fit) and os.path.join(cell, "gan") in proto["generator_trained_on"]
 
 
+def test_classification_soft_labels_take_the_cells_own_filter_classifier_as_teacher(tmp_path):
+    from synthseg_tf.experiments.classification import run_classification_experiment
+
+    spec = write_classfolders(str(tmp_path / "cf"))
+    out = str(tmp_path / "exp")
+    run_classification_experiment(
+        spec, out, seeds=1, subset_seed=0, settings=("real", "real+synthetic@0.5", "real+pretrain"), image_size=32,
+        batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None,
+        gan={"steps": 2, "batch_size": 4, "base_filters": 8},
+        generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6"},
+        synthetic_soft_labels=0.5, **SMALL)
+    cell = os.path.join(out, "subsets", "frac1-subset0")
+    teacher = os.path.join(cell, "quality", "model")  # trained on the subset alone, selected on val
+    assert _load(out, "runs", "frac1-seed0-real", "config.json")["synthetic_soft_labels"] is None
+    for cfg in (_load(out, "runs", "frac1-seed0-real_synthetic@0.5", "config.json"),
+                _load(cell, "pretrain-seed0", "config.json")):
+        assert cfg["synthetic_soft_labels"]["alpha"] == 0.5 and cfg["synthetic_soft_labels"]["teacher"] == teacher
+    assert _load(out, "experiment.json")["identity"]["train_options"]["synthetic_soft_labels"] == 0.5
+
+
 def test_classifier_init_weights_load_exactly_and_a_mismatch_names_the_file(tmp_path):
     from synthseg_tf.training.classification import train_classifier
 
@@ -510,11 +530,13 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
     monkeypatch.setattr(exp, "run_classification_experiment", spy)
     base = ["experiment", "classification", "--data", "demo-classes", "--synthetic-ratio", "0.25",
             "--settings", "real,real+synthetic,real+synthetic@0.1", "--out", "x"]
-    for extra, passes in (([], None), (["--real-passes"], True)):
+    for extra, passes, soft in (([], None, None), (["--real-passes"], True, None),
+                                (["--synthetic-soft-labels", "0.5"], None, 0.5)):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
         k = calls[-1]
         # absent unless asked for, so the identity of earlier experiment folders still matches
         assert k.get("real_passes") is passes and k["synthetic_ratio"] == 0.25
+        assert k.get("synthetic_soft_labels") == soft
         assert list(k["settings"]) == ["real", "real+synthetic", "real+synthetic@0.1"]

@@ -223,3 +223,114 @@ def test_cli_augment_options(cls_data, tmp_path):
     assert args.min_patience_steps is None
     with pytest.raises(SystemExit):
         p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--min-patience-steps", "-1", "--out", "z"])
+
+
+def _sharded_synthetic(root, per_class=3, seed=7):
+    """One shard per class, so the interleaved read order is not the files' concatenation."""
+    import tensorflow as tf
+
+    from synthseg_tf.data.tfrecord import make_example, shard_name
+
+    rng = np.random.default_rng(seed)
+    os.makedirs(root)
+    for c, name in enumerate(NAMES):
+        with tf.io.TFRecordWriter(os.path.join(root, shard_name(c, len(NAMES)))) as w:
+            for i in range(per_class):
+                w.write(make_example(class_image(rng, name), None, label=c, source_id=f"synthetic/{c}_{i}",
+                                     synthetic=True))
+    with open(os.path.join(root, "dataset.json"), "w") as f:
+        json.dump({"task": "classification", "count": 3 * per_class, "synthetic": True}, f)
+    return root
+
+
+def test_soft_labels_mix_the_teachers_probabilities_into_synthetic_targets(cls_data, tmp_path):
+    import tensorflow as tf
+
+    from synthseg_tf.data.tfdata import prepare
+    from synthseg_tf.models.classifier import load_classifier
+    from synthseg_tf.training.classification import _raw, _with_targets, teacher_targets, train_classifier
+
+    teacher = train_classifier(cls_data["spec"], str(tmp_path / "teacher"), image_size=32, batch_size=8, epochs=2,
+                               fractions=(0.6, 0.2, 0.2), min_patience_steps=0, verbose=0, **SMALL)["model_dir"]
+    syn = _sharded_synthetic(str(tmp_path / "syn"))
+    order = [int(el["label"]) for el in _raw(syn).as_numpy_iterator()]
+    assert sorted(order) == [0, 0, 0, 1, 1, 1, 2, 2, 2] and order != sorted(order)  # interleaved
+    images = np.stack([el["image"].numpy() for el in prepare(_raw(syn), (32, 32))])
+    probs = load_classifier(teacher).predict_proba(images)
+
+    labels, hard = teacher_targets(syn, teacher, NAMES, (32, 32), 0.0)
+    assert labels.tolist() == order and np.array_equal(hard, np.eye(3, dtype=np.float32)[order])
+    _, full = teacher_targets(syn, teacher, NAMES, (32, 32), 1.0)
+    np.testing.assert_allclose(full, probs, atol=1e-5)
+    _, half = teacher_targets(syn, teacher, NAMES, (32, 32), 0.5)
+    np.testing.assert_allclose(half, 0.5 * hard + 0.5 * probs, atol=1e-5)
+    np.testing.assert_allclose(half.sum(axis=1), 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="not the data's"):
+        teacher_targets(syn, teacher, ["a", "b", "c"], (32, 32), 0.5)
+
+    # every element carries its own row; a read order that differs fails instead of mislabelling
+    rows = [el["target"] for el in _with_targets(_raw(syn), labels, half).as_numpy_iterator()]
+    np.testing.assert_allclose(np.stack(rows), half)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="another order"):
+        list(_with_targets(_raw(syn), labels[::-1].copy(), half[::-1].copy()).as_numpy_iterator())
+
+    with pytest.raises(ValueError, match="needs a teacher"):
+        train_classifier(cls_data["spec"], str(tmp_path / "r"), synthetic=syn, synthetic_soft_labels=0.5, verbose=0)
+    res = train_classifier(cls_data["spec"], str(tmp_path / "soft"), image_size=32, batch_size=8, epochs=1,
+                           synthetic=syn, synthetic_ratio=0.5, synthetic_soft_labels=0.5, teacher=teacher,
+                           fractions=(0.6, 0.2, 0.2), min_patience_steps=0, verbose=0, export=False, **SMALL)
+    soft = res["config"]["synthetic_soft_labels"]
+    assert soft["alpha"] == 0.5 and soft["teacher"] == teacher
+    assert soft["argmax_is_intended_class"] == pytest.approx(np.mean(half.argmax(axis=1) == labels), abs=1e-4)
+    plain = train_classifier(cls_data["spec"], str(tmp_path / "real"), image_size=32, batch_size=8, epochs=1,
+                             synthetic_soft_labels=0.5, fractions=(0.6, 0.2, 0.2), verbose=0, export=False, **SMALL)
+    assert plain["config"]["synthetic_soft_labels"] is None  # no synthetic images: nothing to soften
+
+
+def test_training_batches_carry_soft_targets_for_synthetic_images_only(cls_data, tmp_path):
+    from synthseg_tf.data.layouts import load
+    from synthseg_tf.training.classification import _raw, _train_pipeline, split_classification
+
+    syn = _sharded_synthetic(str(tmp_path / "syn"))
+    train, _, _ = split_classification(load(cls_data["spec"]), (0.6, 0.2, 0.2))
+    labels = np.array([int(el["label"]) for el in _raw(syn).as_numpy_iterator()])
+    targets = np.full((9, 3), 0.1, np.float32)
+    targets[np.arange(9), labels] = 0.8  # recognisable rows: never one-hot
+    ds, _ = _train_pipeline(train, syn, 9, 0.5, (32, 32), 16, False, 0, False, 3, (labels, targets))
+    x, y = next(iter(ds))
+    y = y.numpy()
+    soft_rows = np.isclose(y.max(axis=1), 0.8)
+    hard_rows = np.isclose(y.max(axis=1), 1.0)
+    assert soft_rows.any() and hard_rows.any() and (soft_rows | hard_rows).all()
+    np.testing.assert_allclose(y.sum(axis=1), 1.0, atol=1e-6)
+    ds, _ = _train_pipeline(train, syn, 9, None, (32, 32), 27, False, 0, False, 3, (labels, targets))  # append
+    _, y = next(iter(ds))
+    assert int(np.isclose(y.numpy().max(axis=1), 0.8).sum()) == 9  # every synthetic image once per pass
+
+
+def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
+    import synthseg_tf.training.classification as tc
+    from synthseg_tf import cli_models
+
+    p = argparse.ArgumentParser(prog="synthseg")
+    sub = p.add_subparsers()
+    cli_models.register(sub, "spec")
+    calls = []
+
+    class Stop(Exception):
+        pass
+
+    def spy(*a, **k):
+        calls.append(k)
+        raise Stop
+
+    monkeypatch.setattr(tc, "train_classifier", spy)
+    base = ["classifier", "train", "--data", "demo-classes", "--synthetic", "syn", "--out", "x"]
+    for extra, want in (([], {}), (["--synthetic-soft-labels", "0.3", "--teacher", "t/model"],
+                                   {"synthetic_soft_labels": 0.3, "teacher": "t/model"})):
+        args = p.parse_args(base + extra)
+        with pytest.raises(Stop):
+            args.func(args)
+        assert {k: calls[-1][k] for k in ("synthetic_soft_labels", "teacher") if k in calls[-1]} == want
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--synthetic-soft-labels", "1.5"])

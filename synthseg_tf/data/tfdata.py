@@ -291,7 +291,8 @@ def mix_datasets(datasets: Sequence[tf.data.Dataset], weights: Sequence[float], 
     """Sample elements from several (repeated, unbatched) datasets with the given weights."""
     w = np.asarray(weights, dtype=np.float64)
     w = (w / w.sum()).tolist()
-    common = [{k: d[k] for k in ("image", "label", "mask") if k in d} for d in [ds.element_spec for ds in datasets]]
+    common = [{k: d[k] for k in ("image", "label", "mask", "target") if k in d}
+              for d in [ds.element_spec for ds in datasets]]
     keys = set.intersection(*[set(c) for c in common])
     trimmed = [ds.map(lambda el: {k: el[k] for k in keys}) for ds in datasets]
     return tf.data.Dataset.sample_from_datasets(trimmed, weights=w, seed=seed)

@@ -245,6 +245,12 @@ class _Cell:
                                             **opts), log=e["log"])
         return P.checked(out, "synthetic set", self.fit_ids)
 
+    def teacher(self) -> Dict:
+        """``{"teacher": the confidence filter's classifier}`` when synthetic images get soft labels
+        (``synthetic_soft_labels`` > 0): it was trained on the subset alone, selected on val."""
+        alpha = float(self.exp["train_options"].get("synthetic_soft_labels") or 0.0)
+        return {"teacher": self.quality_model()} if alpha > 0.0 else {}
+
     def confidence_thresholds(self, cap: float) -> Dict:
         """Per-class thresholds of the ``calibrated`` filter (``quality/thresholds.json``): the
         median probability the filter classifier gives each class's real **val** (selection)
@@ -289,7 +295,7 @@ class _Cell:
                              save_weights=True, overwrite=True, verbose=e["verbose"],
                              extra_config={"experiment": {"role": "pretraining of real+pretrain",
                                                           "real_subset": self.fit_ids}},
-                             **e["options_for"]("synthetic"))
+                             **self.teacher(), **e["options_for"]("synthetic"))
 
         run, config, metrics = pretraining_run(
             (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")), syn, self.fit_ids, train)
@@ -376,7 +382,8 @@ def run_classification_experiment(
 
     exp = dict(ds=ds, train=train, val=val, test=test, out_dir=out_dir, size=size, batch_size=int(batch_size),
                epochs=int(epochs), patience=int(patience), synthetic=synthetic, generator=generator, gan=gan,
-               generation=generation, verbose=verbose, log=log, options_for=options_for, eval_desc=eval_desc)
+               generation=generation, verbose=verbose, log=log, options_for=options_for, eval_desc=eval_desc,
+               train_options=train_options)
     cells: Dict[Tuple[float, int], _Cell] = {}
 
     def get_cell(f: float, s: int) -> _Cell:
@@ -401,7 +408,7 @@ def run_classification_experiment(
                     extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                                  "real_subset": c.fit_ids, "pretraining": pre,
                                                  "protocol": c.protocol(f"the {len(c.subset)} subset images")}},
-                    **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio) if mix else {}),
+                    **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio, **c.teacher()) if mix else {}),
                     **options_for("real"))
                 return
             base, own_ratio = split_setting(setting)
@@ -412,6 +419,7 @@ def run_classification_experiment(
                 c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, synthetic=syn,
                 synthetic_ratio=ratio, seed=s, patience=patience, export=export_models, overwrite=True,
                 verbose=verbose, save_weights=keeps_pretraining_weights(setting, state["settings"]),
+                **(c.teacher() if syn else {}),
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
                 **options_for(setting))

@@ -125,12 +125,15 @@ def early_stopping(patience: int = 5, monitor: str = "val_loss") -> tf.keras.cal
 
 
 def to_classifier_inputs(batch: Mapping[str, tf.Tensor], num_classes: int) -> Tuple[tf.Tensor, tf.Tensor]:
-    """Pipeline batch ``{"image", "label"}`` -> ``(images float32 [0,1], one-hot labels float32 [B,C])``.
+    """Pipeline batch ``{"image", "label"}`` -> ``(images float32 [0,1], one-hot labels float32 [B,C])``;
+    a ``target`` entry ``[B,C]``, when present, is the label instead.
 
     Use as ``dataset.map(lambda b: to_classifier_inputs(b, num_classes))``.
     """
     if "image" not in batch or "label" not in batch:
         raise KeyError(f"a classification batch needs 'image' and 'label' entries, got {sorted(batch)}")
+    if "target" in batch:  # per-sample soft targets (synthetic images with a teacher's probabilities)
+        return tf.cast(batch["image"], tf.float32), tf.cast(batch["target"], tf.float32)
     labels = tf.cast(batch["label"], tf.int32)
     return tf.cast(batch["image"], tf.float32), tf.one_hot(labels, int(num_classes), dtype=tf.float32)
 

@@ -200,8 +200,45 @@ def _raw(source, with_mask=False):
     return raw.map(lambda el: {"image": el["image"], "label": el["label"]})
 
 
+def teacher_targets(synthetic: str, teacher: str, class_names: Sequence[str], image_size, alpha: float,
+                    batch_size: int = 64) -> Tuple[np.ndarray, np.ndarray]:
+    """``(labels [N], targets [N,C])`` of a synthetic TFRecord folder, in the order :func:`_raw` reads
+    it: ``targets = (1 - alpha) * one_hot(label) + alpha * teacher(image)``, where ``teacher`` is a
+    classifier export (:func:`~synthseg_tf.models.classifier.export_classifier`) with the same class
+    table, shown each image resized to ``image_size`` without augmentation (as in Noisy Student:
+    the teacher sees the clean image, the student an augmented one)."""
+    from synthseg_tf.data.tfdata import prepare
+    from synthseg_tf.models.classifier import load_classifier
+
+    clf = load_classifier(teacher)
+    if list(clf.class_names) != list(class_names):
+        raise ValueError(f"teacher {teacher}: its classes {clf.class_names} are not the data's {list(class_names)}")
+    labels, probs = [], []
+    for b in prepare(_raw(synthetic), image_size, augment=False).batch(int(batch_size)):
+        labels.append(b["label"].numpy().astype(np.int64))
+        probs.append(clf.predict_proba(b["image"].numpy()).astype(np.float32))
+    labels_a = np.concatenate(labels) if labels else np.zeros((0,), np.int64)
+    p = np.concatenate(probs) if probs else np.zeros((0, len(class_names)), np.float32)
+    onehot = np.eye(len(class_names), dtype=np.float32)[labels_a]
+    return labels_a, ((1.0 - float(alpha)) * onehot + float(alpha) * p).astype(np.float32)
+
+
+def _with_targets(raw, labels: np.ndarray, targets: np.ndarray):
+    """``raw`` elements with their precomputed ``target``; fails if the read order ever differs."""
+    import tensorflow as tf
+
+    def add(el, stored):
+        label, target = stored
+        with tf.control_dependencies([tf.debugging.assert_equal(
+                tf.cast(el["label"], tf.int64), label, message="synthetic records were read in another order")]):
+            return dict(el, target=tf.identity(target))
+
+    return tf.data.Dataset.zip((raw, tf.data.Dataset.from_tensor_slices((labels, targets)))).map(add)
+
+
 def _train_pipeline(train: Dataset, synthetic: Optional[str], n_syn: int, synthetic_ratio: Optional[float],
-                    image_size, batch_size: int, augment, seed: int, cache: bool, num_classes: int):
+                    image_size, batch_size: int, augment, seed: int, cache: bool, num_classes: int,
+                    soft: Optional[Tuple[np.ndarray, np.ndarray]] = None):
     import tensorflow as tf
 
     from synthseg_tf.data.tfdata import mix_datasets, prepare
@@ -210,13 +247,19 @@ def _train_pipeline(train: Dataset, synthetic: Optional[str], n_syn: int, synthe
     real = _raw(train)
     if cache:
         real = real.cache()
+    syn_raw = None
+    if synthetic is not None:
+        syn_raw = _raw(synthetic)
+        if soft is not None:  # every element carries its training target; the real ones one-hot
+            syn_raw = _with_targets(syn_raw, *soft)
+            real = real.map(lambda el: dict(el, target=tf.one_hot(tf.cast(el["label"], tf.int32), num_classes)))
     n = len(train)
     if synthetic is not None and synthetic_ratio is None:  # append: one pool, shuffled together
-        real = real.concatenate(_raw(synthetic))
+        real = real.concatenate(syn_raw)
         n += n_syn
     real = real.shuffle(max(1, min(n, 4096)), seed=seed, reshuffle_each_iteration=True).repeat()
     if synthetic is not None and synthetic_ratio is not None:
-        syn = _raw(synthetic).shuffle(max(1, min(n_syn, 4096)), seed=seed + 1).repeat()
+        syn = syn_raw.shuffle(max(1, min(n_syn, 4096)), seed=seed + 1).repeat()
         parts = [real, syn] if synthetic_ratio < 1.0 else [syn]
         real = mix_datasets(parts, [1.0 - synthetic_ratio, synthetic_ratio][-len(parts):], seed=seed + 2) \
             if len(parts) == 2 else syn
@@ -275,6 +318,8 @@ def train_classifier(
     save_weights: bool = False,
     ema: Optional[float] = None,
     real_passes: bool = False,
+    synthetic_soft_labels: float = 0.0,
+    teacher: Optional[str] = None,
     extra_config: Optional[Dict] = None,
 ) -> Dict:
     """Train the CNN classifier on a classification dataset and report on its test split.
@@ -307,6 +352,11 @@ def train_classifier(
     sees each real image as often per epoch as a real-only run; default (``False``): the real
     training set's number of steps, so the mixed run sees the real images ``1 - ratio`` as often.
 
+    ``synthetic_soft_labels``: alpha in [0, 1]; with ``synthetic``, each synthetic image's target is
+    ``(1 - alpha) * one_hot(its class) + alpha * teacher(image)`` (:func:`teacher_targets`), with
+    ``teacher`` a classifier export trained on the real training images (the experiment passes its
+    confidence filter's classifier); real images keep one-hot targets. ``0``: one-hot everywhere.
+
     Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; ``metrics["test"]`` is a
     :func:`~synthseg_tf.metrics.classification_report`. Refuses an existing ``out_dir`` unless
     ``overwrite``.
@@ -331,6 +381,11 @@ def train_classifier(
         raise ValueError(f"synthetic_ratio must be in [0, 1] or None, got {synthetic_ratio}")
     if ema is not None:
         ema = check_ema_decay(ema)
+    alpha = float(synthetic_soft_labels)
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"synthetic_soft_labels must be in [0, 1], got {synthetic_soft_labels}")
+    if alpha > 0.0 and synthetic is not None and teacher is None:
+        raise ValueError("synthetic_soft_labels needs a teacher: a classifier export trained on the real images")
     patience_epochs(patience, 1, min_patience_steps)  # checks both before the run folder is made
     out_dir = prepare_out_dir(out_dir, overwrite)
     ds = data if isinstance(data, Dataset) else load(data)
@@ -355,9 +410,14 @@ def train_classifier(
                              f"class labels 0..{k - 1} of {ds.spec} are needed (use a class-conditional generator)")
         n_syn, syn_desc = int(labels.size), f"tfrecord:{os.path.abspath(syn_path)}"
 
+    soft, soft_desc = None, None
+    if syn_path is not None and alpha > 0.0:
+        soft = teacher_targets(syn_path, teacher, names, size, alpha)
+        agree = float(np.mean(np.argmax(soft[1], axis=1) == soft[0])) if soft[0].size else 1.0
+        soft_desc = {"alpha": alpha, "teacher": os.fspath(teacher), "argmax_is_intended_class": round(agree, 4)}
     tf.keras.utils.set_random_seed(int(seed))
     train_ds, n_pool = _train_pipeline(train, syn_path, n_syn, synthetic_ratio, size, batch_size, augment,
-                                       int(seed), should_cache(train, len(train), cache), k)
+                                       int(seed), should_cache(train, len(train), cache), k, soft)
     spe = mixed_steps_per_epoch(n_pool if synthetic_ratio is None else len(train), batch_size,
                                 synthetic_ratio if real_passes and syn_path is not None else None)
     val_ds = _eval_pipeline(val, size, batch_size, k)
@@ -402,7 +462,7 @@ def train_classifier(
         "label_smoothing": float(label_smoothing), "weight_decay": float(weight_decay),
         "lr_schedule": lr_schedule, "monitor": monitor, "seed": int(seed),
         "init_weights": None if init_weights is None else os.fspath(init_weights),
-        "weight_ema": ema, "real_passes": bool(real_passes),
+        "weight_ema": ema, "real_passes": bool(real_passes), "synthetic_soft_labels": soft_desc,
         "num_classes": k, "class_names": names, "environment": environment_info(),
         **dict(extra_config or {}),
     }
@@ -452,4 +512,4 @@ def train_classifier(
     return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
 
 
-__all__ = ["train_classifier", "split_classification", "split_sources"]
+__all__ = ["train_classifier", "split_classification", "split_sources", "teacher_targets"]
