@@ -91,6 +91,13 @@ RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 --n-per-image 4 \
   --class-hardness --generator "$OUT/cls_f0.25/subsets/frac0.25-subset0/gan" --out "$OUT/cls_f0.25_hard"
+# 18. Step 12's synthetic set with soft labels: each synthetic image is trained on 0.5 x its class +
+#     0.5 x the probabilities of the cell's filter classifier (trained on the subset alone: the
+#     teacher of Noisy Student), mixed at 0.25 and 0.1.
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 \
+  --synthetic-soft-labels 0.5 \
+  --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_soft"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
   "$OUT/cls_protocol/report/report.html $OUT/cls_conf0.9/report/report.html" \
@@ -98,4 +105,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_default_data2/report/report.html $OUT/cls_epochs80_data1/report/report.html" \
   "$OUT/cls_f0.25/report/report.html $OUT/cls_f0.25_mix/report/report.html" \
   "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html" \
-  "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html"
+  "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html" \
+  "$OUT/cls_f0.25_soft/report/report.html"

@@ -247,7 +247,7 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
         gan={"steps": 2, "batch_size": 4, "base_filters": 8},
         generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6",
-                    "class_hardness": True}, **SMALL)
+                    "class_hardness": True}, synthetic_soft_labels=0.5, **SMALL)
     results = _load(out, "results.json")
     assert len(results["runs"]) == 10 and summary["primary_metric"] == "macro_f1"
     cell = os.path.join(out, "subsets", "frac1-subset0")
@@ -293,6 +293,17 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         cfg = _load(out, "runs", f"frac1-seed{seed}-real_pretrain", "config.json")
         assert cfg["init_weights"] == os.path.join(pre, "weights.h5") and cfg["synthetic"] is None
         assert cfg["experiment"]["pretraining"]["run"] == pre and cfg["augment"] is True
+    # soft labels: every run that reads synthetic images learns from the cell's own filter classifier
+    teacher = os.path.join(cell, "quality", "model")  # trained on the subset alone, selected on val
+    for r in results["runs"]:
+        soft = _load(out, r["run"], "config.json")["synthetic_soft_labels"]
+        if r["setting"] in ("real", "real+augment", "real+pretrain"):  # no synthetic image in the run
+            assert soft is None
+        else:
+            assert soft["alpha"] == 0.5 and soft["teacher"] == teacher
+    for seed in (0, 1):
+        assert _load(cell, f"pretrain-seed{seed}", "config.json")["synthetic_soft_labels"]["teacher"] == teacher
+    assert _load(out, "experiment.json")["identity"]["train_options"]["synthetic_soft_labels"] == 0.5
     pre_row = next(r for r in summary["rows"] if r["setting"] == "real+pretrain")
     assert pre_row["delta_vs_real"]["n_pairs"] == 2 and "delta_vs_real+synthetic" in pre_row
     # the recipe a user is told to use is chosen on val macro F1, never on the test split
@@ -303,26 +314,6 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     assert any(r["setting"] == "selected-recipe" for r in summary["rows"])
     (proto,) = summary["protocol"]["cells"]  # one subset (subset_seed=0) for both seeds: one cell
     assert proto["subset"]["images"] == len(fit) and os.path.join(cell, "gan") in proto["generator_trained_on"]
-
-
-def test_classification_soft_labels_take_the_cells_own_filter_classifier_as_teacher(tmp_path):
-    from synthseg_tf.experiments.classification import run_classification_experiment
-
-    spec = write_classfolders(str(tmp_path / "cf"))
-    out = str(tmp_path / "exp")
-    run_classification_experiment(
-        spec, out, seeds=1, subset_seed=0, settings=("real", "real+synthetic@0.5", "real+pretrain"), image_size=32,
-        batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None,
-        gan={"steps": 2, "batch_size": 4, "base_filters": 8},
-        generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6"},
-        synthetic_soft_labels=0.5, **SMALL)
-    cell = os.path.join(out, "subsets", "frac1-subset0")
-    teacher = os.path.join(cell, "quality", "model")  # trained on the subset alone, selected on val
-    assert _load(out, "runs", "frac1-seed0-real", "config.json")["synthetic_soft_labels"] is None
-    for cfg in (_load(out, "runs", "frac1-seed0-real_synthetic@0.5", "config.json"),
-                _load(cell, "pretrain-seed0", "config.json")):
-        assert cfg["synthetic_soft_labels"]["alpha"] == 0.5 and cfg["synthetic_soft_labels"]["teacher"] == teacher
-    assert _load(out, "experiment.json")["identity"]["train_options"]["synthetic_soft_labels"] == 0.5
 
 
 def test_classifier_init_weights_load_exactly_and_a_mismatch_names_the_file(tmp_path):
