@@ -185,6 +185,11 @@ def cmd_classifier_train(args) -> int:
 
     if args.no_augment and args.augment not in (None, "none"):
         raise CliError(f"--no-augment contradicts --augment {args.augment}")
+    if args.synthetic_soft_labels and not (args.synthetic and args.teacher):
+        raise CliError("--synthetic-soft-labels needs --synthetic (the images to soften) and --teacher (a classifier "
+                       "export trained on the real training images)")
+    if args.teacher and not args.synthetic_soft_labels:
+        raise CliError("--teacher is only read with --synthetic-soft-labels ALPHA > 0")
     # options left unset use train_classifier's defaults (one source of truth)
     optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,

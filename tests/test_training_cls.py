@@ -296,7 +296,7 @@ def test_training_batches_carry_soft_targets_for_synthetic_images_only(cls_data,
     labels = np.array([int(el["label"]) for el in _raw(syn).as_numpy_iterator()])
     targets = np.full((9, 3), 0.1, np.float32)
     targets[np.arange(9), labels] = 0.8  # recognisable rows: never one-hot
-    ds, _ = _train_pipeline(train, syn, 9, 0.5, (32, 32), 16, False, 0, False, 3, (labels, targets))
+    ds, _ = _train_pipeline(train, syn, 9, 0.5, (32, 32), 16, True, 0, False, 3, (labels, targets))  # augmented
     x, y = next(iter(ds))
     y = y.numpy()
     soft_rows = np.isclose(y.max(axis=1), 0.8)
@@ -311,6 +311,7 @@ def test_training_batches_carry_soft_targets_for_synthetic_images_only(cls_data,
 def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
     import synthseg_tf.training.classification as tc
     from synthseg_tf import cli_models
+    from synthseg_tf.cli import CliError
 
     p = argparse.ArgumentParser(prog="synthseg")
     sub = p.add_subparsers()
@@ -334,3 +335,10 @@ def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
         assert {k: calls[-1][k] for k in ("synthetic_soft_labels", "teacher") if k in calls[-1]} == want
     with pytest.raises(SystemExit):
         p.parse_args(base + ["--synthetic-soft-labels", "1.5"])
+    n = len(calls)
+    for extra, problem in ((["--synthetic-soft-labels", "0.3"], "needs --synthetic"),
+                           (["--teacher", "t/model"], "only read with")):
+        args = p.parse_args(base + extra)
+        with pytest.raises(CliError, match=problem):  # refused before any training
+            args.func(args)
+    assert len(calls) == n

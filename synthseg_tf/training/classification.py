@@ -413,6 +413,9 @@ def train_classifier(
     soft, soft_desc = None, None
     if syn_path is not None and alpha > 0.0:
         soft = teacher_targets(syn_path, teacher, names, size, alpha)
+        if soft[0].size != n_syn:  # a zip would silently cut the longer side
+            raise ValueError(f"synthetic: {syn_path} gave {soft[0].size} images to the teacher but holds {n_syn} "
+                             "labels; the folder changed while it was read")
         agree = float(np.mean(np.argmax(soft[1], axis=1) == soft[0])) if soft[0].size else 1.0
         soft_desc = {"alpha": alpha, "teacher": os.fspath(teacher), "argmax_is_intended_class": round(agree, 4)}
     tf.keras.utils.set_random_seed(int(seed))
