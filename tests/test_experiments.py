@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import synthseg_tf  # noqa: F401
-from test_training_cls import SMALL, write_classfolders
+from test_training_cls import SMALL, Stop, cli_spy, write_classfolders
 from test_training_seg import CLASSES, write_scenes
 
 # A small backbone, eager execution and 2 steps keep each U-Net run to a few seconds.
@@ -504,21 +504,8 @@ def test_ratio_settings_are_validated_and_the_ratio_is_chosen_on_val():
 
 def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(monkeypatch):
     import synthseg_tf.experiments.classification as exp
-    from synthseg_tf import cli_models
 
-    p = argparse.ArgumentParser(prog="synthseg")
-    sub = p.add_subparsers()
-    cli_models.register(sub, "spec")
-    calls = []
-
-    class Stop(Exception):
-        pass
-
-    def spy(*a, **k):
-        calls.append(k)
-        raise Stop
-
-    monkeypatch.setattr(exp, "run_classification_experiment", spy)
+    p, calls = cli_spy(monkeypatch, exp, "run_classification_experiment")
     base = ["experiment", "classification", "--data", "demo-classes", "--synthetic-ratio", "0.25",
             "--settings", "real,real+synthetic,real+synthetic@0.1", "--out", "x"]
     for extra, passes, soft in (([], None, None), (["--real-passes"], True, None),

@@ -306,24 +306,32 @@ def test_training_batches_carry_soft_targets_for_synthetic_images_only(cls_data,
     assert int(np.isclose(y.numpy().max(axis=1), 0.8).sum()) == 9  # every synthetic image once per pass
 
 
-def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
-    import synthseg_tf.training.classification as tc
+class Stop(Exception):
+    """Raised by :func:`cli_spy`'s stand-in once it has recorded a call."""
+
+
+def cli_spy(monkeypatch, module, name):
+    """``(parser, calls)``: the model commands' parser, with ``module.name`` replaced by a spy that
+    records each call's keyword arguments in ``calls`` and raises :class:`Stop`."""
     from synthseg_tf import cli_models
-    from synthseg_tf.cli import CliError
 
     p = argparse.ArgumentParser(prog="synthseg")
-    sub = p.add_subparsers()
-    cli_models.register(sub, "spec")
+    cli_models.register(p.add_subparsers(), "spec")
     calls = []
-
-    class Stop(Exception):
-        pass
 
     def spy(*a, **k):
         calls.append(k)
         raise Stop
 
-    monkeypatch.setattr(tc, "train_classifier", spy)
+    monkeypatch.setattr(module, name, spy)
+    return p, calls
+
+
+def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
+    import synthseg_tf.training.classification as tc
+    from synthseg_tf.cli import CliError
+
+    p, calls = cli_spy(monkeypatch, tc, "train_classifier")
     base = ["classifier", "train", "--data", "demo-classes", "--synthetic", "syn", "--out", "x"]
     for extra, want in (([], {}), (["--synthetic-soft-labels", "0.3", "--teacher", "t/model"],
                                    {"synthetic_soft_labels": 0.3, "teacher": "t/model"})):
