@@ -149,6 +149,7 @@ def test_cli_generate_quality_check_pixel_filter_and_hardness(world, tmp_path, c
     assert state["identity"]["pixel_filter"] == 0.9 and state["identity"]["hardness"] is True
     assert state["identity"]["map_sources"]["how"] == "train_source_ids"
     assert state["quality_check"]["passed"] is False
+    assert state["quality_provenance"] is None  # an export that records no source ids: an experiment refuses it
 
     # loss_stats.json: the segmenter's losses on exactly the generator's real training pairs.
     stats = json.loads((out / "loss_stats.json").read_text())

@@ -83,6 +83,13 @@ def test_every_artifact_stays_inside_the_fit_images(seg_experiment):
     assert cp_ids and cp_ids <= fit
     q = _load(cell, "quality", "config.json")
     assert set(q["experiment"]["fit"]) == fit and q["train_samples"] == len(fit) and q["val_samples"] == len(sel)
+    # the filter's own record of what it saw, in the run, the export and the synthetic set it filtered
+    assert q["source_ids"] == {"train": sorted(fit), "selection": sorted(sel)}
+    qx = _load(cell, "quality", "model", "config.json")
+    assert (set(qx["train_source_ids"]), set(qx["selection_source_ids"])) == (fit, sel)
+    gen_state = _load(cell, "synthetic", "generation.json")
+    assert gen_state["identity"]["quality_model"].endswith(os.path.join("quality", "model"))
+    assert gen_state["quality_provenance"] == {"train": sorted(fit), "selection": sorted(sel)}
 
     results = _load(out, "results.json")
     assert {r["setting"] for r in results["runs"]} == set(ALL)
@@ -198,6 +205,29 @@ def test_synthetic_or_generator_from_outside_the_subset_is_refused(seg_experimen
         run_segmentation_experiment(seg_experiment["spec"], str(tmp_path / "e2"), generator=gen, fractions=(1.0,),
                                     seeds=(0,), settings=("real+synthetic",), log=lambda m: None, **FAST)
 
+    # a set filtered by a quality model that trained on, or was selected on, an evaluation image,
+    # or that records nothing about what it saw
+    def filtered_by(name, edit):
+        d = str(tmp_path / name)
+        shutil.copytree(os.path.join(cell, "synthetic"), d)
+        state = _load(d, "generation.json")
+        edit(state)
+        with open(os.path.join(d, "generation.json"), "w") as f:
+            json.dump(state, f)
+        return d
+
+    for name, edit, match in [
+            ("q_train", lambda s: s["quality_provenance"]["train"].append(leaked),
+             f"quality model .* outside the experiment's training subset.*{leaked}"),
+            ("q_sel", lambda s: s["quality_provenance"]["selection"].append(leaked),
+             f"selected .* outside the experiment's selection split: {leaked}"),
+            ("q_none", lambda s: s.update(quality_provenance=None, identity=dict(
+                s["identity"], quality_model=str(tmp_path / "old_export"))), "records no source ids")]:
+        with pytest.raises(ProtocolError, match=match):
+            run_segmentation_experiment(seg_experiment["spec"], str(tmp_path / ("e_" + name)),
+                                        synthetic=filtered_by(name, edit), fractions=(1.0,), seeds=(0,),
+                                        settings=("real+synthetic",), log=lambda m: None, **FAST)
+
     # the subset's own synthetic set is accepted as --synthetic
     summary = run_segmentation_experiment(seg_experiment["spec"], str(tmp_path / "e3"),
                                           synthetic=os.path.join(cell, "synthetic"), fractions=(1.0,), seeds=(0,),
@@ -260,6 +290,10 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     assert sum(thr["count"]) == len(val_ids) and thr["thresholds"] == [1e-6] * 3 and thr["cap"] == 1e-6
     gen_id = _load(cell, "synthetic", "generation.json")["identity"]
     assert gen_id["class_min_quality"] == thr["thresholds"] and gen_id["quality_model"].startswith(cell)
+    # the filter recorded what it saw (checked when the set is used), and never scored the test split
+    assert _load(cell, "synthetic", "generation.json")["quality_provenance"] == {"train": sorted(fit),
+                                                                                "selection": sorted(val_ids)}
+    assert "test" not in _load(cell, "quality", "metrics.json")
     # --class-hardness: the rare draws scaled by 1 - the val median of each class (val only, like the thresholds)
     from synthseg_tf.experiments.classification import class_hardness
 
@@ -289,6 +323,7 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         pre = os.path.join(cell, f"pretrain-seed{seed}")
         pre_cfg = _load(pre, "config.json")
         assert os.path.isfile(os.path.join(pre, "weights.h5")) and pre_cfg["synthetic_ratio"] == 1.0
+        assert "test" not in _load(pre, "metrics.json")  # a step, not a reported run
         assert pre_cfg["synthetic"].endswith(os.path.join("frac1-subset0", "synthetic"))
         cfg = _load(out, "runs", f"frac1-seed{seed}-real_pretrain", "config.json")
         assert cfg["init_weights"] == os.path.join(pre, "weights.h5") and cfg["synthetic"] is None

@@ -150,3 +150,39 @@ def test_summary_verdicts_from_paired_deltas():
     assert syn["delta_vs_real+augment"]["verdict"] == "helps"
     assert syn["budget"]["steps_run"]["values"] == [10, 11]
     assert "delta_vs_real+augment" not in rows[1]
+
+
+def test_quality_provenance_of_a_synthetic_set(tmp_path):
+    """The model that filtered a synthetic set: trained on allowed ids, selected on selection ids."""
+    syn = tmp_path / "syn"
+    syn.mkdir()
+    (syn / "manifest.jsonl").write_text(json.dumps({"source_ids": ["a"]}) + "\n")
+    export = tmp_path / "quality_model"
+    export.mkdir()
+
+    def state(prov, model=str(export)):
+        (syn / "generation.json").write_text(json.dumps({"identity": {"quality_model": model},
+                                                         "quality_provenance": prov}))
+
+    # made without a quality model: nothing to check
+    (syn / "generation.json").write_text(json.dumps({"identity": {"quality_model": None}}))
+    assert P.check_quality_provenance(str(syn), {"a", "b"}, {"s"}) is None
+    state({"train": ["a", "b"], "selection": ["s"]})
+    assert P.checked(str(syn), "synthetic set", {"a", "b"}, {"s"}) == str(syn)
+    state({"train": ["a", "x"], "selection": ["s"]})
+    with pytest.raises(P.ProtocolError, match=r"quality model .* outside the experiment's training subset.*: x"):
+        P.checked(str(syn), "synthetic set", {"a", "b"}, {"s"})
+    state({"train": ["a"], "selection": ["s", "eval1"]})
+    with pytest.raises(P.ProtocolError, match="selected .* outside the experiment's selection split: eval1"):
+        P.checked(str(syn), "synthetic set", {"a", "b"}, {"s"})
+    # without a recorded provenance the export's config.json is read; an older export records nothing
+    state(None)
+    (export / "config.json").write_text(json.dumps({"format": "x"}))
+    with pytest.raises(P.ProtocolError, match="records no source ids"):
+        P.check_quality_provenance(str(syn), {"a"}, {"s"})
+    (export / "config.json").write_text(json.dumps({"train_source_ids": ["a"], "selection_source_ids": ["s"]}))
+    assert P.check_quality_provenance(str(syn), {"a"}, {"s"}) == {"train": ["a"], "selection": ["s"]}
+    # trained from TFRecords: its images cannot be listed
+    (export / "config.json").write_text(json.dumps({"train_source_ids": None, "selection_source_ids": ["s"]}))
+    with pytest.raises(P.ProtocolError, match="records no source ids"):
+        P.check_quality_provenance(str(syn), {"a"}, {"s"})

@@ -191,3 +191,19 @@ def test_single_run_report_and_cli(tmp_path, capsys):
     args = p.parse_args(["report", str(empty)])
     with pytest.raises(FileNotFoundError, match="neither summary.json"):
         args.func(args)
+
+
+def test_classifier_run_without_a_test_report_shows_its_selection_split(tmp_path):
+    """An experiment's filter classifier never scores the test split: its report shows val."""
+    from synthseg_tf.metrics import classification_report
+    from synthseg_tf.report import write_report
+
+    run = tmp_path / "quality"
+    os.makedirs(run)
+    val = classification_report([0, 1, 1, 0], [0, 1, 0, 0], ["cat", "dog"])
+    _write_json(str(run / "metrics.json"), {"val": val, "best_epoch": 1})
+    _write_json(str(run / "config.json"), {"task": "classification", "data": "classfolders:/x", "seed": 0})
+    html_path, md_path = write_report(str(run))
+    md = open(md_path).read()
+    assert "Validation (selection) metrics" in md and "Test metrics" not in md
+    assert "4 val images" in md and "75.0" in md  # accuracy 3/4

@@ -211,13 +211,13 @@ class _Cell:
             e["log"](f"training the confidence-filter classifier on the {len(self.subset)} subset images -> {qdir}")
             train_classifier(self.data, qdir, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
                              patience=e["patience"], seed=self.subset_seed, export=True, overwrite=True,
-                             verbose=e["verbose"], **e["options_for"]("real"))
+                             verbose=e["verbose"], report_test=False, **e["options_for"]("real"))
         return os.path.join(qdir, "model")
 
     def synthetic(self) -> str:
         e = self.exp
         if e["synthetic"] is not None:
-            return P.checked(e["synthetic"], "synthetic set", self.fit_ids)
+            return P.checked(e["synthetic"], "synthetic set", self.fit_ids, P.source_ids(e["val"]))
         from synthseg_tf.generation import GenerationConfig, run_generation
 
         out = os.path.join(self.dir, "synthetic")
@@ -243,7 +243,7 @@ class _Cell:
             e["log"](f"generating {n} class-conditional images ({opts.get('labels')} classes) -> {out}")
             run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
                                             **opts), log=e["log"])
-        return P.checked(out, "synthetic set", self.fit_ids)
+        return P.checked(out, "synthetic set", self.fit_ids, P.source_ids(e["val"]))
 
     def teacher(self) -> Dict:
         """``{"teacher": the confidence filter's classifier}`` when synthetic images get soft labels
@@ -292,7 +292,7 @@ class _Cell:
             e["log"](f"pretraining a classifier on the synthetic set {syn} (seed {seed}) -> {run}")
             train_classifier(self.data, run, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
                              synthetic=syn, synthetic_ratio=1.0, seed=seed, patience=e["patience"], export=False,
-                             save_weights=True, overwrite=True, verbose=e["verbose"],
+                             save_weights=True, overwrite=True, verbose=e["verbose"], report_test=False,
                              extra_config={"experiment": {"role": "pretraining of real+pretrain",
                                                           "real_subset": self.fit_ids}},
                              **self.teacher(), **e["options_for"]("synthetic"))

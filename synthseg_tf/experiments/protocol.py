@@ -18,7 +18,9 @@ Selection vs evaluation
 Provenance
     Every synthetic set and generator used in a cell is checked before use
     (:func:`check_within`): a generator's ``train_source_ids`` and every ``source_ids`` entry of a
-    synthetic set's ``manifest.jsonl`` must lie inside the fit part. Anything else is refused with
+    synthetic set's ``manifest.jsonl`` must lie inside the fit part, and the quality model that
+    filtered a synthetic set must have trained on fit images and been selected on selection images
+    only (:func:`check_quality_provenance`). Anything else is refused with
     :class:`ProtocolError`, whether the experiment made it or the user passed it in.
 
 Verdicts
@@ -148,11 +150,50 @@ def check_within(used: Iterable[str], allowed: Iterable[str], what: str) -> None
                             "train its own generator (omit --generator/--synthetic) or build one on the subset")
 
 
-def checked(path: str, kind: str, allowed: Iterable[str]) -> str:
-    """``path`` (a ``"generator"`` or a ``"synthetic set"``) after :func:`check_within` of its provenance."""
+def checked(path: str, kind: str, allowed: Iterable[str], selection: Optional[Iterable[str]] = None) -> str:
+    """``path`` (a ``"generator"``, ``"synthetic set"`` or ``"copy-paste set"``) after
+    :func:`check_within` of its provenance; for a synthetic set given ``selection`` (the ids the
+    experiment selects on), also :func:`check_quality_provenance` of the model that filtered it."""
     reader = generator_source_ids if kind == "generator" else synthetic_source_ids
+    allowed = set(allowed)
     check_within(reader(path), allowed, f"{kind} {path}")
+    if kind == "synthetic set" and selection is not None:
+        check_quality_provenance(path, allowed, selection)
     return path
+
+
+def check_quality_provenance(folder: str, allowed: Iterable[str], selection: Iterable[str]) -> Optional[Dict]:
+    """Refuse a synthetic set whose quality model (the segmenter or classifier that filtered it, or
+    whose losses drove the pixel filter and hardness) trained on images outside ``allowed`` or was
+    selected (keep-best, early stopping, the calibrated thresholds' images) on images outside
+    ``selection``. Under the protocol the filter is one more model of the subset: a filter trained
+    on the whole train split, or kept-best on the evaluation split, would carry those images' labels
+    into the set. The model's ids come from ``generation.json`` (``quality_provenance``, recorded
+    when the set was made) or else from the export's ``config.json``. A set made without a quality
+    model passes (None); one whose model records no ids (an older version, or trained from
+    TFRecords) is refused: what it saw cannot be shown. Returns the checked provenance."""
+    from synthseg_tf.generation.filtering import quality_model_provenance
+    from synthseg_tf.generation.pipeline import read_generation_state
+
+    state = read_generation_state(folder) or {}
+    model = (state.get("identity") or {}).get("quality_model")
+    if not model:
+        return None
+    prov = state.get("quality_provenance") or quality_model_provenance(model)
+    what = f"the quality model {model} that filtered synthetic set {folder}"
+    if not prov or prov.get("train") is None or prov.get("selection") is None:
+        raise ProtocolError(f"{what} records no source ids for its training and selection images (made by an older "
+                            "version, or trained from TFRecords), so it cannot be shown to use only the experiment's "
+                            "subset; let the experiment build the set (omit --synthetic) or train the filter with "
+                            "this version on the subset's images and generate again")
+    check_within(prov["train"], allowed, what)
+    outside = sorted(set(prov["selection"]) - set(selection))
+    if outside:
+        shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+        raise ProtocolError(f"{what} was selected (keep-best, early stopping) on {len(outside)} image(s) outside the "
+                            f"experiment's selection split: {shown}. Under the protocol only the selection split may "
+                            "choose; a filter selected on the evaluation split leaks it into the synthetic set")
+    return prov
 
 
 def generator_source_ids(generator_dir: str) -> Set[str]:
@@ -208,7 +249,7 @@ def describe(subset_fraction: float, subset_seed, n_subset: int, n_fit: int, n_s
 
 
 __all__ = ["ProtocolError", "carve_selection", "carve_selection_blocks", "carve", "check_carve", "CARVES",
-           "natural_key", "check_within", "checked", "generator_source_ids", "synthetic_source_ids",
+           "natural_key", "check_within", "checked", "check_quality_provenance", "generator_source_ids", "synthetic_source_ids",
            "source_ids", "verdict", "VERDICT_RULE", "SELECTION_FRACTION", "describe", "split_for_protocol"]
 
 

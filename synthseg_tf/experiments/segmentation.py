@@ -219,7 +219,7 @@ class Cell:
     def synthetic(self) -> str:
         exp = self.exp
         if exp.synthetic is not None:
-            return P.checked(exp.synthetic, "synthetic set", self.fit_ids)
+            return P.checked(exp.synthetic, "synthetic set", self.fit_ids, P.source_ids(self.sel))
         from synthseg_tf.generation import GenerationConfig, run_generation
 
         out = os.path.join(self.dir, "synthetic")
@@ -238,7 +238,7 @@ class Cell:
             exp.log(f"generating {n} samples from the fit images' label maps -> {out}")
             run_generation(GenerationConfig(generator=gen, out=out, n=n, masks="sample", seed=self.subset_seed,
                                             quality_model=qm, **opts), log=exp.log)
-        return P.checked(out, "synthetic set", self.fit_ids)
+        return P.checked(out, "synthetic set", self.fit_ids, P.source_ids(self.sel))
 
     # ------------------------------------------------------------------ copy-paste set
     def copypaste(self) -> str:

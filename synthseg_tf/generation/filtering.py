@@ -82,6 +82,23 @@ def majority_class_miou(confusion) -> Tuple[int, float]:
     return c, ConfusionMatrix.from_matrix(base).mean_iou()
 
 
+def quality_model_provenance(model_dir: str) -> Optional[Dict]:
+    """``{"train": [...], "selection": [...]}``: the source ids the quality model (a segmenter or
+    classifier export) trained and was selected on, from its ``config.json``
+    (``train_source_ids``/``selection_source_ids``, written since this version; an entry is None
+    when it trained from TFRecords). None when the export records neither (an older export), so
+    what it saw cannot be shown."""
+    from synthseg_tf import storage
+
+    try:
+        cfg = json.loads(storage.read_text(storage.join(model_dir, "config.json")))
+    except (OSError, ValueError):
+        return None
+    if "train_source_ids" not in cfg and "selection_source_ids" not in cfg:
+        return None
+    return {"train": cfg.get("train_source_ids"), "selection": cfg.get("selection_source_ids")}
+
+
 def required_miou(majority_miou: float) -> float:
     """The mIoU a quality model needs: ``max(1.5 * majority, majority + 0.05)``."""
     return max(CLEARLY_BETTER_FACTOR * majority_miou, majority_miou + CLEARLY_BETTER_MARGIN)

@@ -873,6 +873,21 @@ def _check_not_foreign(cfg: GenerationConfig) -> None:
         raise FileExistsError(f"{cfg.out} exists and is not a synthseg generation folder; choose a new --out")
 
 
+def read_generation_state(out_dir: str) -> Optional[Dict]:
+    """The ``generation.json`` of a ``synthseg generate`` folder (any storage); None when absent,
+    :class:`~synthseg_tf.data.io.DataError` naming the file when it is not valid JSON."""
+    path = outfs.join(out_dir, STATE_FILE)
+    text = outfs.optional_text(path)
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as e:
+        from synthseg_tf.data.io import DataError
+
+        raise DataError(path, f"not valid JSON ({e})") from None
+
+
 def _prepare_out(cfg: GenerationConfig, identity: Dict) -> Optional[Dict]:
     """Create or check the output folder; returns the saved state (None for a new run)."""
     _check_not_foreign(cfg)
@@ -1082,8 +1097,12 @@ def _generate(cfg: GenerationConfig, log: Callable, renderer, gen_config: Dict, 
     if renderer.classes is not None:
         _write_file(outfs.join(cfg.out, "classes.json"),
                     json.dumps(renderer.classes.to_dict(), indent=1).encode("utf-8"))
+    from synthseg_tf.generation.filtering import quality_model_provenance
+
     base = {"identity": identity, "generator": outfs.absolute(cfg.generator), "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "quality_check": quality_check,
+            # what the quality model saw, so an experiment can check it against its subset
+            "quality_provenance": quality_model_provenance(cfg.quality_model) if cfg.quality_model else None,
             "label_weights": plan.get("label_weights")}
     _write_file(outfs.join(cfg.out, STATE_FILE), json.dumps(base, indent=1).encode("utf-8"))
     del renderer

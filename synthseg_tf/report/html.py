@@ -657,14 +657,16 @@ def _run_doc(run_dir: str, metrics: Dict, config: Dict) -> _Doc:
                   [[c, _pct(d.get("iou")), _pct(d.get("dice")), _pct(d.get("accuracy")), d.get("support")]
                    for c, d in v["per_class"].items()], "per class")
     else:
-        t = metrics["test"]
-        doc.h2("Test metrics")
+        # a run without a test report (an experiment's filter classifier) shows its selection split
+        split = "test" if "test" in metrics else "val"
+        t = metrics[split]
+        doc.h2("Test metrics" if split == "test" else "Validation (selection) metrics")
         doc.table(["metric", "value (%)"], [["accuracy", _pct(t["accuracy"])],
                                            ["macro precision", _pct(t["macro"]["precision"])],
                                            ["macro recall", _pct(t["macro"]["recall"])],
                                            ["macro F1", _pct(t["macro"]["f1"])],
                                            ["weighted F1", _pct(t["weighted"]["f1"])]],
-                  f"{t['num_samples']} test images")
+                  f"{t['num_samples']} {'test' if split == 'test' else 'val'} images")
         doc.table(["class", "precision (%)", "recall (%)", "F1 (%)", "support"],
                   [[c, _pct(d["precision"]), _pct(d["recall"]), _pct(d["f1"]), d["support"]]
                    for c, d in t["per_class"].items()], "per class")

@@ -321,6 +321,7 @@ def train_classifier(
     synthetic_soft_labels: float = 0.0,
     teacher: Optional[str] = None,
     extra_config: Optional[Dict] = None,
+    report_test: bool = True,
 ) -> Dict:
     """Train the CNN classifier on a classification dataset and report on its test split.
 
@@ -356,6 +357,13 @@ def train_classifier(
     ``(1 - alpha) * one_hot(its class) + alpha * teacher(image)`` (:func:`teacher_targets`), with
     ``teacher`` a classifier export trained on the real training images (the experiment passes its
     confidence filter's classifier); real images keep one-hot targets. ``0``: one-hot everywhere.
+
+    ``report_test=False``: the test split is never scored (``metrics`` has no ``"test"``), for a
+    model that only serves another step (an experiment's confidence filter, teacher or
+    pretraining), so nothing but the reported runs reads the test images.
+
+    The export's ``config.json`` lists ``train_source_ids`` and ``selection_source_ids`` (the val
+    split's): a synthetic set filtered by it can be checked against an experiment's subset.
 
     Returns ``{"out_dir", "model_dir", "metrics", "config", "history"}``; ``metrics["test"]`` is a
     :func:`~synthseg_tf.metrics.classification_report`. Refuses an existing ``out_dir`` unless
@@ -484,7 +492,7 @@ def train_classifier(
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
 
     metrics = {
-        "test": _report(model, test, size, batch_size, names),
+        **({"test": _report(model, test, size, batch_size, names)} if report_test else {}),
         "val": _report(model, val, size, batch_size, names),
         "best_epoch": keeper.best_epoch,
         "best_val_loss": (history["val_loss"][keeper.best_epoch - 1]
@@ -500,7 +508,9 @@ def train_classifier(
     with atomic_directory(out_dir, overwrite=True) as tmp:
         if export:
             export_classifier(model, os.path.join(tmp, "model"), names, size,
-                              extra_config={"trained_on": ds.spec, "run_dir": out_dir, "seed": int(seed)})
+                              extra_config={"trained_on": ds.spec, "run_dir": out_dir, "seed": int(seed),
+                                            "train_source_ids": sorted(splits["train"]),
+                                            "selection_source_ids": sorted(splits["val"])})
         if save_weights:
             model.save_weights(os.path.join(tmp, "weights.h5"))
         ds.classes.save(os.path.join(tmp, "classes.json"))
@@ -509,8 +519,9 @@ def train_classifier(
         write_json(os.path.join(tmp, "splits.json"), splits)
         write_json(os.path.join(tmp, "metrics.json"), metrics)
     if verbose:
-        t = metrics["test"]
-        print(f"test accuracy {100 * t['accuracy']:.1f}%, macro F1 {100 * t['macro']['f1']:.1f}% "
+        split = "test" if report_test else "val"
+        t = metrics[split]
+        print(f"{split} accuracy {100 * t['accuracy']:.1f}%, macro F1 {100 * t['macro']['f1']:.1f}% "
               f"({t['num_samples']} images) -> {out_dir}", flush=True)
     return {"out_dir": out_dir, "model_dir": model_dir, "metrics": metrics, "config": config, "history": history}
 

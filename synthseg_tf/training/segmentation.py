@@ -3,12 +3,14 @@
 :func:`train_unet` writes a *run directory*::
 
     RUN_DIR/
-      config.json     every setting of the run (data, sizes, schedule, loss, seed, versions)
+      config.json     every setting of the run (data, sizes, schedule, loss, seed, versions) and
+                      ``source_ids`` of its train and val (selection) images (None for TFRecords)
       classes.json    the class table (ids 0..K-1, 255 = void)
       history.csv     one row per epoch: loss, pixel_accuracy, mean_iou and their val_ versions
       metrics.json    {"val": full-resolution evaluation on the whole validation set, ...}
       model/          the exported SavedModel (:func:`synthseg_tf.models.unet.export_unet`);
-                      this is what ``load_segmenter`` and the generation quality filter load
+                      this is what ``load_segmenter`` and the generation quality filter load;
+                      its config.json repeats ``train_source_ids``/``selection_source_ids``
       weights.h5      the Keras weights (rebuild with ``build_unet`` to fine-tune or re-export)
 
 The directory is built under a temporary name and renamed when complete, so a run directory
@@ -155,6 +157,14 @@ def resolve_source(source, task: Optional[str], what: str) -> Tuple[Source, Clas
     if len(ds) == 0:
         raise ValueError(f"{what}: {ds.spec} has no samples")
     return ds, ds.classes, len(ds), ds.spec
+
+
+def source_ids_of(source: Source) -> Optional[List[str]]:
+    """The sorted ``source_id`` s of a Dataset; None for a TFRecord folder (its ids are not listed
+    without reading every record). Recorded with every trained model, so a filter or teacher built
+    from it can be checked against an experiment's subset
+    (:func:`~synthseg_tf.experiments.protocol.check_quality_provenance`)."""
+    return sorted(s.source_id for s in source.samples) if isinstance(source, Dataset) else None
 
 
 def check_same_classes(a: ClassTable, b: ClassTable, what_a: str, what_b: str) -> None:
@@ -687,6 +697,7 @@ def train_unet(
         "seed": int(seed), "num_classes": k, "class_names": table.names,
         "weight_ema": ema,
         "environment": environment_info(),
+        "source_ids": {"train": source_ids_of(train_src), "selection": source_ids_of(val_src)},
         **dict(extra_config or {}),
     }
     averager = weight_ema_callback(ema) if ema is not None else None
@@ -734,7 +745,9 @@ def train_unet(
     with atomic_directory(out_dir, overwrite=True) as tmp:
         if export:
             export_unet(model, os.path.join(tmp, "model"), table.names, size,
-                        extra_config={"trained_on": train_desc, "run_dir": out_dir, "seed": int(seed)})
+                        extra_config={"trained_on": train_desc, "run_dir": out_dir, "seed": int(seed),
+                                      "train_source_ids": config["source_ids"]["train"],
+                                      "selection_source_ids": config["source_ids"]["selection"]})
         if export or save_weights:
             model.save_weights(os.path.join(tmp, "weights.h5"))
         table.save(os.path.join(tmp, "classes.json"))
