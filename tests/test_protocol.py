@@ -186,3 +186,15 @@ def test_quality_provenance_of_a_synthetic_set(tmp_path):
     (export / "config.json").write_text(json.dumps({"train_source_ids": None, "selection_source_ids": ["s"]}))
     with pytest.raises(P.ProtocolError, match="records no source ids"):
         P.check_quality_provenance(str(syn), {"a"}, {"s"})
+
+
+def test_a_run_without_evaluation_figures_is_not_reported(tmp_path):
+    """A run that only scored its selection split (an older version) must not pass those off as evaluation."""
+    from synthseg_tf.experiments.segmentation import _seg_record
+
+    run = tmp_path / "runs" / "r"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text(json.dumps({"train_samples": 4}))
+    (run / "metrics.json").write_text(json.dumps({"val": {"mean_iou": 0.9, "per_class": {}}}))
+    with pytest.raises(P.ProtocolError, match="no evaluation figures"):
+        _seg_record(str(run), str(tmp_path), 1.0, 0, "real")

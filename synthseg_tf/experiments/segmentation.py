@@ -118,8 +118,13 @@ COPYPASTE_DEFAULTS = dict(n_per_image=6, class_balance="rare")
 def _seg_record(run_dir: str, out_dir: str, fraction: float, seed: int, setting: str) -> Dict:
     metrics = read_json(os.path.join(run_dir, "metrics.json"))
     config = read_json(os.path.join(run_dir, "config.json"))
-    ev = metrics.get("eval") or metrics["val"]  # runs made before the protocol scored on val
-    sel = metrics["val"]
+    if "eval" not in metrics:  # a run made before the protocol: its only figures are the selection split's
+        from synthseg_tf.experiments.protocol import ProtocolError
+
+        raise ProtocolError(f"{run_dir}/metrics.json has no evaluation figures (\"eval\"), only the selection "
+                            "split's; it was made by an older version: remove it (the experiment trains it again) "
+                            "or use a new output folder")
+    ev, sel = metrics["eval"], metrics["val"]
     return {
         **record_head(run_dir, out_dir, fraction, seed, setting, config.get("train_samples"), config),
         "total_steps": config.get("total_steps"),
