@@ -98,6 +98,9 @@ RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
   --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 \
   --synthetic-soft-labels 0.5 \
   --synthetic "$OUT/cls_f0.25/subsets/frac0.25-subset0/synthetic" --out "$OUT/cls_f0.25_soft"
+# 19. CamVid 25 % again, with the selection part carved as runs of neighbouring frames (72 fit + 20
+#     selection images, another fit set than step 1's): its own GAN, filters and all seven settings.
+CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -107,4 +110,4 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25/report/report.html $OUT/cls_f0.25_mix/report/report.html" \
   "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html" \
   "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html" \
-  "$OUT/cls_f0.25_soft/report/report.html"
+  "$OUT/cls_f0.25_soft/report/report.html $OUT/camvid_emafix_blocks_f0.25/report/report.html"
