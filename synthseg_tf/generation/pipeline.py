@@ -873,9 +873,9 @@ def _check_not_foreign(cfg: GenerationConfig) -> None:
         raise FileExistsError(f"{cfg.out} exists and is not a synthseg generation folder; choose a new --out")
 
 
-def read_generation_state(out_dir: str) -> Optional[Dict]:
+def read_generation_state(out_dir: str, hint: str = "") -> Optional[Dict]:
     """The ``generation.json`` of a ``synthseg generate`` folder (any storage); None when absent,
-    :class:`~synthseg_tf.data.io.DataError` naming the file when it is not valid JSON."""
+    :class:`~synthseg_tf.data.io.DataError` naming the file (and ``hint``) when it is not valid JSON."""
     path = outfs.join(out_dir, STATE_FILE)
     text = outfs.optional_text(path)
     if text is None:
@@ -885,22 +885,14 @@ def read_generation_state(out_dir: str) -> Optional[Dict]:
     except ValueError as e:
         from synthseg_tf.data.io import DataError
 
-        raise DataError(path, f"not valid JSON ({e})") from None
+        raise DataError(path, f"not valid JSON ({e}){hint}") from None
 
 
 def _prepare_out(cfg: GenerationConfig, identity: Dict) -> Optional[Dict]:
     """Create or check the output folder; returns the saved state (None for a new run)."""
     _check_not_foreign(cfg)
-    state_path = outfs.join(cfg.out, STATE_FILE)
-    text = outfs.optional_text(state_path)
-    if text is not None:
-        try:
-            state = json.loads(text)
-        except ValueError as e:
-            from synthseg_tf.data.io import DataError
-
-            raise DataError(state_path, f"not valid JSON ({e}); the run's settings cannot be checked: use a new "
-                            "--out") from None
+    state = read_generation_state(cfg.out, "; the run's settings cannot be checked: use a new --out")
+    if state is not None:
         saved = state.get("identity") or {}
         if saved != identity and state.get("status") == "complete" and "inference_batch" not in saved \
                 and dict(saved, inference_batch=identity.get("inference_batch")) == identity:
