@@ -135,6 +135,11 @@ def source_ids(ds) -> List[str]:
     return sorted(s.source_id for s in ds.samples)
 
 
+def _shown(ids: Sequence[str]) -> str:
+    """The first five of ``ids`` and how many more, for an error message."""
+    return ", ".join(ids[:5]) + (f" (+{len(ids) - 5} more)" if len(ids) > 5 else "")
+
+
 def check_within(used: Iterable[str], allowed: Iterable[str], what: str) -> None:
     """Refuse ``what`` when it was built from source ids outside ``allowed`` (or records none)."""
     used, allowed = set(used), set(allowed)
@@ -143,7 +148,7 @@ def check_within(used: Iterable[str], allowed: Iterable[str], what: str) -> None
                             "training subset; rebuild it with this version of synthseg-tf")
     outside = sorted(used - allowed)
     if outside:
-        shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+        shown = _shown(outside)
         raise ProtocolError(f"{what} was built from {len(outside)} image(s)/label map(s) outside the experiment's "
                             f"training subset ({len(allowed)} images): {shown}. Under the protocol the generator, "
                             "filters, label-map sources and models may only see that subset; let the experiment "
@@ -189,7 +194,7 @@ def check_quality_provenance(folder: str, allowed: Iterable[str], selection: Ite
     check_within(prov["train"], allowed, what)
     outside = sorted(set(prov["selection"]) - set(selection))
     if outside:
-        shown = ", ".join(outside[:5]) + (f" (+{len(outside) - 5} more)" if len(outside) > 5 else "")
+        shown = _shown(outside)
         raise ProtocolError(f"{what} was selected (keep-best, early stopping) on {len(outside)} image(s) outside the "
                             f"experiment's selection split: {shown}. Under the protocol only the selection split may "
                             "choose; a filter selected on the evaluation split leaks it into the synthetic set")
