@@ -86,6 +86,11 @@ class Dataset:
     def splits(self) -> List[str]:
         return sorted({s.split for s in self.samples if s.split})
 
+    def source_ids(self) -> List[str]:
+        """The sorted ``source_id`` s of the samples: what a model or generator built from this
+        set records, and what the experiment protocol checks it against."""
+        return sorted(s.source_id for s in self.samples)
+
     # ------------------------------------------------------------------ selection
     def select(self, indices: Sequence[int]) -> "Dataset":
         return replace(self, samples=[self.samples[i] for i in indices])

@@ -132,7 +132,7 @@ def carve(subset, fraction: float = SELECTION_FRACTION, how: str = "hash"):
 
 
 def source_ids(ds) -> List[str]:
-    return sorted(s.source_id for s in ds.samples)
+    return ds.source_ids()
 
 
 def _shown(ids: Sequence[str]) -> str:

@@ -164,7 +164,7 @@ def source_ids_of(source: Source) -> Optional[List[str]]:
     without reading every record). Recorded with every trained model, so a filter or teacher built
     from it can be checked against an experiment's subset
     (:func:`~synthseg_tf.experiments.protocol.check_quality_provenance`)."""
-    return sorted(s.source_id for s in source.samples) if isinstance(source, Dataset) else None
+    return source.source_ids() if isinstance(source, Dataset) else None
 
 
 def check_same_classes(a: ClassTable, b: ClassTable, what_a: str, what_b: str) -> None:
