@@ -101,6 +101,11 @@ RECIPE=early-stopping bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.1
 # 19. CamVid 25 % again, with the selection part carved as runs of neighbouring frames (72 fit + 20
 #     selection images, another fit set than step 1's): its own GAN, filters and all seven settings.
 CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
+# 20. Step 11's subset with a four times larger synthetic set (16 kept images per subset image: its
+#     own GAN, filter and 3,104 images), mixed at 0.25 and 0.1; selected-recipe picks the ratio on val.
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 --n-per-image 16 \
+  --out "$OUT/cls_f0.25_n16"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -110,4 +115,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25/report/report.html $OUT/cls_f0.25_mix/report/report.html" \
   "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html" \
   "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html" \
-  "$OUT/cls_f0.25_soft/report/report.html $OUT/camvid_emafix_blocks_f0.25/report/report.html"
+  "$OUT/cls_f0.25_soft/report/report.html $OUT/camvid_emafix_blocks_f0.25/report/report.html" \
+  "$OUT/cls_f0.25_n16/report/report.html"
