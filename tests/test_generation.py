@@ -172,3 +172,40 @@ def test_two_direct_workers_match_one(tiny_generator, tmp_path):
     for name in files:
         if name not in ("generation.json", "dataset.json"):  # start/finish times; the folder's own path
             assert (one / name).read_bytes() == (two / name).read_bytes(), name
+
+
+_FAST_EXIT_SCRIPT = """
+import atexit, sys, types
+from synthseg_tf.generation import pipeline as gp
+atexit.register(lambda: open(sys.argv[1], "w").write("finalised"))  # registered first, so it runs last
+if sys.argv[2] != "driver":
+    sys.modules["__main__"].__spec__ = types.SimpleNamespace(name=gp.SDK_WORKER_MAIN)
+print("armed" if gp.arm_fast_worker_exit() else "not armed")  # left in the buffer: the exit must flush it
+if sys.argv[2] == "fail":
+    raise RuntimeError("the harness failed")
+"""
+
+
+@pytest.mark.parametrize("role, rc, finalised, armed", [("worker", 0, False, "armed"), ("fail", 1, True, "armed"),
+                                                        ("driver", 0, True, "not armed")])
+def test_fast_worker_exit_only_after_a_clean_worker_run(tmp_path, role, rc, finalised, armed):
+    """A Beam worker subprocess skips the interpreter's finalisation (os._exit) after a clean run,
+    flushing its output first; after an uncaught exception it finalises as usual and keeps its
+    failing status; any other process (the driver, an in-process runner) is never armed."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "finalised"
+    proc = subprocess.run([sys.executable, "-c", _FAST_EXIT_SCRIPT, str(marker), role], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == rc, proc.stderr
+    assert proc.stdout.strip() == armed
+    assert marker.exists() == finalised
+    if role == "fail":
+        assert "the harness failed" in proc.stderr
+
+
+def test_fast_worker_exit_is_not_armed_in_this_process():
+    from synthseg_tf.generation.pipeline import arm_fast_worker_exit, in_sdk_worker_process
+
+    assert not in_sdk_worker_process() and not arm_fast_worker_exit()
