@@ -593,7 +593,9 @@ def register(sub, spec_help: str) -> None:
     k.add_argument("--settings", type=_settings, default=["real", "real+augment", "real+synthetic"],
                    help="comma list of real, real+augment, real+synthetic, synthetic, real+pretrain "
                         "(pretrain on the synthetic images, fine-tune on the real ones), real+pretrain+mix "
-                        "(the same pretraining, fine-tune on real+synthetic), real+synthetic@RATIO (mixed at "
+                        "(the same pretraining, fine-tune on real+synthetic), real+synthetic+finetune "
+                        "(real+synthetic's weights fine-tuned on the real images at a tenth of the learning rate), "
+                        "real+synthetic@RATIO (mixed at "
                         "RATIO, e.g. real+synthetic@0.1,real+synthetic@0.5: selected-recipe then also chooses the "
                         "ratio on val); default: real,real+augment,real+synthetic")
     k.add_argument("--epochs", type=_positive_int, default=80,

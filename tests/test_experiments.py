@@ -272,14 +272,15 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     out = str(tmp_path / "exp")
     summary = run_classification_experiment(
         spec, out, seeds=2, subset_seed=0,
-        settings=("real", "real+augment", "real+synthetic", "real+pretrain", "Real+Synthetic@0.50"),
+        settings=("real", "real+augment", "real+synthetic", "real+pretrain", "Real+Synthetic@0.50",
+                  "real+synthetic+finetune"),
         image_size=32,
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
         gan={"steps": 2, "batch_size": 4, "base_filters": 8},
         generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6",
                     "class_hardness": True}, synthetic_soft_labels=0.5, **SMALL)
     results = _load(out, "results.json")
-    assert len(results["runs"]) == 10 and summary["primary_metric"] == "macro_f1"
+    assert len(results["runs"]) == 12 and summary["primary_metric"] == "macro_f1"
     cell = os.path.join(out, "subsets", "frac1-subset0")
     fit = set(_load(cell, "subset.json")["fit"])
     assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
@@ -332,20 +333,41 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     teacher = os.path.join(cell, "quality", "model")  # trained on the subset alone, selected on val
     for r in results["runs"]:
         soft = _load(out, r["run"], "config.json")["synthetic_soft_labels"]
-        if r["setting"] in ("real", "real+augment", "real+pretrain"):  # no synthetic image in the run
+        if r["setting"] in ("real", "real+augment", "real+pretrain", "real+synthetic+finetune"):  # no synthetic image
             assert soft is None
         else:
             assert soft["alpha"] == 0.5 and soft["teacher"] == teacher
     for seed in (0, 1):
         assert _load(cell, f"pretrain-seed{seed}", "config.json")["synthetic_soft_labels"]["teacher"] == teacher
     assert _load(out, "experiment.json")["identity"]["train_options"]["synthetic_soft_labels"] == 0.5
+    # real+synthetic+finetune: the real+synthetic run of the same seed kept its weights; the real
+    # images alone then fine-tune them at a tenth of the real recipe's learning rate
+    from synthseg_tf.experiments.common import pretraining_run
+    from synthseg_tf.experiments.protocol import ProtocolError
+
+    for seed in (0, 1):
+        mixed = os.path.join(out, "runs", f"frac1-seed{seed}-real_synthetic")
+        assert os.path.isfile(os.path.join(mixed, "weights.h5"))
+        real_cfg = _load(out, "runs", f"frac1-seed{seed}-real", "config.json")
+        cfg = _load(out, "runs", f"frac1-seed{seed}-real_synthetic_finetune", "config.json")
+        assert cfg["init_weights"] == os.path.join(mixed, "weights.h5") and cfg["synthetic"] is None
+        assert cfg["learning_rate"] == pytest.approx(0.1 * real_cfg["learning_rate"]) and cfg["augment"] is True
+        assert cfg["experiment"]["fine_tuned_from"]["run"] == mixed and set(cfg["experiment"]["real_subset"]) == fit
+    assert not any(n.startswith("mix-seed") for n in os.listdir(cell))  # reused, not retrained
+    syn = _load(out, "runs", "frac1-seed0-real_synthetic", "config.json")["synthetic"]
+    with pytest.raises(ProtocolError, match="first-stage run .* at ratio 0.3"):  # another recipe is refused
+        pretraining_run([os.path.join(out, "runs", "frac1-seed0-real_synthetic")], syn, sorted(fit),
+                        lambda run: None, ratio=0.3)
+    ft_row = next(r for r in summary["rows"] if r["setting"] == "real+synthetic+finetune")
+    assert ft_row["delta_vs_real"]["n_pairs"] == 2 and "delta_vs_real+synthetic" in ft_row
     pre_row = next(r for r in summary["rows"] if r["setting"] == "real+pretrain")
     assert pre_row["delta_vs_real"]["n_pairs"] == 2 and "delta_vs_real+synthetic" in pre_row
     # the recipe a user is told to use is chosen on val macro F1, never on the test split
     sel = {(r["seed"], r["setting"]): r["selection_macro_f1"] for r in results["runs"]}
     for c in summary["selected_recipe"]["chosen"]:
         assert sel[(c["seed"], c["setting"])] == max(
-            sel[(c["seed"], k)] for k in ("real+synthetic", "real+synthetic@0.5", "real+pretrain"))
+            sel[(c["seed"], k)] for k in ("real+synthetic", "real+synthetic@0.5", "real+pretrain",
+                                          "real+synthetic+finetune"))
     assert any(r["setting"] == "selected-recipe" for r in summary["rows"])
     (proto,) = summary["protocol"]["cells"]  # one subset (subset_seed=0) for both seeds: one cell
     assert proto["subset"]["images"] == len(fit) and os.path.join(cell, "gan") in proto["generator_trained_on"]

@@ -18,6 +18,9 @@ subset of the train split (seeded by the subset seed) is the only labelled data 
 ``real+pretrain``   the ``synthetic`` run's weights (pretraining), then the subset alone with
                     the ``real`` recipe (fine-tuning); both stages select on val
 ``real+pretrain+mix``  the same pretraining, then the ``real+synthetic`` recipe from its weights
+``real+synthetic+finetune``  the ``real+synthetic`` run's kept weights, then the subset alone with
+                    the ``real`` recipe at ``FINE_TUNE_LR_SCALE`` x its learning rate (the
+                    mixed model adapted to real images only); both stages select on val
 ==================  ==============================================================
 
 ``real+synthetic@R`` is ``real+synthetic`` with the synthetic images mixed in at ratio ``R``
@@ -64,7 +67,14 @@ from synthseg_tf.experiments.common import (
     selected_rule,
 )
 
-CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain", "real+pretrain+mix")
+FINETUNED = "real+synthetic+finetune"
+CLASSIFICATION_SETTINGS = ("real", "real+augment", "real+synthetic", "synthetic", "real+pretrain", "real+pretrain+mix",
+                           FINETUNED)
+# The ways of using the synthetic set selected-recipe chooses among, here.
+CLS_RECIPES = RECIPES + (FINETUNED,)
+# real+synthetic+finetune's second stage: the real recipe at this fraction of its learning rate, so the
+# mixed model is adapted to the real images rather than retrained from its start.
+FINE_TUNE_LR_SCALE = 0.1
 SYNTHETIC_SETTINGS = ("real+synthetic", "synthetic")
 RATIO_SETTINGS = ("real+synthetic",)  # may be written real+synthetic@RATIO
 METRICS = ["accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"]
@@ -132,6 +142,7 @@ def _cls_record_factory(rare: Sequence[str]):
             "train_seconds": metrics.get("seconds"),
             "augment": config.get("augment"),
             "pretraining": (config.get("experiment") or {}).get("pretraining"),
+            "fine_tuned_from": (config.get("experiment") or {}).get("fine_tuned_from"),
             "selection_accuracy": metrics.get("val", {}).get("accuracy"),
             "selection_macro_f1": (metrics.get("val", {}).get("macro") or {}).get("f1"),
             "metrics": {"accuracy": test["accuracy"], "macro_f1": test["macro"]["f1"],
@@ -304,6 +315,31 @@ class _Cell:
             "best_epoch": metrics.get("best_epoch"), "train_seconds": metrics.get("seconds"),
             "selection_accuracy": metrics.get("val", {}).get("accuracy")}
 
+    def mixed(self, seed: int, mixed_run: str, ratio: Optional[float]) -> Tuple[str, Dict]:
+        """The weights ``real+synthetic+finetune`` starts from: the ``real+synthetic`` run of this
+        seed (``mixed_run``) when it kept them, else ``mix-seed{seed}/`` trained in the cell with
+        the same recipe (the cell's synthetic set at ``ratio``, ``None``: appended)."""
+        from synthseg_tf.training.classification import train_classifier
+
+        e = self.exp
+        syn = self.synthetic()  # provenance-checked against the subset
+
+        def train(run: str) -> None:
+            e["log"](f"training real+synthetic (seed {seed}) to fine-tune from -> {run}")
+            train_classifier(self.data, run, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
+                             synthetic=syn, synthetic_ratio=ratio, seed=seed, patience=e["patience"], export=False,
+                             save_weights=True, overwrite=True, verbose=e["verbose"], report_test=False,
+                             extra_config={"experiment": {"role": f"first stage of {FINETUNED}",
+                                                          "real_subset": self.fit_ids}},
+                             **self.teacher(), **e["options_for"]("real+synthetic"))
+
+        run, config, metrics = pretraining_run(
+            (mixed_run, os.path.join(self.dir, f"mix-seed{seed}")), syn, self.fit_ids, train, ratio=ratio)
+        return os.path.join(run, "weights.h5"), {
+            "run": run, "synthetic": config.get("synthetic"), "synthetic_ratio": ratio,
+            "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
+            "train_seconds": metrics.get("seconds"), "selection_accuracy": metrics.get("val", {}).get("accuracy")}
+
 
 def run_classification_experiment(
     data,
@@ -340,7 +376,7 @@ def run_classification_experiment(
     ``train_options`` go to :func:`~synthseg_tf.training.classification.train_classifier`.
     """
     from synthseg_tf.data.layouts import load
-    from synthseg_tf.training.classification import split_classification, train_classifier
+    from synthseg_tf.training.classification import CLASSIFIER_DEFAULTS, split_classification, train_classifier
     from synthseg_tf.training.segmentation import parse_image_size
 
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -411,6 +447,19 @@ def run_classification_experiment(
                     **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio, **c.teacher()) if mix else {}),
                     **options_for("real"))
                 return
+            if setting == FINETUNED:
+                weights, first = c.mixed(s, run_dir_of("real+synthetic"), synthetic_ratio)
+                opts = options_for("real")
+                opts["learning_rate"] = FINE_TUNE_LR_SCALE * float(opts.get("learning_rate",
+                                                                            CLASSIFIER_DEFAULTS["learning_rate"]))
+                train_classifier(
+                    c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, seed=s,
+                    patience=patience, export=export_models, overwrite=True, verbose=verbose, init_weights=weights,
+                    extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
+                                                 "real_subset": c.fit_ids, "fine_tuned_from": first,
+                                                 "protocol": c.protocol(f"the {len(c.subset)} subset images")}},
+                    **opts)
+                return
             base, own_ratio = split_setting(setting)
             syn = c.synthetic() if base in SYNTHETIC_SETTINGS else None
             ratio = 1.0 if base == "synthetic" else ((own_ratio or synthetic_ratio) if syn else None)
@@ -418,7 +467,8 @@ def run_classification_experiment(
             train_classifier(
                 c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, synthetic=syn,
                 synthetic_ratio=ratio, seed=s, patience=patience, export=export_models, overwrite=True,
-                verbose=verbose, save_weights=keeps_pretraining_weights(setting, state["settings"]),
+                verbose=verbose, save_weights=(keeps_pretraining_weights(setting, state["settings"])
+                                               or (setting == "real+synthetic" and FINETUNED in state["settings"])),
                 **(c.teacher() if syn else {}),
                 extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
                                              "real_subset": c.fit_ids, "protocol": c.protocol(gen_desc)}},
@@ -447,13 +497,13 @@ def run_classification_experiment(
 
 
 SELECTED_RULE = selected_rule("macro F1 on the val (selection) split",
-                              RECIPES + ("every real+synthetic@RATIO",))
+                              CLS_RECIPES + ("every real+synthetic@RATIO",))
 
 
 def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                  evaluated_on: str = "the real test split") -> Dict:
     present = [r["setting"] for r in runs]
-    chosen = select_recipe(runs, with_ratio_variants(RECIPES, present), "selection_macro_f1")
+    chosen = select_recipe(runs, with_ratio_variants(CLS_RECIPES, present), "selection_macro_f1")
     variants = {v: ("real+augment", "real+synthetic") for v in set(present) if split_setting(v)[1] is not None}
     summary = grid_summary("classification", identity, runs + chosen, class_names,
                            with_ratio_variants(CLASSIFICATION_SETTINGS, present) + (SELECTED,), METRICS, "macro_f1",
@@ -461,6 +511,7 @@ def _cls_summary(identity: Dict, runs: List[Dict], class_names: Sequence[str],
                            extra_baselines={**variants, "real+synthetic": ("real+augment",),
                                             "real+pretrain": ("real+augment", "real+synthetic"),
                                             "real+pretrain+mix": ("real+augment", "real+synthetic", "real+pretrain"),
+                                            FINETUNED: ("real+augment", "real+synthetic"),
                                             SELECTED: ("real+augment",)})
     if chosen:
         summary["selected_recipe"] = {"rule": SELECTED_RULE,

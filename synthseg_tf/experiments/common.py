@@ -179,11 +179,12 @@ def select_recipe(runs: List[Dict], recipes: Sequence[str], key: str) -> List[Di
 
 
 def pretraining_run(candidates: Sequence[str], synthetic: str, fit_ids: Sequence[str],
-                    train: Callable[[str], None]) -> Tuple[str, Dict, Dict]:
-    """``(run, config, metrics)`` of the run ``real+pretrain`` starts from: the first of
-    ``candidates`` that kept its weights (``metrics.json`` and ``weights.h5``), else ``train(last)``.
-    Refused (:class:`~synthseg_tf.experiments.protocol.ProtocolError`) unless it was trained on
-    ``synthetic`` alone (ratio 1.0) and recorded exactly ``fit_ids`` as its real images."""
+                    train: Callable[[str], None], ratio: float = 1.0) -> Tuple[str, Dict, Dict]:
+    """``(run, config, metrics)`` of the run a two-stage setting starts from (``real+pretrain``:
+    the ``synthetic`` run): the first of ``candidates`` that kept its weights (``metrics.json`` and
+    ``weights.h5``), else ``train(last)``. Refused (:class:`~synthseg_tf.experiments.protocol.ProtocolError`)
+    unless it was trained on ``synthetic`` at ``ratio`` (1.0: the synthetic images alone) and
+    recorded exactly ``fit_ids`` as its real images."""
     from synthseg_tf.experiments.protocol import ProtocolError
 
     for run in candidates:
@@ -195,8 +196,9 @@ def pretraining_run(candidates: Sequence[str], synthetic: str, fit_ids: Sequence
     ex = config.get("experiment") or {}
     used = ex.get("fit") or ex.get("real_subset")
     if not str(config.get("synthetic") or "").endswith(os.path.abspath(synthetic)) \
-            or sorted(used or []) != sorted(fit_ids) or config.get("synthetic_ratio") != 1.0:
-        raise ProtocolError(f"pretraining run {run} was not trained on this cell's synthetic set alone and its "
+            or sorted(used or []) != sorted(fit_ids) or config.get("synthetic_ratio") != ratio:
+        what = "synthetic set alone" if ratio == 1.0 else f"synthetic set at ratio {ratio:g}"
+        raise ProtocolError(f"{'pretraining' if ratio == 1.0 else 'first-stage'} run {run} was not trained on this cell's {what} and its "
                             "real images; remove it or use a new output folder")
     return run, config, read_json(os.path.join(run, "metrics.json"))
 
