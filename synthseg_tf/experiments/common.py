@@ -197,8 +197,9 @@ def pretraining_run(candidates: Sequence[str], synthetic: str, fit_ids: Sequence
     used = ex.get("fit") or ex.get("real_subset")
     if not str(config.get("synthetic") or "").endswith(os.path.abspath(synthetic)) \
             or sorted(used or []) != sorted(fit_ids) or config.get("synthetic_ratio") != ratio:
-        what = "synthetic set alone" if ratio == 1.0 else f"synthetic set at ratio {ratio:g}"
-        raise ProtocolError(f"{'pretraining' if ratio == 1.0 else 'first-stage'} run {run} was not trained on this cell's {what} and its "
+        what = ("pretraining", "synthetic set alone") if ratio == 1.0 else (
+            "first-stage", "synthetic set " + ("appended" if ratio is None else f"at ratio {ratio:g}"))
+        raise ProtocolError(f"{what[0]} run {run} was not trained on this cell's {what[1]} and its "
                             "real images; remove it or use a new output folder")
     return run, config, read_json(os.path.join(run, "metrics.json"))
 
