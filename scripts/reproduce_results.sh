@@ -106,6 +106,12 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 --n-per-image 16 \
   --out "$OUT/cls_f0.25_n16"
+# 21. Step 11's subset and recipe (its own GAN, filter and synthetic set, 4 candidates per image), the
+#     mixed run at 0.25 then fine-tuned on the real subset alone at a tenth of the learning rate
+#     (real+synthetic+finetune).
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
+  --out "$OUT/cls_f0.25_ft"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -116,4 +122,4 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html" \
   "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html" \
   "$OUT/cls_f0.25_soft/report/report.html $OUT/camvid_emafix_blocks_f0.25/report/report.html" \
-  "$OUT/cls_f0.25_n16/report/report.html"
+  "$OUT/cls_f0.25_n16/report/report.html $OUT/cls_f0.25_ft/report/report.html"
