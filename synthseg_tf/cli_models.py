@@ -414,6 +414,8 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-steps", type=_positive_int, help="pix2pix training steps per subset")
     g.add_argument("--gan-batch-size", type=_positive_int, help="pix2pix batch size")
     g.add_argument("--gan-base-filters", type=_positive_int, help="pix2pix base filters")
+    g.add_argument("--gan-seed", type=int, help="pix2pix seed (default 0): another seed is another GAN draw "
+                   "on the same subset, to measure how much a result depends on the generator")
     g.add_argument("--n", type=_positive_int, help="number of samples to generate per subset")
     g.add_argument("--n-per-image", type=float, help="samples to generate per training image (default 6 "
                    "segmentation, 1 classification)")
@@ -421,7 +423,8 @@ def _generator_args(p, what: str):
 
 def _gan_options(args) -> Optional[dict]:
     opts = {}
-    for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters")):
+    for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters"),
+                      ("seed", "gan_seed")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
     return opts or None

@@ -575,3 +575,8 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
         assert k.get("real_passes") is passes and k["synthetic_ratio"] == 0.25
         assert k.get("synthetic_soft_labels") == soft
         assert list(k["settings"]) == ["real", "real+synthetic", "real+synthetic@0.1"]
+        assert k.get("gan") is None  # the GAN's defaults, so earlier folders' identities still match
+    args = p.parse_args(base + ["--gan-seed", "3", "--gan-steps", "9"])  # another GAN draw on the same subset
+    with pytest.raises(Stop):
+        args.func(args)
+    assert calls[-1]["gan"] == {"seed": 3, "steps": 9}
