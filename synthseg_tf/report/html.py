@@ -32,7 +32,7 @@ import numpy as np
 REPORT_DIR = "report"
 SETTING_COLORS = {"real": "#4C72B0", "real+augment": "#8172B3", "real+copypaste": "#937860",
                   "real+synthetic": "#DD8452", "synthetic": "#55A868", "real+pretrain": "#C44E52", "real+pretrain+mix": "#8C8C8C",
-                  "real+pretrain+copypaste": "#64B5CD",
+                  "real+pretrain+copypaste": "#64B5CD", "real+synthetic+finetune": "#CCB974",
                   "selected-recipe": "#DA8BC3"}
 METRIC_LABELS = {
     "mean_iou": "mean IoU", "mean_dice": "mean Dice", "pixel_accuracy": "pixel accuracy",
