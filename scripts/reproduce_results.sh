@@ -112,6 +112,11 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
   --out "$OUT/cls_f0.25_ft"
+# 22. Step 21 with a second GAN draw on the same subset (--gan-seed 1: its own GAN and synthetic set;
+#     the real-only runs and the filter classifier are the same as step 21's, retrained here).
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
+  --gan-seed 1 --out "$OUT/cls_f0.25_ft_gan1"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -122,4 +127,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25_gan6k/report/report.html $OUT/cls_f0.25_mixrp/report/report.html" \
   "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html" \
   "$OUT/cls_f0.25_soft/report/report.html $OUT/camvid_emafix_blocks_f0.25/report/report.html" \
-  "$OUT/cls_f0.25_n16/report/report.html $OUT/cls_f0.25_ft/report/report.html"
+  "$OUT/cls_f0.25_n16/report/report.html $OUT/cls_f0.25_ft/report/report.html" \
+  "$OUT/cls_f0.25_ft_gan1/report/report.html"
