@@ -435,28 +435,23 @@ def run_classification_experiment(
             return os.path.join(out_dir, "runs", run_name(f, s, setting))
 
         def train_run(setting: str, run_dir: str) -> None:
-            if setting in PRETRAINED_SETTINGS:
-                weights, pre = c.pretrained(s, run_dir_of("synthetic"))
-                mix = setting == "real+pretrain+mix"  # fine-tune with real+synthetic's recipe, else real's
-                train_classifier(
-                    c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, seed=s,
-                    patience=patience, export=export_models, overwrite=True, verbose=verbose, init_weights=weights,
-                    extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
-                                                 "real_subset": c.fit_ids, "pretraining": pre,
-                                                 "protocol": c.protocol(f"the {len(c.subset)} subset images")}},
-                    **(dict(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio, **c.teacher()) if mix else {}),
-                    **options_for("real"))
-                return
-            if setting == FINETUNED:
-                weights, first = c.mixed(s, run_dir_of("real+synthetic"), synthetic_ratio)
+            if setting in PRETRAINED_SETTINGS or setting == FINETUNED:  # two stages: from a first run's weights
                 opts = options_for("real")
-                opts["learning_rate"] = FINE_TUNE_LR_SCALE * float(opts.get("learning_rate",
-                                                                            CLASSIFIER_DEFAULTS["learning_rate"]))
+                if setting == FINETUNED:  # the real+synthetic run, fine-tuned on the subset alone
+                    weights, first = c.mixed(s, run_dir_of("real+synthetic"), synthetic_ratio)
+                    record = {"fine_tuned_from": first}
+                    opts["learning_rate"] = FINE_TUNE_LR_SCALE * float(opts.get("learning_rate",
+                                                                                CLASSIFIER_DEFAULTS["learning_rate"]))
+                else:  # pretrained on the synthetic set, then real+synthetic's recipe (+mix) or real's
+                    weights, pre = c.pretrained(s, run_dir_of("synthetic"))
+                    record = {"pretraining": pre}
+                    if setting == "real+pretrain+mix":
+                        opts.update(synthetic=c.synthetic(), synthetic_ratio=synthetic_ratio, **c.teacher())
                 train_classifier(
                     c.data, run_dir, image_size=size, batch_size=batch_size, epochs=epochs, seed=s,
                     patience=patience, export=export_models, overwrite=True, verbose=verbose, init_weights=weights,
                     extra_config={"experiment": {"fraction": f, "seed": s, "setting": setting,
-                                                 "real_subset": c.fit_ids, "fine_tuned_from": first,
+                                                 "real_subset": c.fit_ids, **record,
                                                  "protocol": c.protocol(f"the {len(c.subset)} subset images")}},
                     **opts)
                 return
