@@ -117,6 +117,10 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
   --gan-seed 1 --out "$OUT/cls_f0.25_ft_gan1"
+# 23. The same with a third GAN draw (--gan-seed 2).
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
+  --gan-seed 2 --out "$OUT/cls_f0.25_ft_gan2"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -128,4 +132,4 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25_ema/report/report.html $OUT/cls_f0.25_hard/report/report.html" \
   "$OUT/cls_f0.25_soft/report/report.html $OUT/camvid_emafix_blocks_f0.25/report/report.html" \
   "$OUT/cls_f0.25_n16/report/report.html $OUT/cls_f0.25_ft/report/report.html" \
-  "$OUT/cls_f0.25_ft_gan1/report/report.html"
+  "$OUT/cls_f0.25_ft_gan1/report/report.html $OUT/cls_f0.25_ft_gan2/report/report.html"
