@@ -294,52 +294,42 @@ class _Cell:
         """The weights of a classifier trained on the synthetic images alone (the ``synthetic``
         recipe, selected on val) and what that run recorded. Reuses ``synthetic_run`` when it kept
         its weights; otherwise trains ``pretrain-seed{seed}/`` in the cell."""
-        from synthseg_tf.training.classification import train_classifier
-
-        e = self.exp
-        syn = self.synthetic()  # provenance-checked against the subset
-
-        def train(run: str) -> None:
-            e["log"](f"pretraining a classifier on the synthetic set {syn} (seed {seed}) -> {run}")
-            train_classifier(self.data, run, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
-                             synthetic=syn, synthetic_ratio=1.0, seed=seed, patience=e["patience"], export=False,
-                             save_weights=True, overwrite=True, verbose=e["verbose"], report_test=False,
-                             extra_config={"experiment": {"role": "pretraining of real+pretrain",
-                                                          "real_subset": self.fit_ids}},
-                             **self.teacher(), **e["options_for"]("synthetic"))
-
-        run, config, metrics = pretraining_run(
-            (synthetic_run, os.path.join(self.dir, f"pretrain-seed{seed}")), syn, self.fit_ids, train)
-        return os.path.join(run, "weights.h5"), {
-            "run": run, "synthetic": config.get("synthetic"), "epochs_run": metrics.get("epochs_run"),
-            "best_epoch": metrics.get("best_epoch"), "train_seconds": metrics.get("seconds"),
-            "selection_accuracy": metrics.get("val", {}).get("accuracy")}
+        return self._first_stage(seed, synthetic_run, f"pretrain-seed{seed}", 1.0, "synthetic",
+                                 "pretraining of real+pretrain", "pretraining a classifier on the synthetic set")
 
     def mixed(self, seed: int, mixed_run: str, ratio: Optional[float]) -> Tuple[str, Dict]:
         """The weights ``real+synthetic+finetune`` starts from: the ``real+synthetic`` run of this
         seed (``mixed_run``) when it kept them, else ``mix-seed{seed}/`` trained in the cell with
         the same recipe (the cell's synthetic set at ``ratio``, ``None``: appended)."""
+        weights, rec = self._first_stage(seed, mixed_run, f"mix-seed{seed}", ratio, "real+synthetic",
+                                         f"first stage of {FINETUNED}", "training real+synthetic to fine-tune from")
+        rec["synthetic_ratio"] = ratio
+        return weights, rec
+
+    def _first_stage(self, seed: int, reuse: str, folder: str, ratio: Optional[float], recipe: str, role: str,
+                     message: str) -> Tuple[str, Dict]:
+        """The kept weights of a run on the cell's synthetic set at ``ratio`` with ``recipe``'s
+        options (``reuse`` when it kept them, else trained in ``folder`` of the cell, selected on
+        val, never scoring test) and what that run recorded; checked by :func:`pretraining_run`."""
         from synthseg_tf.training.classification import train_classifier
 
         e = self.exp
         syn = self.synthetic()  # provenance-checked against the subset
 
         def train(run: str) -> None:
-            e["log"](f"training real+synthetic (seed {seed}) to fine-tune from -> {run}")
+            e["log"](f"{message} {syn} (seed {seed}) -> {run}")
             train_classifier(self.data, run, image_size=e["size"], batch_size=e["batch_size"], epochs=e["epochs"],
                              synthetic=syn, synthetic_ratio=ratio, seed=seed, patience=e["patience"], export=False,
                              save_weights=True, overwrite=True, verbose=e["verbose"], report_test=False,
-                             extra_config={"experiment": {"role": f"first stage of {FINETUNED}",
-                                                          "real_subset": self.fit_ids}},
-                             **self.teacher(), **e["options_for"]("real+synthetic"))
+                             extra_config={"experiment": {"role": role, "real_subset": self.fit_ids}},
+                             **self.teacher(), **e["options_for"](recipe))
 
-        run, config, metrics = pretraining_run(
-            (mixed_run, os.path.join(self.dir, f"mix-seed{seed}")), syn, self.fit_ids, train, ratio=ratio)
+        run, config, metrics = pretraining_run((reuse, os.path.join(self.dir, folder)), syn, self.fit_ids, train,
+                                               ratio=ratio)
         return os.path.join(run, "weights.h5"), {
-            "run": run, "synthetic": config.get("synthetic"), "synthetic_ratio": ratio,
-            "epochs_run": metrics.get("epochs_run"), "best_epoch": metrics.get("best_epoch"),
-            "train_seconds": metrics.get("seconds"), "selection_accuracy": metrics.get("val", {}).get("accuracy")}
-
+            "run": run, "synthetic": config.get("synthetic"), "epochs_run": metrics.get("epochs_run"),
+            "best_epoch": metrics.get("best_epoch"), "train_seconds": metrics.get("seconds"),
+            "selection_accuracy": metrics.get("val", {}).get("accuracy")}
 
 def run_classification_experiment(
     data,

@@ -179,7 +179,7 @@ def select_recipe(runs: List[Dict], recipes: Sequence[str], key: str) -> List[Di
 
 
 def pretraining_run(candidates: Sequence[str], synthetic: str, fit_ids: Sequence[str],
-                    train: Callable[[str], None], ratio: float = 1.0) -> Tuple[str, Dict, Dict]:
+                    train: Callable[[str], None], ratio: Optional[float] = 1.0) -> Tuple[str, Dict, Dict]:
     """``(run, config, metrics)`` of the run a two-stage setting starts from (``real+pretrain``:
     the ``synthetic`` run): the first of ``candidates`` that kept its weights (``metrics.json`` and
     ``weights.h5``), else ``train(last)``. Refused (:class:`~synthseg_tf.experiments.protocol.ProtocolError`)
