@@ -142,11 +142,15 @@ def test_min_quality_needs_a_model(tiny_generator, tmp_path):
         run_generation(_cfg(tiny_generator, tmp_path / "x", min_quality=0.5), log=lambda m: None)
 
 
-def test_dataflow_options_pass_through_and_validate(tiny_generator, tmp_path):
+def test_dataflow_options_pass_through_and_validate(tiny_generator, tmp_path, monkeypatch):
     from apache_beam.options.pipeline_options import GoogleCloudOptions, StandardOptions, WorkerOptions
     from apache_beam.options.pipeline_options_validator import PipelineOptionsValidator
     from apache_beam.runners.dataflow.dataflow_runner import DataflowRunner
 
+    # Beam's validator asks GCS about the buckets (soft-delete policy, a default bucket); offline that
+    # is minutes of credential and HTTP retries (207 s here), so those two network calls answer "no".
+    monkeypatch.setattr(GoogleCloudOptions, "_warn_if_soft_delete_policy_enabled", lambda self, arg_name: None)
+    monkeypatch.setattr(GoogleCloudOptions, "_create_default_gcs_bucket", lambda self: None)
     args = ["--project=my-project", "--region=europe-west4", "--temp_location=gs://bucket/tmp",
             "--staging_location=gs://bucket/staging", "--max_num_workers=20", "--machine_type=n1-standard-8"]
     opts = beam_options(_cfg(tiny_generator, tmp_path / "d", runner="DataflowRunner", beam_args=args))
