@@ -121,6 +121,11 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
   --gan-seed 2 --out "$OUT/cls_f0.25_ft_gan2"
+# 24. Step 21's recipe on a tenth of the train split (81 images, 1 to 4 per class), up to 300 epochs
+#     (3 optimiser steps each): its own GAN, filter classifier and synthetic set.
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.1 --seeds 3 --subset-seed 0 \
+  --epochs 300 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
+  --out "$OUT/cls_f0.1_ft"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
