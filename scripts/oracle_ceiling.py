@@ -165,6 +165,24 @@ def write_set(folder, images, labels, what):
     return folder
 
 
+def write_grid(path, folders, classes):
+    """A PNG with one row per TFRecord folder: the first image of each class in ``classes``."""
+    from synthseg_tf.data.io import write_png
+    from synthseg_tf.data.tfrecord import iter_examples
+
+    rows = []
+    for folder in folders:
+        first = {}
+        for ex in iter_examples(folder):
+            first.setdefault(ex["label"], ex["image"])
+        missing = [c for c in classes if c not in first]
+        if missing:
+            sys.exit(f"{folder}: no image of class {missing[0]} for the grid")
+        rows.append(np.concatenate([first[c] for c in classes], axis=1))
+    grid = np.concatenate(rows, axis=0)
+    write_png(path, np.repeat(np.repeat(grid, 2, axis=0), 2, axis=1))
+
+
 def compare(original, repeat):
     """The config.json keys whose values differ beyond the swapped synthetic set."""
     keys = (set(original) | set(repeat)) - EXPECTED_DIFFERENCES
@@ -177,6 +195,8 @@ def main(argv=None):
     p.add_argument("--variants", default="oracle,gan-maps", help=f"comma-separated, of {', '.join(VARIANTS)}")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: every seed with both runs)")
     p.add_argument("--tries", type=int, default=4, help="gan-maps: candidates per kept image")
+    p.add_argument("--grid", default=None, help="also write a PNG (2x): rows oracle, gan-maps and the cell's "
+                   "own set (those that exist), the first image of classes 0, 5, 10, ... of the first cell")
     a = p.parse_args(argv)
     variants = [v for v in a.variants.split(",") if v]
     bad = [v for v in variants if v not in VARIANTS]
@@ -251,6 +271,14 @@ def main(argv=None):
                             "mean_delta_vs_real": round(float(np.mean(deltas)), 2)}
         print(f"{variant:15s} vs real, per seed: " + " / ".join(f"{d:+.1f}" for d in deltas)
               + f"  (mean {np.mean(deltas):+.1f})")
+    if a.grid:
+        f, s = pairs[0]
+        syn = _read(os.path.join(runs[(f, s, "real+synthetic")][1], "config.json"))["synthetic"].split("tfrecord:", 1)[-1]
+        cell = os.path.basename(os.path.dirname(syn.rstrip("/")))
+        sets = [os.path.join(out_root, f"{v}-{cell}") for v in ("oracle", "gan-maps")] + [syn]
+        k = len(_read(os.path.join(runs[(f, s, "real+synthetic")][1], "config.json"))["class_names"])
+        write_grid(a.grid, [d for d in sets if os.path.isdir(d)], list(range(0, k, 5)))
+        print(f"grid -> {a.grid}")
     with open(os.path.join(out_root, "oracle.json"), "w", encoding="utf-8") as fh:
         json.dump({"experiment": folder, "runs": rows, "summary": summary}, fh, indent=1)
 

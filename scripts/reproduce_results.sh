@@ -130,6 +130,13 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic,real+synthetic+finetune --synthetic-ratio 0.25 --n-per-image 4 \
   --gan-seed 3 --out "$OUT/cls_f0.25_ft_gan3"
+# 26. The oracle diagnostic (breaks the protocol on purpose; never a result about synthetic data):
+#     step 21's real and real+synthetic runs again (the same runs to the digit), then each
+#     real+synthetic run repeated with its synthetic set swapped for new procedural demo-classes
+#     images (oracle) or for the cell's GAN rendering those images' edge maps (gan-maps).
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 --out "$OUT/cls_oracle"
+.venv/bin/python scripts/oracle_ceiling.py "$OUT/cls_oracle" --variants oracle,gan-maps --grid "$OUT/cls_oracle/oracle/grid.png"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \

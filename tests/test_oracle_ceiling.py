@@ -117,3 +117,18 @@ def test_repeats_the_real_synthetic_run_with_only_the_set_swapped(tmp_path):
     before = os.path.getmtime(exp / "oracle" / "oracle-f0.25-seed0" / "metrics.json")
     oc.main([str(exp), "--variants", "oracle,repeat"])
     assert os.path.getmtime(exp / "oracle" / "oracle-f0.25-seed0" / "metrics.json") == before
+
+
+def test_grid_has_a_row_per_set_and_the_first_image_of_each_class(tmp_path):
+    from synthseg_tf.data.io import read_image
+
+    oc = _script()
+    a = np.zeros((3, 4, 4, 3), np.uint8) + np.array([10, 20, 30], np.uint8)[:, None, None, None]
+    oc.write_set(str(tmp_path / "a"), a, [5, 0, 0], "a")
+    oc.write_set(str(tmp_path / "b"), 255 - a, [0, 5, 5], "b")
+    oc.write_grid(str(tmp_path / "g.png"), [str(tmp_path / "a"), str(tmp_path / "b")], [0, 5])
+    g = read_image(str(tmp_path / "g.png"))[0]
+    assert g.shape == (16, 16, 3)  # 2 rows x 2 classes of 4x4, shown at 2x
+    assert g[0, 0, 0] == 20 and g[0, 8, 0] == 10 and g[8, 0, 0] == 245 and g[8, 8, 0] == 235
+    with pytest.raises(SystemExit, match="no image of class 7"):
+        oc.write_grid(str(tmp_path / "h.png"), [str(tmp_path / "a")], [0, 7])
