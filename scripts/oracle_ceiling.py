@@ -224,8 +224,6 @@ def main(argv=None):
         splits = _read(os.path.join(syn_run, "splits.json"))
         syn_path = config["synthetic"].split("tfrecord:", 1)[-1]
         labels = _synthetic_labels(syn_path)
-        gen_record = _read(os.path.join(syn_path, "generation.json"))
-        gen_config = dict(gen_record["identity"], generator=gen_record["generator"])
         cell = os.path.basename(os.path.dirname(syn_path.rstrip("/")))
         for variant in variants:
             set_dir = syn_path if variant == "repeat" else os.path.join(out_root, f"{variant}-{cell}")
@@ -234,6 +232,11 @@ def main(argv=None):
                 if variant == "oracle":
                     images = oracle_images(config["data"], labels)
                 else:
+                    record = os.path.join(syn_path, "generation.json")
+                    if not os.path.isfile(record):
+                        sys.exit(f"{syn_path}: no generation.json, so no generator to render the gan-maps set with")
+                    gen_record = _read(record)
+                    gen_config = dict(gen_record["identity"], generator=gen_record["generator"])
                     scorer = None
                     if gen_config.get("quality_model") and gen_config.get("class_min_quality"):
                         from synthseg_tf.generation.pipeline import make_scorer
