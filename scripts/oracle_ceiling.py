@@ -276,10 +276,11 @@ def main(argv=None):
               + f"  (mean {np.mean(deltas):+.1f})")
     if a.grid:
         f, s = pairs[0]
-        syn = _read(os.path.join(runs[(f, s, "real+synthetic")][1], "config.json"))["synthetic"].split("tfrecord:", 1)[-1]
+        config = _read(os.path.join(runs[(f, s, "real+synthetic")][1], "config.json"))
+        syn = config["synthetic"].split("tfrecord:", 1)[-1]
         cell = os.path.basename(os.path.dirname(syn.rstrip("/")))
         sets = [os.path.join(out_root, f"{v}-{cell}") for v in ("oracle", "gan-maps")] + [syn]
-        k = len(_read(os.path.join(runs[(f, s, "real+synthetic")][1], "config.json"))["class_names"])
+        k = len(config["class_names"])
         write_grid(a.grid, [d for d in sets if os.path.isdir(d)], list(range(0, k, 5)))
         print(f"grid -> {a.grid}")
     with open(os.path.join(out_root, "oracle.json"), "w", encoding="utf-8") as fh:
