@@ -25,8 +25,8 @@ same training, selection and test images from its ``splits.json``, options, rati
 run's ``config.json`` is compared with it and any other difference is printed. Each run scores
 the test split once and is paired with the ``real`` run of its seed.
 
-Writes ``EXPERIMENT_DIR/oracle/<variant>-seed<S>/`` (runs; a finished run is reused),
-``EXPERIMENT_DIR/oracle/<variant>-f<F>-subset<K>/`` (the image sets, TFRecords) and
+Writes ``EXPERIMENT_DIR/oracle/<variant>-f<F>-seed<S>/`` (runs; a finished run is reused),
+``EXPERIMENT_DIR/oracle/<variant>-frac<F>-subset<K>/`` (the image sets, TFRecords, one per cell) and
 ``EXPERIMENT_DIR/oracle/oracle.json`` (the table printed).
 """
 import argparse
@@ -132,16 +132,16 @@ def gan_images(spec, labels, generator, thresholds, scorer, tries):
     out = np.zeros((len(labels),) + tuple(r.image_size) + (3,), np.uint8)
     pending = np.arange(len(labels))
     for attempt in range(tries):
-        real = oracle_images(spec, labels[pending], start=attempt * len(labels))
+        lab = labels[pending]
+        real = oracle_images(spec, lab, start=attempt * len(labels))
         maps = (np.stack([canny_edges(im) for im in real]) if cond == "edges"
                 else np.zeros(real.shape[:3], np.uint8))
-        rendered = np.concatenate([r.render(maps[i:i + 64], labels[pending][i:i + 64])
-                                   for i in range(0, len(pending), 64)])
+        rendered = np.concatenate([r.render(maps[i:i + 64], lab[i:i + 64]) for i in range(0, len(lab), 64)])
         out[pending] = rendered
         if scorer is None:
             return out, 0
-        conf = np.asarray(scorer.scores(rendered, labels[pending]))
-        pending = pending[conf < np.asarray(thresholds)[labels[pending]]]
+        conf = np.asarray(scorer.scores(rendered, lab))
+        pending = pending[conf < np.asarray(thresholds)[lab]]
         if not len(pending):
             break
     return out, len(pending)
