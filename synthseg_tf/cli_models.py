@@ -414,6 +414,13 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-steps", type=_positive_int, help="pix2pix training steps per subset")
     g.add_argument("--gan-batch-size", type=_positive_int, help="pix2pix batch size")
     g.add_argument("--gan-base-filters", type=_positive_int, help="pix2pix base filters")
+    g.add_argument("--gan-diffaugment", metavar="POLICY",
+                   help="DiffAugment policy of the pix2pix discriminator's inputs: comma-separated color, "
+                        "translation, cutout, or 'none' (default color,translation,cutout)")
+    g.add_argument("--gan-class-loss", type=float, metavar="W",
+                   help="classification: weight of a class loss on the generator (the cross-entropy of each "
+                        "generated image's class under the confidence filter's classifier, trained on the same "
+                        "subset); default 0 (off)")
     g.add_argument("--gan-seed", type=int, help="pix2pix seed (default 0): another seed is another GAN draw "
                    "on the same subset, to measure how much a result depends on the generator")
     g.add_argument("--n", type=_positive_int, help="number of samples to generate per subset")
@@ -424,9 +431,17 @@ def _generator_args(p, what: str):
 def _gan_options(args) -> Optional[dict]:
     opts = {}
     for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters"),
-                      ("seed", "gan_seed")):
+                      ("seed", "gan_seed"), ("diffaugment", "gan_diffaugment"),
+                      ("class_loss_weight", "gan_class_loss")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
+    if "diffaugment" in opts:  # a bad policy fails here, not after the experiment's first runs
+        from synthseg_tf.models.pix2pix import parse_diffaugment
+
+        try:
+            opts["diffaugment"] = parse_diffaugment(opts["diffaugment"])
+        except ValueError as err:
+            raise CliError(f"--gan-{err}") from err
     return opts or None
 
 

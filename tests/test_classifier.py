@@ -164,6 +164,25 @@ def test_export_and_load_roundtrip(trained, tmp_path):
     assert out["class_ids"].dtype == tf.int32 and out["probabilities"].shape == (8, 3)
     assert (out["class_ids"].numpy() == y[:8]).mean() >= 0.75
 
+    # classify_function: differentiable, also under two tapes or a persistent one (eager or in a tf.function),
+    # with the Keras model's own gradient; the classifier's weights get none
+    xs = tf.constant(x[:4])
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        loss = tf.reduce_sum(model(xs, training=False)[:, 1])
+    want = tape.gradient(loss, xs).numpy()
+
+    def two_tapes(images):
+        with tf.GradientTape() as a, tf.GradientTape(persistent=True) as b:
+            a.watch(images)
+            b.watch(images)
+            loss = tf.reduce_sum(clf.classify_function(images)[:, 1])
+        return a.gradient(loss, images), b.gradient(loss, images)
+
+    for got in (*two_tapes(xs), *tf.function(two_tapes)(xs)):
+        np.testing.assert_allclose(got.numpy(), want, atol=1e-5)
+    np.testing.assert_allclose(clf.classify_function(xs).numpy(), probs[:4], atol=1e-6)
+
     # PNG bytes of different sizes in one request
     pngs = []
     for im in (big_u8[0], big_u8[1, :32, :32]):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import synthseg_tf  # noqa: F401
+from synthseg_tf.cli import CliError
 from test_training_cls import SMALL, Stop, cli_spy, write_classfolders
 from test_training_seg import CLASSES, write_scenes
 
@@ -78,6 +79,10 @@ def test_every_artifact_stays_inside_the_fit_images(seg_experiment):
     assert eval_ids and not eval_ids & (fit | sel)
 
     assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
+    # the GAN's class loss scores its images with the cell's filter classifier: the subset's, selected on val
+    gan_cfg = _load(cell, "gan", "config.json")
+    assert (gan_cfg["class_loss_weight"], gan_cfg["class_loss_model"]) == (0.1, os.path.join(cell, "quality", "model"))
+    assert set(_load(cell, "quality", "splits.json")["train"]) == fit
     syn_ids, cp_ids = _manifest_ids(os.path.join(cell, "synthetic")), _manifest_ids(os.path.join(cell, "copypaste"))
     assert syn_ids and syn_ids <= fit
     assert cp_ids and cp_ids <= fit
@@ -276,7 +281,7 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
                   "real+synthetic+finetune"),
         image_size=32,
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
-        gan={"steps": 2, "batch_size": 4, "base_filters": 8},
+        gan={"steps": 2, "batch_size": 4, "base_filters": 8, "class_loss_weight": 0.1},
         generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6",
                     "class_hardness": True}, synthetic_soft_labels=0.5, **SMALL)
     results = _load(out, "results.json")
@@ -284,6 +289,10 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     cell = os.path.join(out, "subsets", "frac1-subset0")
     fit = set(_load(cell, "subset.json")["fit"])
     assert set(_load(cell, "gan", "config.json")["train_source_ids"]) == fit
+    # the GAN's class loss scores its images with the cell's filter classifier: the subset's, selected on val
+    gan_cfg = _load(cell, "gan", "config.json")
+    assert (gan_cfg["class_loss_weight"], gan_cfg["class_loss_model"]) == (0.1, os.path.join(cell, "quality", "model"))
+    assert set(_load(cell, "quality", "splits.json")["train"]) == fit
     assert _manifest_ids(os.path.join(cell, "synthetic")) <= fit
     # the calibrated filter: per-class thresholds from the quality classifier on the val split only
     thr = _load(cell, "quality", "thresholds.json")
@@ -580,3 +589,27 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
     with pytest.raises(Stop):
         args.func(args)
     assert calls[-1]["gan"] == {"seed": 3, "steps": 9}
+
+
+def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
+    """--gan-diffaugment (canonical, 'none' = off) and --gan-class-loss reach the GAN options; a bad
+    policy fails before any run; a segmentation experiment refuses the class loss."""
+    import synthseg_tf.experiments.classification as exp
+    from synthseg_tf.experiments.segmentation import run_segmentation_experiment
+
+    p, calls = cli_spy(monkeypatch, exp, "run_classification_experiment")
+    base = ["experiment", "classification", "--data", "demo-classes", "--out", "x"]
+    for extra, gan in ((["--gan-diffaugment", "Translation, cutout"], {"diffaugment": "translation,cutout"}),
+                       (["--gan-diffaugment", "none", "--gan-class-loss", "0.5"],
+                        {"diffaugment": None, "class_loss_weight": 0.5})):
+        args = p.parse_args(base + extra)
+        with pytest.raises(Stop):
+            args.func(args)
+        assert calls[-1]["gan"] == gan
+    args = p.parse_args(base + ["--gan-diffaugment", "colour"])
+    n = len(calls)
+    with pytest.raises(CliError, match="--gan-diffaugment: unknown op"):
+        args.func(args)
+    assert len(calls) == n
+    with pytest.raises(ValueError, match="class loss is for classification"):
+        run_segmentation_experiment("demo", "x", gan={"class_loss_weight": 1.0})

@@ -116,7 +116,8 @@ def test_legacy_run_settings_and_resume(tmp_path):
     """A run whose config.json predates the quality options keeps its old behaviour."""
     assert gan.run_settings({"num_labels": 3}) == {"num_labels": 3, "upsample": "transpose",
                                                    "label_conditioning": "bottleneck", "diffaugment": None,
-                                                   "ema_decay": None}
+                                                   "ema_decay": None, "class_loss_weight": 0.0,
+                                                   "class_loss_model": None}
     assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
@@ -182,6 +183,40 @@ def test_class_conditional_run(tmp_path):
     assert cfg["generator_inputs"] == ["mask", "label"]
     out_img = generator({"mask": tf.zeros((2, SIZE, SIZE), tf.int32), "label": tf.constant([0, 1])})
     assert out_img.shape == (2, SIZE, SIZE, 3)
+
+
+def test_class_loss_run_records_its_classifier_and_keeps_it_on_resume(tmp_path):
+    """class_loss_weight with a classifier export: logged as g_cls, recorded, and fixed for a resume."""
+    from synthseg_tf.models.classifier import build_classifier, export_classifier
+
+    clf = build_classifier(2, input_shape=(SIZE, SIZE, 3), filters=(4,), dense_units=(8,))
+    clf_dir = export_classifier(clf, str(tmp_path / "clf"), ["a", "b"], SIZE)
+    out = str(tmp_path / "run")
+    kw = dict(SMALL, num_labels=2, class_table=None)
+    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, class_loss_model=clf_dir, class_loss_weight=0.5, **kw)
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    assert (cfg["class_loss_weight"], cfg["class_loss_model"]) == (0.5, clf_dir)
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert float(rows[-1]["g_cls"]) > 0
+    with pytest.raises(ValueError, match="class_loss_weight: run has 0.5, asked 1.0"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, class_loss_model=clf_dir,
+                      class_loss_weight=1.0, **kw)
+    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, class_loss_model=clf_dir,
+                         class_loss_weight=0.5, **kw).step == 4
+
+    three = export_classifier(build_classifier(3, input_shape=(SIZE, SIZE, 3), filters=(4,), dense_units=(8,)),
+                              str(tmp_path / "clf3"), ["a", "b", "c"], SIZE)
+    with pytest.raises(ValueError, match="has 3 classes"):
+        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, class_loss_model=three,
+                      class_loss_weight=1.0, **kw)
+    with pytest.raises(ValueError, match="class-conditional"):
+        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, class_loss_model=clf_dir,
+                      class_loss_weight=1.0, **SMALL)
+    with pytest.raises(ValueError, match="names other classes"):
+        gan.train_gan(dataset(), str(tmp_path / "r4"), K, SIZE, steps=1, batch_size=B, class_loss_model=clf_dir,
+                      class_loss_weight=1.0, extra_config={"label_names": ["a", "x"]}, **kw)
 
 
 def test_batch_keys_are_checked(tmp_path):

@@ -422,3 +422,49 @@ def test_resize_output_layer_sees_the_full_resolution_label_map():
     g = P.build_generator(3, 32, base_filters=4, norm="instance", upsample="resize")
     assert g.get_layer("rgb_skip").output_shape == (None, 32, 32, 4 * 2 + 3)  # up features + one-hot
     assert "rgb_skip" not in [l.name for l in P.build_generator(3, 32, base_filters=4, upsample="transpose").layers]
+
+
+def test_class_loss_scores_the_generated_image_against_its_label():
+    """compile(class_model=..., class_loss_weight=w): g_cls is the classifier's cross-entropy of the
+    intended label on the generated image, g_total adds w * g_cls, and a train step pushes it down."""
+    tf.keras.utils.set_random_seed(0)
+    g = P.build_generator(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0)
+    model = P.Pix2Pix(g, P.build_discriminator(4, 32, base_filters=4, num_labels=3))
+    clf = tf.keras.Sequential([tf.keras.Input((32, 32, 3)), tf.keras.layers.GlobalAveragePooling2D(),
+                               tf.keras.layers.Dense(3, activation="softmax")])
+    seen = []
+
+    def classify(images):  # the generator's tanh output reaches the classifier in [0, 1]
+        seen.append(images)
+        return clf(images)
+
+    b = batch(n=4, num_labels=3)
+    model.compile(class_model=classify, class_loss_weight=2.0)
+    assert [m.name for m in model.metrics][-1] == "g_cls"
+    g_total, g_gan, g_l1, g_fm, g_cls, d = model._forward(b, training=False)
+    fake = g({"mask": tf.cast(b["mask"], tf.int32), "label": b["label"]}, training=False)
+    expected = tf.keras.losses.sparse_categorical_crossentropy(b["label"], clf((fake + 1.0) / 2.0))
+    np.testing.assert_allclose(g_cls.numpy(), expected.numpy(), rtol=1e-5)
+    np.testing.assert_allclose(g_total.numpy(), (g_gan + 100.0 * g_l1 + 2.0 * g_cls).numpy(), rtol=1e-5)
+    assert g_fm is None and float(tf.reduce_min(seen[-1])) >= 0.0 and float(tf.reduce_max(seen[-1])) <= 1.0
+
+    # only the class loss: the generator's steps lower it; the classifier is not trained
+    model.compile(class_model=classify, class_loss_weight=1.0, l1_weight=0.0)
+    clf_before = [w.numpy().copy() for w in clf.weights]
+    step = tf.function(model.train_step)
+    first = float(step(b)["g_cls"])
+    for _ in range(15):
+        model.g_cls_tracker.reset_state()
+        last = float(step(b)["g_cls"])
+    assert last < first
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(clf_before, clf.weights))
+
+    with pytest.raises(ValueError, match="needs a class_model"):
+        model.compile(class_loss_weight=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        model.compile(class_model=classify, class_loss_weight=-1.0)
+    plain = P.build_pix2pix(4, 32, base_filters=4)
+    with pytest.raises(ValueError, match="class-conditional"):
+        plain.compile(class_model=classify, class_loss_weight=1.0)
+    plain.compile(class_model=classify, class_loss_weight=0.0)  # off: no classifier needed or used
+    assert plain.class_model is None and "g_cls" not in [m.name for m in plain.metrics]

@@ -199,6 +199,9 @@ class _Cell:
             opts = dict(GAN_DEFAULTS, **(e["gan"] or {}))
             steps, bs, seed = int(opts.pop("steps")), int(opts.pop("batch_size")), int(opts.pop("seed"))
             conditioning = opts.pop("conditioning")
+            if float(opts.get("class_loss_weight") or 0.0) > 0.0:
+                # the confidence filter's classifier: trained on the same subset, selected on val
+                opts["class_loss_model"] = self.quality_model()
             e["log"](f"training a class-conditional pix2pix ({conditioning}) on the {len(self.subset)} subset "
                      f"images: {steps} steps -> {gan_dir}")
             gd = gan_datasets(self.subset, e["size"], bs, seed, conditioning=conditioning, val=False)

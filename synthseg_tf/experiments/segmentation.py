@@ -368,6 +368,9 @@ def run_segmentation_experiment(
         raise ValueError("selection_carve applies to the part carved from each subset; it cannot be combined "
                          "with an explicit selection split")
 
+    if float((gan or {}).get("class_loss_weight") or 0.0) > 0.0:
+        raise ValueError("the GAN's class loss is for classification experiments (a class-conditional GAN); "
+                         "a segmentation experiment's label-map GAN has no class label to score")
     ds = load(data)
     if ds.task != "segmentation":
         raise ValueError(f"{ds.spec} is a {ds.task} dataset; a segmentation dataset is needed")

@@ -304,6 +304,34 @@ class Classifier(LoadedExport):
     def predict_proba(self, images) -> np.ndarray:
         return self.predict(images)["probabilities"]
 
+    def classify_function(self, images: tf.Tensor) -> tf.Tensor:
+        """Probabilities ``[B,C]`` of float32 images ``[B,H,W,3]`` in ``[0, 1]`` (any size), as a
+        differentiable TensorFlow function: usable inside a ``tf.function`` or a gradient tape
+        (e.g. as a GAN's class loss); the weights are not trainable here.
+
+        First-order gradients only, under any number of tapes, eager or in a ``tf.function``: the
+        loaded function runs unrecorded and its gradient comes from a fresh tape in the backward
+        pass. (Called directly under two tapes, or a persistent one, TensorFlow differentiates a
+        loaded function for higher orders, which its antialiased resize does not support.)"""
+        from tensorflow.python.eager import record  # (no public equivalent of pausing every tape)
+
+        classify = self._module.classify
+
+        @tf.custom_gradient
+        def probabilities(x):
+            def grad(dy, variables=None):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    y = classify(x)["probabilities"]
+                dx = tape.gradient(y, x, output_gradients=dy)
+                return (dx, [None] * len(variables)) if variables else dx  # the classifier is frozen
+
+            with record.stop_recording():  # the outer tapes record this call as one op, with ``grad``
+                y = classify(x)["probabilities"]
+            return y, grad
+
+        return probabilities(tf.cast(images, tf.float32))
+
     def __call__(self, images) -> np.ndarray:
         return self.predict(images)["class_ids"]
 

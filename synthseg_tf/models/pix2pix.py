@@ -697,7 +697,14 @@ class Pix2Pix(tf.keras.Model):
     ``call(inputs)`` runs the generator (``inputs``: a mask tensor, or a dict with ``mask`` and,
     for a class-conditional generator, ``label``; extra keys such as ``image`` are ignored).
     After :meth:`compile`, ``fit()`` reports ``g_loss`` (total generator objective), ``g_gan``,
-    ``g_l1``, ``d_loss`` and, with feature matching, ``g_fm``.
+    ``g_l1``, ``d_loss`` and, with feature matching, ``g_fm``; with a class loss, ``g_cls``.
+
+    Class loss (``compile(class_model=..., class_loss_weight=w)``, class-conditional generators
+    only): a frozen classifier ``class_model`` (float32 images in ``[0, 1]`` -> class
+    probabilities) scores every generated image, and the generator also minimises ``w`` times the
+    cross-entropy of the image's intended ``label`` under it (as AC-GAN's generator does, with
+    the classifier fixed). It pushes the class attributes (colour, texture) a pixel loss blurs
+    towards the mean. Only the generator is trained by it; the discriminator is unchanged.
 
     ``diffaugment`` (policy, see :func:`parse_diffaugment`; default off): during training the
     discriminator sees DiffAugment-ed (label map, image) pairs, real and fake each with their
@@ -744,9 +751,12 @@ class Pix2Pix(tf.keras.Model):
         self.g_l1_tracker = tf.keras.metrics.Mean(name="g_l1")
         self.d_loss_tracker = tf.keras.metrics.Mean(name="d_loss")
         self.g_fm_tracker = tf.keras.metrics.Mean(name="g_fm")
+        self.g_cls_tracker = tf.keras.metrics.Mean(name="g_cls")
         self.gan_loss = None
         self.l1_weight = 100.0
         self.feature_matching_weight = 0.0
+        self.class_loss_weight = 0.0
+        self.class_model = None
 
         self.diffaugment = parse_diffaugment(diffaugment)
         self.augment_rng = None
@@ -780,12 +790,24 @@ class Pix2Pix(tf.keras.Model):
 
     # ---------------------------------------------------------------- setup
     def compile(self, g_optimizer=None, d_optimizer=None, gan_loss: str = "bce", l1_weight: float = 100.0,
-                feature_matching_weight: float = 0.0, **kwargs):
+                feature_matching_weight: float = 0.0, class_model=None, class_loss_weight: float = 0.0,
+                **kwargs):
         """Set optimisers (default :func:`default_optimizers`) and the loss mix.
 
         ``gan_loss``: "bce" (non-saturating, pix2pix), "lsgan" or "hinge". The generator
-        minimises ``gan + l1_weight * L1(void ignored) + feature_matching_weight * FM``.
+        minimises ``gan + l1_weight * L1(void ignored) + feature_matching_weight * FM
+        + class_loss_weight * CE(class_model(image), label)`` (the class loss: see the class doc;
+        ``class_model`` is a callable, float32 ``[B,H,W,3]`` in ``[0, 1]`` -> probabilities
+        ``[B,C]``, that is not trained here).
         """
+        class_loss_weight = float(class_loss_weight or 0.0)
+        if class_loss_weight < 0.0 or not math.isfinite(class_loss_weight):
+            raise ValueError(f"class_loss_weight must be a finite number >= 0, got {class_loss_weight}")
+        if class_loss_weight > 0.0:
+            if class_model is None:
+                raise ValueError("class_loss_weight > 0 needs a class_model (a classifier of the generated images)")
+            if not self.conditional:
+                raise ValueError("a class loss needs a class-conditional generator (one with a 'label' input)")
         super().compile(**kwargs)
         if g_optimizer is None or d_optimizer is None:
             g_default, d_default = default_optimizers()
@@ -797,12 +819,16 @@ class Pix2Pix(tf.keras.Model):
         self._g_loss_fn, self._d_loss_fn = gan_loss_functions(gan_loss)
         self.l1_weight = float(l1_weight)
         self.feature_matching_weight = float(feature_matching_weight)
+        self.class_loss_weight = class_loss_weight
+        self.class_model = class_model if class_loss_weight > 0.0 else None
 
     @property
     def metrics(self):
         trackers = [self.g_loss_tracker, self.g_gan_tracker, self.g_l1_tracker, self.d_loss_tracker]
         if self.feature_matching_weight > 0:
             trackers.append(self.g_fm_tracker)
+        if self.class_loss_weight > 0:
+            trackers.append(self.g_cls_tracker)
         return trackers
 
     def build_optimizers(self):
@@ -836,7 +862,8 @@ class Pix2Pix(tf.keras.Model):
         return feats, logits
 
     def _forward(self, data, training: bool, generator: Optional[tf.keras.Model] = None):
-        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, d)``.
+        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, g_cls, d)``
+        (``g_fm`` / ``g_cls`` are ``None`` without feature matching / a class loss).
 
         DiffAugment is applied to the discriminator's inputs when ``training`` (see the class doc).
         """
@@ -873,10 +900,15 @@ class Pix2Pix(tf.keras.Model):
                                                    label, training)
             g_fm = feature_matching_per_example(real_feats, fake_feats)
             g_total = g_total + self.feature_matching_weight * g_fm
+        g_cls = None
+        if self.class_model is not None:
+            probs = tf.cast(self.class_model((fake + 1.0) * 0.5), tf.float32)
+            g_cls = tf.keras.losses.sparse_categorical_crossentropy(label, probs)
+            g_total = g_total + self.class_loss_weight * g_cls
         d = self._d_loss_fn(real_logits, fake_logits)
-        return g_total, g_gan, g_l1, g_fm, d
+        return g_total, g_gan, g_l1, g_fm, g_cls, d
 
-    def _track(self, g_total, g_gan, g_l1, g_fm, d):
+    def _track(self, g_total, g_gan, g_l1, g_fm, g_cls, d):
         """Feed per-example losses to the trackers (global means across replicas)."""
         self.g_loss_tracker.update_state(g_total)
         self.g_gan_tracker.update_state(g_gan)
@@ -884,6 +916,8 @@ class Pix2Pix(tf.keras.Model):
         self.d_loss_tracker.update_state(d)
         if g_fm is not None:
             self.g_fm_tracker.update_state(g_fm)
+        if g_cls is not None:
+            self.g_cls_tracker.update_state(g_cls)
         return {m.name: m.result() for m in self.metrics}
 
     @staticmethod
@@ -899,7 +933,7 @@ class Pix2Pix(tf.keras.Model):
     def train_step(self, data):
         """One discriminator and one generator Adam step on the batch (computed from one forward pass)."""
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            g_total, g_gan, g_l1, g_fm, d = self._forward(data, training=True)
+            g_total, g_gan, g_l1, g_fm, g_cls, d = self._forward(data, training=True)
             g_loss = self._scaled_loss(g_total, self.generator)
             d_loss = self._scaled_loss(d, self.discriminator)
         g_vars = self.generator.trainable_variables
@@ -908,7 +942,7 @@ class Pix2Pix(tf.keras.Model):
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
         if self.ema_generator is not None:
             self._update_ema()
-        return self._track(g_total, g_gan, g_l1, g_fm, d)
+        return self._track(g_total, g_gan, g_l1, g_fm, g_cls, d)
 
     def _update_ema(self):
         """One EMA step of :attr:`ema_generator` towards the generator (call in replica context).

@@ -65,11 +65,12 @@ TENSORBOARD_DIR = "tensorboard"
 # Settings that define the networks or the optimisation; a resumed run must use the same ones.
 ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
                      "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
-                     "upsample", "label_conditioning", "diffaugment", "ema_decay")
+                     "upsample", "label_conditioning", "diffaugment", "ema_decay", "class_loss_weight",
+                     "class_loss_model")
 # What a run whose config.json predates a key did (transposed-conv decoder, label at the
 # bottleneck, no DiffAugment, no EMA); see run_settings.
 LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
-                   "ema_decay": None}
+                   "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None}
 
 DatasetLike = Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
 
@@ -290,7 +291,8 @@ def _save_png(path: str, image: np.ndarray) -> None:
 # --------------------------------------------------------------------------- model + checkpoint
 def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters, dropout,
                  gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1, upsample="transpose",
-                 label_conditioning=None, diffaugment=None, ema_decay=None) -> Pix2Pix:
+                 label_conditioning=None, diffaugment=None, ema_decay=None, class_model=None,
+                 class_loss_weight: float = 0.0) -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
@@ -299,7 +301,8 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
                               ema_decay=ema_decay)
         g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
-                      feature_matching_weight=feature_matching_weight)
+                      feature_matching_weight=feature_matching_weight, class_model=class_model,
+                      class_loss_weight=class_loss_weight)
         model.build_optimizers()  # slots exist before a restore, so nothing is restored lazily
     return model
 
@@ -602,7 +605,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               strategy: Optional[tf.distribute.Strategy] = None, verbose: bool = True,
               extra_config: Optional[Dict] = None, upsample: str = "resize",
               label_conditioning: Optional[str] = None, diffaugment: Optional[str] = DEFAULT_DIFFAUGMENT,
-              ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None) -> TrainResult:
+              ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None,
+              class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -640,7 +644,11 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     discriminator's inputs (default "color,translation,cutout"; ``None``/"none" disables);
     ``ema_decay`` the generator weight EMA decay (default 0.999 with a warm-up, ``None``
     disables): the EMA generator is the one saved to ``generator/``, drawn in the sample grids and
-    evaluated on ``val_ds``. See :mod:`synthseg_tf.models.pix2pix`.
+    evaluated on ``val_ds``. ``class_loss_weight`` > 0 (class-conditional runs) adds the class
+    loss: the generator also minimises that weight times the cross-entropy of each image's
+    intended label under the frozen classifier export ``class_loss_model`` (``synthseg
+    classifier train`` output, over the same class names; train it on the same images as the
+    GAN). See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
@@ -668,6 +676,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
     ema_decay = None if ema_decay is None else float(ema_decay)
+    class_loss_weight, class_loss_model, class_model = _class_loss(class_loss_weight, class_loss_model, num_labels,
+                                                                   (extra_config or {}).get("label_names"))
     config = dict(model="pix2pix", num_classes=int(num_classes), image_size=image_size,
                   num_labels=int(num_labels) if num_labels else None, norm=norm, spectral_norm=bool(spectral_norm),
                   base_filters=int(base_filters), dropout=float(dropout), gan_loss=gan_loss,
@@ -675,7 +685,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                   learning_rate=float(learning_rate), beta_1=float(beta_1), batch_size=int(batch_size),
                   replicas=int(n), seed=int(seed), steps=int(steps), ignore_id=IGNORE_ID,
                   upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
-                  ema_decay=ema_decay, generator_inputs=["mask", "label"] if num_labels else ["mask"],
+                  ema_decay=ema_decay, class_loss_weight=class_loss_weight, class_loss_model=class_loss_model,
+                  generator_inputs=["mask", "label"] if num_labels else ["mask"],
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
     saved = _prepare_run_dir(out_dir, resume, config, class_table)
@@ -686,7 +697,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     model = _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters,
                          dropout, gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1,
                          upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
-                         ema_decay=ema_decay)
+                         ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
@@ -738,6 +749,35 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
         delivered.trainable = not frozen
     _write_config(out_dir, {**config, "status": "finished", "steps_done": done})
     return TrainResult(model=model, step=done, out_dir=out_dir, metrics=metrics)
+
+
+def _class_loss(weight, model_dir: Optional[str], num_labels: Optional[int], label_names: Optional[Sequence[str]]):
+    """``(weight, absolute model path or None, the classifier's [0,1] images -> probabilities function or None)``
+    of ``train_gan``'s class loss, checked: a class-conditional run and a classifier over its labels
+    (``label_names``, when the run records them in ``extra_config``)."""
+    weight = float(weight or 0.0)
+    if not math.isfinite(weight) or weight < 0.0:
+        raise ValueError(f"class_loss_weight must be a finite number >= 0, got {weight}")
+    if weight == 0.0:
+        return 0.0, None, None
+    if not num_labels:
+        raise ValueError("class_loss_weight > 0 needs a class-conditional GAN (num_labels): the loss scores each "
+                         "image against its intended class")
+    if not model_dir:
+        raise ValueError("class_loss_weight > 0 needs class_loss_model, a classifier export (synthseg classifier "
+                         "train output) over the GAN's class labels")
+    from synthseg_tf import storage
+    from synthseg_tf.models.classifier import load_classifier
+
+    model_dir = storage.abspath(model_dir)
+    clf = load_classifier(model_dir)
+    names = list(clf.class_names)
+    if len(names) != int(num_labels):
+        raise ValueError(f"class_loss_model {model_dir} has {len(names)} classes; the GAN's labels have {num_labels}")
+    if label_names is not None and list(label_names) != names:
+        raise ValueError(f"class_loss_model {model_dir} names other classes than the GAN's labels "
+                         f"(first differences: {[(a, b) for a, b in zip(names, label_names) if a != b][:3]})")
+    return weight, model_dir, clf.classify_function
 
 
 def _prepare_run_dir(out_dir: str, resume: bool, config: Dict, class_table: Optional[ClassTable]) -> Optional[Dict]:
