@@ -69,6 +69,7 @@ def cmd_gan_train(args) -> int:
                         val_steps=max(1, -(-n_monitor // args.batch_size)), upsample=args.upsample,
                         label_conditioning=args.label_conditioning if gd.num_labels else None,
                         diffaugment=args.diffaugment, ema_decay=ema, keep_checkpoints=args.keep_checkpoints,
+                        class_loss_model=args.class_loss_model, class_loss_weight=args.class_loss,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
                                           label_names=ds.classes.names if gd.num_labels else None,
                                           fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
@@ -199,6 +200,12 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--diffaugment", default="color,translation,cutout", metavar="POLICY",
                    help="DiffAugment of the discriminator's (label map, image) pairs: comma-separated subset of "
                         "color,translation,cutout, or 'none' (default color,translation,cutout)")
+    t.add_argument("--class-loss", type=float, default=0.0, metavar="W",
+                   help="class-conditional generators: also minimise W x the cross-entropy of each generated "
+                        "image's class under the frozen classifier --class-loss-model (default 0: off)")
+    t.add_argument("--class-loss-model", metavar="DIR",
+                   help="a classifier export (synthseg classifier train output) over the same classes, trained on "
+                        "the GAN's training images, for --class-loss")
     t.add_argument("--ema-decay", default="0.999", metavar="DECAY",
                    help="EMA of the generator weights (the saved generator), with warm-up; 'none' or 0 disables "
                         "(default 0.999)")

@@ -357,3 +357,7 @@ def test_cli_gan_train_records_its_training_samples(tmp_path, capsys):
     assert main(["gan", "train", "--data", f"camvid:{root}", "--out", str(tmp_path / "bad"), "--steps", "1",
                  "--image-size", str(SIZE), "--diffaugment", "color,flip"]) != 0
     assert "diffaugment: unknown op(s) ['flip']" in capsys.readouterr().err
+    # the class loss is for class-conditional GANs: refused on label maps, as one line
+    assert main(["gan", "train", "--data", f"camvid:{root}", "--out", str(tmp_path / "cls"), "--steps", "1",
+                 "--image-size", str(SIZE), "--class-loss", "1", "--class-loss-model", str(tmp_path)]) != 0
+    assert "needs a class-conditional GAN" in capsys.readouterr().err
