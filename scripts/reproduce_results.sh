@@ -139,13 +139,20 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/python scripts/oracle_ceiling.py "$OUT/cls_oracle" --variants oracle,gan-maps --grid "$OUT/cls_oracle/oracle/grid.png"
 # 27. The generator-fidelity levers the oracle points to, on step 26's recipe (its real-only runs are
 #     the same to the digit): no colour jitter in the GAN's DiffAugment, then the GAN's class loss
-#     (the filter classifier's cross-entropy on each generated image, weight 1).
+#     (the filter classifier's cross-entropy on each generated image, weight 1), both together, and
+#     the class loss on a second GAN draw (--gan-seed 1; step 22 is that draw without it).
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
   --gan-diffaugment translation,cutout --out "$OUT/cls_nocolor"
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
   --gan-class-loss 1.0 --out "$OUT/cls_clsloss"
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
+  --gan-class-loss 1.0 --gan-diffaugment translation,cutout --out "$OUT/cls_clsloss_nocolor"
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
+  --gan-class-loss 1.0 --gan-seed 1 --out "$OUT/cls_clsloss_gan1"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -158,4 +165,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25_soft/report/report.html $OUT/camvid_emafix_blocks_f0.25/report/report.html" \
   "$OUT/cls_f0.25_n16/report/report.html $OUT/cls_f0.25_ft/report/report.html" \
   "$OUT/cls_f0.25_ft_gan1/report/report.html $OUT/cls_f0.25_ft_gan2/report/report.html" \
-  "$OUT/cls_nocolor/report/report.html $OUT/cls_clsloss/report/report.html"
+  "$OUT/cls_nocolor/report/report.html $OUT/cls_clsloss/report/report.html" \
+  "$OUT/cls_clsloss_nocolor/report/report.html $OUT/cls_clsloss_gan1/report/report.html"
