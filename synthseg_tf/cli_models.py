@@ -420,7 +420,7 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-class-loss", type=float, metavar="W",
                    help="classification: weight of a class loss on the generator (the cross-entropy of each "
                         "generated image's class under the confidence filter's classifier, trained on the same "
-                        "subset); default 0 (off)")
+                        "subset); default 0 (off). Measured on demo-classes: not a reliable gain (README)")
     g.add_argument("--gan-seed", type=int, help="pix2pix seed (default 0): another seed is another GAN draw "
                    "on the same subset, to measure how much a result depends on the generator")
     g.add_argument("--n", type=_positive_int, help="number of samples to generate per subset")
