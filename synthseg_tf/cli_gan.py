@@ -70,6 +70,7 @@ def cmd_gan_train(args) -> int:
                         label_conditioning=args.label_conditioning if gd.num_labels else None,
                         diffaugment=args.diffaugment, ema_decay=ema, keep_checkpoints=args.keep_checkpoints,
                         class_loss_model=args.class_loss_model, class_loss_weight=args.class_loss,
+                        mismatch_weight=args.mismatch,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
                                           label_names=ds.classes.names if gd.num_labels else None,
                                           fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
@@ -206,6 +207,9 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--class-loss-model", metavar="DIR",
                    help="a classifier export (synthseg classifier train output) over the same classes, trained on "
                         "the GAN's training images, for --class-loss")
+    t.add_argument("--mismatch", type=float, default=0.0, metavar="W",
+                   help="class-conditional generators: a matching-aware discriminator, which also learns to call "
+                        "each real image fake under a wrong class label, with weight W (default 0: off)")
     t.add_argument("--ema-decay", default="0.999", metavar="DECAY",
                    help="EMA of the generator weights (the saved generator), with warm-up; 'none' or 0 disables "
                         "(default 0.999)")

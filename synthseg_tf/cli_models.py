@@ -421,6 +421,9 @@ def _generator_args(p, what: str):
                    help="classification: weight of a class loss on the generator (the cross-entropy of each "
                         "generated image's class under the confidence filter's classifier, trained on the same "
                         "subset); default 0 (off). Measured on demo-classes: not a reliable gain (README)")
+    g.add_argument("--gan-mismatch", type=float, metavar="W",
+                   help="classification: weight of a matching-aware discriminator's mismatched pairs (each real "
+                        "image under a wrong class label, to be called fake); default 0 (off)")
     g.add_argument("--gan-seed", type=int, help="pix2pix seed (default 0): another seed is another GAN draw "
                    "on the same subset, to measure how much a result depends on the generator")
     g.add_argument("--n", type=_positive_int, help="number of samples to generate per subset")
@@ -432,7 +435,7 @@ def _gan_options(args) -> Optional[dict]:
     opts = {}
     for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters"),
                       ("seed", "gan_seed"), ("diffaugment", "gan_diffaugment"),
-                      ("class_loss_weight", "gan_class_loss")):
+                      ("class_loss_weight", "gan_class_loss"), ("mismatch_weight", "gan_mismatch")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
     if "diffaugment" in opts:  # a bad policy fails here, not after the experiment's first runs

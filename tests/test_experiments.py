@@ -588,16 +588,17 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
 
 
 def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
-    """--gan-diffaugment (canonical, 'none' = off) and --gan-class-loss reach the GAN options; a bad
-    policy fails before any run; a segmentation experiment refuses the class loss."""
+    """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss and --gan-mismatch reach the GAN
+    options; a bad policy fails before any run; a segmentation experiment refuses the class loss and
+    the matching-aware discriminator."""
     import synthseg_tf.experiments.classification as exp
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
     p, calls = cli_spy(monkeypatch, exp, "run_classification_experiment")
     base = ["experiment", "classification", "--data", "demo-classes", "--out", "x"]
     for extra, gan in ((["--gan-diffaugment", "Translation, cutout"], {"diffaugment": "translation,cutout"}),
-                       (["--gan-diffaugment", "none", "--gan-class-loss", "0.5"],
-                        {"diffaugment": None, "class_loss_weight": 0.5})):
+                       (["--gan-diffaugment", "none", "--gan-class-loss", "0.5", "--gan-mismatch", "1"],
+                        {"diffaugment": None, "class_loss_weight": 0.5, "mismatch_weight": 1.0})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
@@ -609,3 +610,5 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     assert len(calls) == n
     with pytest.raises(ValueError, match="class loss is for classification"):
         run_segmentation_experiment("demo", "x", gan={"class_loss_weight": 1.0})
+    with pytest.raises(ValueError, match="matching-aware discriminator is for classification"):
+        run_segmentation_experiment("demo", "x", gan={"mismatch_weight": 1.0})

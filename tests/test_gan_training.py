@@ -117,7 +117,7 @@ def test_legacy_run_settings_and_resume(tmp_path):
     assert gan.run_settings({"num_labels": 3}) == {"num_labels": 3, "upsample": "transpose",
                                                    "label_conditioning": "bottleneck", "diffaugment": None,
                                                    "ema_decay": None, "class_loss_weight": 0.0,
-                                                   "class_loss_model": None}
+                                                   "class_loss_model": None, "mismatch_weight": 0.0}
     assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
@@ -217,6 +217,25 @@ def test_class_loss_run_records_its_classifier_and_keeps_it_on_resume(tmp_path):
     with pytest.raises(ValueError, match="names other classes"):
         gan.train_gan(dataset(), str(tmp_path / "r4"), K, SIZE, steps=1, batch_size=B, class_loss_model=clf_dir,
                       class_loss_weight=1.0, extra_config={"label_names": ["a", "x"]}, **kw)
+
+
+def test_matching_aware_run_records_its_weight_and_keeps_it_on_resume(tmp_path):
+    """mismatch_weight: logged as d_mis, recorded in config.json, fixed for a resume; label maps refused."""
+    out = str(tmp_path / "run")
+    kw = dict(SMALL, num_labels=2)
+    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, mismatch_weight=0.5, **kw)
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["mismatch_weight"] == 0.5
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        assert float(list(csv.DictReader(f))[-1]["d_mis"]) > 0
+    with pytest.raises(ValueError, match="mismatch_weight: run has 0.5, asked 0.0"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **kw)
+    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, mismatch_weight=0.5,
+                         **kw).step == 4
+    with pytest.raises(ValueError, match="needs a class-conditional GAN"):
+        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, mismatch_weight=1.0, **SMALL)
+    with pytest.raises(ValueError, match=">= 0"):
+        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, mismatch_weight=-1, **kw)
 
 
 def test_batch_keys_are_checked(tmp_path):
@@ -361,3 +380,6 @@ def test_cli_gan_train_records_its_training_samples(tmp_path, capsys):
     assert main(["gan", "train", "--data", f"camvid:{root}", "--out", str(tmp_path / "cls"), "--steps", "1",
                  "--image-size", str(SIZE), "--class-loss", "1", "--class-loss-model", str(tmp_path)]) != 0
     assert "needs a class-conditional GAN" in capsys.readouterr().err
+    assert main(["gan", "train", "--data", f"camvid:{root}", "--out", str(tmp_path / "mis"), "--steps", "1",
+                 "--image-size", str(SIZE), "--mismatch", "1"]) != 0
+    assert "mismatch_weight > 0 needs a class-conditional GAN" in capsys.readouterr().err

@@ -441,7 +441,8 @@ def test_class_loss_scores_the_generated_image_against_its_label():
     b = batch(n=4, num_labels=3)
     model.compile(class_model=classify, class_loss_weight=2.0)
     assert [m.name for m in model.metrics][-1] == "g_cls"
-    g_total, g_gan, g_l1, g_fm, g_cls, d = model._forward(b, training=False)
+    g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis = model._forward(b, training=False)
+    assert d_mis is None
     fake = g({"mask": tf.cast(b["mask"], tf.int32), "label": b["label"]}, training=False)
     expected = tf.keras.losses.sparse_categorical_crossentropy(b["label"], clf((fake + 1.0) / 2.0))
     np.testing.assert_allclose(g_cls.numpy(), expected.numpy(), rtol=1e-5)
@@ -468,3 +469,65 @@ def test_class_loss_scores_the_generated_image_against_its_label():
         plain.compile(class_model=classify, class_loss_weight=1.0)
     plain.compile(class_model=classify, class_loss_weight=0.0)  # off: no classifier needed or used
     assert plain.class_model is None and "g_cls" not in [m.name for m in plain.metrics]
+
+
+@pytest.mark.parametrize("gan_loss", P.GAN_LOSSES)
+def test_discriminator_negative_loss_is_the_fake_half_of_the_discriminator_loss(gan_loss):
+    """d(real, fake) - negative(fake) depends on the real logits only, for every GAN loss."""
+    rng = np.random.default_rng(0)
+    real = tf.constant(rng.normal(size=(3, 4, 4, 1)), tf.float32)
+    _, d = P.gan_loss_functions(gan_loss)
+    neg = P.discriminator_negative_loss(gan_loss)
+    rests = [(d(real, f) - neg(f)).numpy() for f in (tf.constant(rng.normal(size=(3, 4, 4, 1)) * s, tf.float32)
+                                                      for s in (0.5, 3.0))]
+    np.testing.assert_allclose(rests[0], rests[1], rtol=1e-5, atol=1e-6)
+    assert neg(tf.fill((2, 4, 4, 1), 5.0)).numpy().min() > neg(tf.zeros((2, 4, 4, 1))).numpy().max()
+
+
+def test_mismatched_labels_are_other_labels_drawn_statelessly():
+    label = tf.constant(np.arange(400) % 5, tf.int32)
+    seed = tf.constant([7, 3], tf.int64)
+    wrong = P.mismatched_labels(label, 5, seed).numpy()
+    assert wrong.min() >= 0 and wrong.max() < 5 and not np.any(wrong == label.numpy())
+    for c in range(5):  # every other label is drawn for each class
+        assert set(wrong[label.numpy() == c]) == set(range(5)) - {c}
+    np.testing.assert_array_equal(wrong, P.mismatched_labels(label, 5, seed).numpy())
+    assert not np.array_equal(wrong, P.mismatched_labels(label, 5, tf.constant([7, 4], tf.int64)).numpy())
+
+
+def test_matching_aware_discriminator_calls_real_images_with_wrong_labels_fake():
+    """compile(mismatch_weight=w): d adds w * d_mis, d_mis is the negative loss of the real pair under
+    another label, and discriminator steps learn to refuse those pairs."""
+    tf.keras.utils.set_random_seed(0)
+    model = P.build_pix2pix(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0)
+    b = batch(n=4, num_labels=3)
+    model.compile(mismatch_weight=0.5)
+    assert model.num_labels == 3 and [m.name for m in model.metrics][-1] == "d_mis"
+    _, _, _, _, g_cls, d, d_mis = model._forward(b, training=False)
+    assert g_cls is None
+    seed = tf.stack([tf.constant(model.mismatch_seed, tf.int64), tf.cast(model.d_optimizer.iterations, tf.int64)])
+    wrong = P.mismatched_labels(b["label"], 3, seed)
+    real = b["image"] * 2.0 - 1.0
+    mask = tf.cast(b["mask"], tf.int32)
+    logits = model.discriminator({"mask": mask, "image": real, "label": wrong}, training=False)
+    np.testing.assert_allclose(d_mis.numpy(), P.discriminator_negative_loss("bce")(logits).numpy(), rtol=1e-5)
+    fake = model.generator({"mask": mask, "label": b["label"]}, training=False)
+    d_plain = P.gan_loss_functions("bce")[1](
+        model.discriminator({"mask": mask, "image": real, "label": b["label"]}, training=False),
+        model.discriminator({"mask": mask, "image": fake, "label": b["label"]}, training=False))
+    np.testing.assert_allclose(d.numpy(), (d_plain + 0.5 * d_mis).numpy(), rtol=1e-5)
+
+    step = tf.function(model.train_step)
+    first = float(step(b)["d_mis"])
+    for _ in range(25):
+        model.d_mis_tracker.reset_state()
+        last = float(step(b)["d_mis"])
+    assert last < first
+
+    with pytest.raises(ValueError, match=">= 0"):
+        model.compile(mismatch_weight=-1.0)
+    plain = P.build_pix2pix(4, 32, base_filters=4)
+    with pytest.raises(ValueError, match="class-conditional"):
+        plain.compile(mismatch_weight=1.0)
+    plain.compile(mismatch_weight=0.0)
+    assert plain.mismatch_seed is None and "d_mis" not in [m.name for m in plain.metrics]

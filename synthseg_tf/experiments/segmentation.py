@@ -368,9 +368,10 @@ def run_segmentation_experiment(
         raise ValueError("selection_carve applies to the part carved from each subset; it cannot be combined "
                          "with an explicit selection split")
 
-    if float((gan or {}).get("class_loss_weight") or 0.0) > 0.0:
-        raise ValueError("the GAN's class loss is for classification experiments (a class-conditional GAN); "
-                         "a segmentation experiment's label-map GAN has no class label to score")
+    for key, what in (("class_loss_weight", "class loss"), ("mismatch_weight", "matching-aware discriminator")):
+        if float((gan or {}).get(key) or 0.0) > 0.0:
+            raise ValueError(f"the GAN's {what} is for classification experiments (a class-conditional GAN); "
+                             "a segmentation experiment's label-map GAN has no class label")
     ds = load(data)
     if ds.task != "segmentation":
         raise ValueError(f"{ds.spec} is a {ds.task} dataset; a segmentation dataset is needed")

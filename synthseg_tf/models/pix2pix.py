@@ -551,6 +551,37 @@ def gan_loss_functions(gan_loss: str):
     return (lambda fake: _per_example_mean(g(fake))), (lambda real, fake: _per_example_mean(d(real, fake)))
 
 
+def discriminator_negative_loss(gan_loss: str):
+    """``fn(logits)`` -> the per-example loss of the discriminator calling these pairs fake.
+
+    The negative half of :func:`gan_loss_functions`' discriminator loss (``d(real, fake)`` is
+    ``positive(real) + negative(fake)`` for every supported loss), used for the mismatched pairs
+    of the matching-aware discriminator (see :class:`Pix2Pix`).
+    """
+    if gan_loss == "bce":
+        def neg(logits):  # sigmoid cross-entropy against label 0
+            return tf.nn.softplus(logits)
+    elif gan_loss == "lsgan":
+        def neg(logits):
+            return 0.5 * tf.square(logits)
+    elif gan_loss == "hinge":
+        def neg(logits):
+            return tf.nn.relu(1.0 + logits)
+    else:
+        raise ValueError(f"gan_loss must be one of {GAN_LOSSES}, got {gan_loss!r}")
+    return lambda logits: _per_example_mean(neg(logits))
+
+
+def mismatched_labels(label, num_labels: int, seed):
+    """Each ``label`` replaced by a different one, uniformly among the other ``num_labels - 1``.
+
+    Stateless (``seed``: an int tensor of shape ``[2]``), so a resumed run draws the same labels.
+    """
+    label = tf.cast(label, tf.int32)
+    shift = tf.random.stateless_uniform(tf.shape(label), seed=seed, minval=1, maxval=num_labels, dtype=tf.int32)
+    return (label + shift) % num_labels
+
+
 def masked_l1_per_example(real, fake, mask, ignore_id: int = IGNORE_ID):
     """Mean absolute error per example over non-void pixels (``mask != ignore_id``) -> ``[B]``.
 
@@ -706,6 +737,16 @@ class Pix2Pix(tf.keras.Model):
     the classifier fixed). It pushes the class attributes (colour, texture) a pixel loss blurs
     towards the mean. Only the generator is trained by it; the discriminator is unchanged.
 
+    Matching-aware discriminator (``compile(mismatch_weight=w)``, class-conditional models only;
+    Reed et al. 2016, "Generative Adversarial Text to Image Synthesis"): the discriminator also
+    sees each real (label map, image) pair with a *wrong* class label (drawn uniformly among the
+    other labels, statelessly from the step count) and learns to call it fake, with weight ``w``
+    (``d_mis``, the negative half of the discriminator loss on those pairs). A real image is then
+    not enough to pass: it must also look like its class, which is the signal that pushes the
+    generator to render class attributes (colour, texture) the label map does not show. It costs
+    one more discriminator pass per step and trains only the discriminator directly; unlike the
+    class loss it uses no external classifier, so a confidence filter stays independent of it.
+
     ``diffaugment`` (policy, see :func:`parse_diffaugment`; default off): during training the
     discriminator sees DiffAugment-ed (label map, image) pairs, real and fake each with their
     own draw from ``augment_rng`` (a ``tf.random.Generator`` seeded with ``augment_seed``,
@@ -752,11 +793,16 @@ class Pix2Pix(tf.keras.Model):
         self.d_loss_tracker = tf.keras.metrics.Mean(name="d_loss")
         self.g_fm_tracker = tf.keras.metrics.Mean(name="g_fm")
         self.g_cls_tracker = tf.keras.metrics.Mean(name="g_cls")
+        self.d_mis_tracker = tf.keras.metrics.Mean(name="d_mis")
         self.gan_loss = None
         self.l1_weight = 100.0
         self.feature_matching_weight = 0.0
         self.class_loss_weight = 0.0
         self.class_model = None
+        self.mismatch_weight = 0.0
+        self.mismatch_seed = None  # seeds the mismatched labels, with the step (set by compile)
+        embed = [l for l in discriminator.layers if l.name == "d_label_embed"]
+        self.num_labels = int(embed[0].input_dim) if embed and "label" in discriminator.input_names else None
 
         self.diffaugment = parse_diffaugment(diffaugment)
         self.augment_rng = None
@@ -791,14 +837,15 @@ class Pix2Pix(tf.keras.Model):
     # ---------------------------------------------------------------- setup
     def compile(self, g_optimizer=None, d_optimizer=None, gan_loss: str = "bce", l1_weight: float = 100.0,
                 feature_matching_weight: float = 0.0, class_model=None, class_loss_weight: float = 0.0,
-                **kwargs):
+                mismatch_weight: float = 0.0, **kwargs):
         """Set optimisers (default :func:`default_optimizers`) and the loss mix.
 
         ``gan_loss``: "bce" (non-saturating, pix2pix), "lsgan" or "hinge". The generator
         minimises ``gan + l1_weight * L1(void ignored) + feature_matching_weight * FM
         + class_loss_weight * CE(class_model(image), label)`` (the class loss: see the class doc;
         ``class_model`` is a callable, float32 ``[B,H,W,3]`` in ``[0, 1]`` -> probabilities
-        ``[B,C]``, that is not trained here).
+        ``[B,C]``, that is not trained here). ``mismatch_weight`` > 0 makes the discriminator
+        matching-aware (see the class doc).
         """
         class_loss_weight = float(class_loss_weight or 0.0)
         if class_loss_weight < 0.0 or not math.isfinite(class_loss_weight):
@@ -808,6 +855,17 @@ class Pix2Pix(tf.keras.Model):
                 raise ValueError("class_loss_weight > 0 needs a class_model (a classifier of the generated images)")
             if not self.conditional:
                 raise ValueError("a class loss needs a class-conditional generator (one with a 'label' input)")
+        mismatch_weight = float(mismatch_weight or 0.0)
+        if mismatch_weight < 0.0 or not math.isfinite(mismatch_weight):
+            raise ValueError(f"mismatch_weight must be a finite number >= 0, got {mismatch_weight}")
+        if mismatch_weight > 0.0:
+            if not self.conditional or not self.num_labels:
+                raise ValueError("a matching-aware discriminator (mismatch_weight > 0) needs a class-conditional "
+                                 "generator and a discriminator built with num_labels (build_discriminator)")
+            if self.num_labels < 2:
+                raise ValueError("a matching-aware discriminator needs at least 2 class labels to mismatch")
+            if self.mismatch_seed is None:  # drawn only here, so models without it draw as before
+                self.mismatch_seed = random.randrange(2**31)
         super().compile(**kwargs)
         if g_optimizer is None or d_optimizer is None:
             g_default, d_default = default_optimizers()
@@ -821,6 +879,8 @@ class Pix2Pix(tf.keras.Model):
         self.feature_matching_weight = float(feature_matching_weight)
         self.class_loss_weight = class_loss_weight
         self.class_model = class_model if class_loss_weight > 0.0 else None
+        self.mismatch_weight = mismatch_weight
+        self._d_negative_fn = discriminator_negative_loss(gan_loss)
 
     @property
     def metrics(self):
@@ -829,6 +889,8 @@ class Pix2Pix(tf.keras.Model):
             trackers.append(self.g_fm_tracker)
         if self.class_loss_weight > 0:
             trackers.append(self.g_cls_tracker)
+        if self.mismatch_weight > 0:
+            trackers.append(self.d_mis_tracker)
         return trackers
 
     def build_optimizers(self):
@@ -862,8 +924,9 @@ class Pix2Pix(tf.keras.Model):
         return feats, logits
 
     def _forward(self, data, training: bool, generator: Optional[tf.keras.Model] = None):
-        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, g_cls, d)``
-        (``g_fm`` / ``g_cls`` are ``None`` without feature matching / a class loss).
+        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis)``
+        (``g_fm`` / ``g_cls`` / ``d_mis`` are ``None`` without feature matching / a class loss / a
+        matching-aware discriminator; ``d`` includes ``mismatch_weight * d_mis``).
 
         DiffAugment is applied to the discriminator's inputs when ``training`` (see the class doc).
         """
@@ -878,12 +941,13 @@ class Pix2Pix(tf.keras.Model):
                 generator = self._train_generator  # same function and variables, fewer multiply-adds
         fake = generator(self.generator_inputs(data), training=training)
         augment = training and self.diffaugment is not None
+        real_pair = (mask, real)
         if augment:
             n, h, w = tf.shape(real)[0], real.shape[1], real.shape[2]
             real_draw = draw_diffaugment(self.augment_rng, self.diffaugment, n, h, w)
             fake_draw = draw_diffaugment(self.augment_rng, self.diffaugment, n, h, w)
-            real_feats, real_logits = self._discriminate(*diffaugment_pair(mask, real, real_draw, self.diffaugment),
-                                                         label, training)
+            real_pair = diffaugment_pair(mask, real, real_draw, self.diffaugment)
+            real_feats, real_logits = self._discriminate(*real_pair, label, training)
             fake_feats, fake_logits = self._discriminate(*diffaugment_pair(mask, fake, fake_draw, self.diffaugment),
                                                          label, training)
         else:
@@ -906,9 +970,16 @@ class Pix2Pix(tf.keras.Model):
             g_cls = tf.keras.losses.sparse_categorical_crossentropy(label, probs)
             g_total = g_total + self.class_loss_weight * g_cls
         d = self._d_loss_fn(real_logits, fake_logits)
-        return g_total, g_gan, g_l1, g_fm, g_cls, d
+        d_mis = None
+        if self.mismatch_weight > 0:  # the real pair (as augmented above) under a wrong class label
+            seed = tf.stack([tf.constant(self.mismatch_seed, tf.int64), tf.cast(self.d_optimizer.iterations, tf.int64)])
+            wrong = mismatched_labels(label, self.num_labels, seed)
+            _, mis_logits = self._discriminate(*real_pair, wrong, training)
+            d_mis = self._d_negative_fn(mis_logits)
+            d = d + self.mismatch_weight * d_mis
+        return g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis
 
-    def _track(self, g_total, g_gan, g_l1, g_fm, g_cls, d):
+    def _track(self, g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis=None):
         """Feed per-example losses to the trackers (global means across replicas)."""
         self.g_loss_tracker.update_state(g_total)
         self.g_gan_tracker.update_state(g_gan)
@@ -918,6 +989,8 @@ class Pix2Pix(tf.keras.Model):
             self.g_fm_tracker.update_state(g_fm)
         if g_cls is not None:
             self.g_cls_tracker.update_state(g_cls)
+        if d_mis is not None:
+            self.d_mis_tracker.update_state(d_mis)
         return {m.name: m.result() for m in self.metrics}
 
     @staticmethod
@@ -933,7 +1006,7 @@ class Pix2Pix(tf.keras.Model):
     def train_step(self, data):
         """One discriminator and one generator Adam step on the batch (computed from one forward pass)."""
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            g_total, g_gan, g_l1, g_fm, g_cls, d = self._forward(data, training=True)
+            g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis = self._forward(data, training=True)
             g_loss = self._scaled_loss(g_total, self.generator)
             d_loss = self._scaled_loss(d, self.discriminator)
         g_vars = self.generator.trainable_variables
@@ -942,7 +1015,7 @@ class Pix2Pix(tf.keras.Model):
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
         if self.ema_generator is not None:
             self._update_ema()
-        return self._track(g_total, g_gan, g_l1, g_fm, g_cls, d)
+        return self._track(g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis)
 
     def _update_ema(self):
         """One EMA step of :attr:`ema_generator` towards the generator (call in replica context).

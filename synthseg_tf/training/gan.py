@@ -66,11 +66,12 @@ TENSORBOARD_DIR = "tensorboard"
 ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
                      "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
                      "upsample", "label_conditioning", "diffaugment", "ema_decay", "class_loss_weight",
-                     "class_loss_model")
+                     "class_loss_model", "mismatch_weight")
 # What a run whose config.json predates a key did (transposed-conv decoder, label at the
 # bottleneck, no DiffAugment, no EMA); see run_settings.
 LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
-                   "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None}
+                   "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None,
+                   "mismatch_weight": 0.0}
 
 DatasetLike = Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
 
@@ -292,7 +293,7 @@ def _save_png(path: str, image: np.ndarray) -> None:
 def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters, dropout,
                  gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1, upsample="transpose",
                  label_conditioning=None, diffaugment=None, ema_decay=None, class_model=None,
-                 class_loss_weight: float = 0.0) -> Pix2Pix:
+                 class_loss_weight: float = 0.0, mismatch_weight: float = 0.0) -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
@@ -302,7 +303,7 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
         g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
                       feature_matching_weight=feature_matching_weight, class_model=class_model,
-                      class_loss_weight=class_loss_weight)
+                      class_loss_weight=class_loss_weight, mismatch_weight=mismatch_weight)
         model.build_optimizers()  # slots exist before a restore, so nothing is restored lazily
     return model
 
@@ -606,7 +607,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               extra_config: Optional[Dict] = None, upsample: str = "resize",
               label_conditioning: Optional[str] = None, diffaugment: Optional[str] = DEFAULT_DIFFAUGMENT,
               ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None,
-              class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0) -> TrainResult:
+              class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0,
+              mismatch_weight: float = 0.0) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -648,7 +650,9 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     loss: the generator also minimises that weight times the cross-entropy of each image's
     intended label under the frozen classifier export ``class_loss_model`` (``synthseg
     classifier train`` output, over the same class names; train it on the same images as the
-    GAN). See :mod:`synthseg_tf.models.pix2pix`.
+    GAN). ``mismatch_weight`` > 0 (class-conditional runs) makes the discriminator
+    matching-aware: it also learns to call each real pair fake under a wrong class label, with
+    that weight. See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
@@ -676,6 +680,12 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
     ema_decay = None if ema_decay is None else float(ema_decay)
+    mismatch_weight = float(mismatch_weight or 0.0)
+    if mismatch_weight < 0.0 or not math.isfinite(mismatch_weight):
+        raise ValueError(f"mismatch_weight must be a finite number >= 0, got {mismatch_weight}")
+    if mismatch_weight > 0.0 and not num_labels:
+        raise ValueError("mismatch_weight > 0 needs a class-conditional GAN (num_labels): the discriminator learns "
+                         "to refuse real images under a wrong class label")
     class_loss_weight, class_loss_model, class_model = _class_loss(class_loss_weight, class_loss_model, num_labels,
                                                                    (extra_config or {}).get("label_names"))
     config = dict(model="pix2pix", num_classes=int(num_classes), image_size=image_size,
@@ -686,6 +696,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                   replicas=int(n), seed=int(seed), steps=int(steps), ignore_id=IGNORE_ID,
                   upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                   ema_decay=ema_decay, class_loss_weight=class_loss_weight, class_loss_model=class_loss_model,
+                  mismatch_weight=mismatch_weight,
                   generator_inputs=["mask", "label"] if num_labels else ["mask"],
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
@@ -697,7 +708,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     model = _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters,
                          dropout, gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1,
                          upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
-                         ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight)
+                         ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight,
+                         mismatch_weight=mismatch_weight)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
