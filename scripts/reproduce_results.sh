@@ -153,6 +153,14 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
   --gan-class-loss 1.0 --gan-seed 1 --out "$OUT/cls_clsloss_gan1"
+# 28. A matching-aware discriminator (Reed et al. 2016): it also learns to call each real image fake
+#     under a wrong class label (--gan-mismatch 1), on GAN seeds 0 and 1, step 26's recipe.
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
+  --gan-mismatch 1.0 --out "$OUT/cls_mismatch"
+.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
+  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
+  --gan-mismatch 1.0 --gan-seed 1 --out "$OUT/cls_mismatch_gan1"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -166,4 +174,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25_n16/report/report.html $OUT/cls_f0.25_ft/report/report.html" \
   "$OUT/cls_f0.25_ft_gan1/report/report.html $OUT/cls_f0.25_ft_gan2/report/report.html" \
   "$OUT/cls_nocolor/report/report.html $OUT/cls_clsloss/report/report.html" \
-  "$OUT/cls_clsloss_nocolor/report/report.html $OUT/cls_clsloss_gan1/report/report.html"
+  "$OUT/cls_clsloss_nocolor/report/report.html $OUT/cls_clsloss_gan1/report/report.html" \
+  "$OUT/cls_mismatch/report/report.html $OUT/cls_mismatch_gan1/report/report.html"

@@ -621,7 +621,10 @@ def register(sub, spec_help: str) -> None:
                         "ratio on val); default: real,real+augment,real+synthetic")
     k.add_argument("--epochs", type=_positive_int, default=80,
                    help="maximum epochs over the training split, the same for every setting (default 80)")
-    k.add_argument("--patience", type=_positive_int, default=12)
+    k.add_argument("--patience", type=_positive_int, default=12,
+                   help="early-stopping patience in epochs on val, at least 300 optimiser steps (default 12); "
+                        "a patience of --epochs or more trains every run for the whole learning-rate schedule "
+                        "and keeps its best epoch on val")
     k.add_argument("--split", type=_fractions, default=(0.7, 0.15, 0.15), metavar="TRAIN,VAL,TEST")
     k.add_argument("--split-seed", type=int, default=0)
     k.add_argument("--synthetic-ratio", type=_ratio, default=None,
