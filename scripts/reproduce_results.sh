@@ -153,14 +153,20 @@ CARVE=blocks bash scripts/camvid_protocol.sh "$CAMVID" "$OUT" 0.25
 .venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
   --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
   --gan-class-loss 1.0 --gan-seed 1 --out "$OUT/cls_clsloss_gan1"
-# 28. A matching-aware discriminator (Reed et al. 2016): it also learns to call each real image fake
-#     under a wrong class label (--gan-mismatch 1), on GAN seeds 0 and 1, step 26's recipe.
-.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
-  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
-  --gan-mismatch 1.0 --out "$OUT/cls_mismatch"
-.venv/bin/synthseg experiment classification --data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 \
-  --epochs 200 --settings real,real+synthetic --synthetic-ratio 0.25 --n-per-image 4 \
-  --gan-mismatch 1.0 --gan-seed 1 --out "$OUT/cls_mismatch_gan1"
+# 28. A matching-aware discriminator (Reed et al. 2016: it also learns to call each real image fake
+#     under a wrong class label), then the full schedule (--patience 200: early stopping never ends a
+#     run; keep-best still reads val) for the default GAN, the class-loss GANs and the matching-aware
+#     one, and a generator and discriminator twice as wide, all on step 26's recipe.
+R="--data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 --epochs 200 --settings real,real+synthetic \
+  --synthetic-ratio 0.25 --n-per-image 4"
+.venv/bin/synthseg experiment classification $R --gan-mismatch 1.0 --out "$OUT/cls_mismatch"
+.venv/bin/synthseg experiment classification $R --patience 200 --out "$OUT/cls_full"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-class-loss 1.0 --gan-seed 1 \
+  --out "$OUT/cls_full_clsloss_gan1"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-mismatch 1.0 --out "$OUT/cls_full_mismatch"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-class-loss 1.0 \
+  --gan-diffaugment translation,cutout --out "$OUT/cls_full_clsloss_nocolor"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-base-filters 64 --out "$OUT/cls_full_bf64"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -175,4 +181,6 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_f0.25_ft_gan1/report/report.html $OUT/cls_f0.25_ft_gan2/report/report.html" \
   "$OUT/cls_nocolor/report/report.html $OUT/cls_clsloss/report/report.html" \
   "$OUT/cls_clsloss_nocolor/report/report.html $OUT/cls_clsloss_gan1/report/report.html" \
-  "$OUT/cls_mismatch/report/report.html $OUT/cls_mismatch_gan1/report/report.html"
+  "$OUT/cls_mismatch/report/report.html $OUT/cls_full/report/report.html" \
+  "$OUT/cls_full_clsloss_gan1/report/report.html $OUT/cls_full_mismatch/report/report.html" \
+  "$OUT/cls_full_clsloss_nocolor/report/report.html $OUT/cls_full_bf64/report/report.html"
