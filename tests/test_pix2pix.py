@@ -27,6 +27,17 @@ def batch(n=2, size=32, k=4, num_labels=None, seed=0):
     return out
 
 
+def first_and_last_metric(model, b, tracker, steps: int):
+    """Train ``steps`` steps on batch ``b``; ``tracker``'s value after the first step and after the last
+    (reset before each step, so each value is that step's alone)."""
+    step = tf.function(model.train_step)
+    values = []
+    for _ in range(steps):
+        tracker.reset_state()
+        values.append(float(step(b)[tracker.name]))
+    return values[0], values[-1]
+
+
 @pytest.mark.parametrize("size,depth,bottleneck", [(64, 6, (1, 1)), ((128, 160), 5, (4, 5)), (256, 8, (1, 1)),
                                                     (512, 8, (2, 2)), (32, 5, (1, 1))])
 def test_generator_depth_adapts_to_size(size, depth, bottleneck):
@@ -452,11 +463,7 @@ def test_class_loss_scores_the_generated_image_against_its_label():
     # only the class loss: the generator's steps lower it; the classifier is not trained
     model.compile(class_model=classify, class_loss_weight=1.0, l1_weight=0.0)
     clf_before = [w.numpy().copy() for w in clf.weights]
-    step = tf.function(model.train_step)
-    first = float(step(b)["g_cls"])
-    for _ in range(15):
-        model.g_cls_tracker.reset_state()
-        last = float(step(b)["g_cls"])
+    first, last = first_and_last_metric(model, b, model.g_cls_tracker, steps=16)
     assert last < first
     assert all(np.array_equal(a, w.numpy()) for a, w in zip(clf_before, clf.weights))
 
@@ -517,11 +524,7 @@ def test_matching_aware_discriminator_calls_real_images_with_wrong_labels_fake()
         model.discriminator({"mask": mask, "image": fake, "label": b["label"]}, training=False))
     np.testing.assert_allclose(d.numpy(), (d_plain + 0.5 * d_mis).numpy(), rtol=1e-5)
 
-    step = tf.function(model.train_step)
-    first = float(step(b)["d_mis"])
-    for _ in range(25):
-        model.d_mis_tracker.reset_state()
-        last = float(step(b)["d_mis"])
+    first, last = first_and_last_metric(model, b, model.d_mis_tracker, steps=26)
     assert last < first
 
     with pytest.raises(ValueError, match=">= 0"):
