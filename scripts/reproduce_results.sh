@@ -167,6 +167,8 @@ R="--data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 --epochs 200 -
 .venv/bin/synthseg experiment classification $R --patience 200 --gan-class-loss 1.0 \
   --gan-diffaugment translation,cutout --out "$OUT/cls_full_clsloss_nocolor"
 .venv/bin/synthseg experiment classification $R --patience 200 --gan-base-filters 64 --out "$OUT/cls_full_bf64"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-base-filters 64 --gan-seed 1 \
+  --out "$OUT/cls_full_bf64_gan1"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -183,4 +185,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_clsloss_nocolor/report/report.html $OUT/cls_clsloss_gan1/report/report.html" \
   "$OUT/cls_mismatch/report/report.html $OUT/cls_full/report/report.html" \
   "$OUT/cls_full_clsloss_gan1/report/report.html $OUT/cls_full_mismatch/report/report.html" \
-  "$OUT/cls_full_clsloss_nocolor/report/report.html $OUT/cls_full_bf64/report/report.html"
+  "$OUT/cls_full_clsloss_nocolor/report/report.html $OUT/cls_full_bf64/report/report.html" \
+  "$OUT/cls_full_bf64_gan1/report/report.html"
