@@ -551,6 +551,14 @@ def gan_loss_functions(gan_loss: str):
     return (lambda fake: _per_example_mean(g(fake))), (lambda real, fake: _per_example_mean(d(real, fake)))
 
 
+def loss_weight(name: str, weight) -> float:
+    """``weight`` as a float (``None`` -> 0); ``ValueError`` naming ``name`` unless finite and >= 0."""
+    weight = float(weight or 0.0)
+    if weight < 0.0 or not math.isfinite(weight):
+        raise ValueError(f"{name} must be a finite number >= 0, got {weight}")
+    return weight
+
+
 def discriminator_negative_loss(gan_loss: str):
     """``fn(logits)`` -> the per-example loss of the discriminator calling these pairs fake.
 
@@ -847,17 +855,13 @@ class Pix2Pix(tf.keras.Model):
         ``[B,C]``, that is not trained here). ``mismatch_weight`` > 0 makes the discriminator
         matching-aware (see the class doc).
         """
-        class_loss_weight = float(class_loss_weight or 0.0)
-        if class_loss_weight < 0.0 or not math.isfinite(class_loss_weight):
-            raise ValueError(f"class_loss_weight must be a finite number >= 0, got {class_loss_weight}")
+        class_loss_weight = loss_weight("class_loss_weight", class_loss_weight)
         if class_loss_weight > 0.0:
             if class_model is None:
                 raise ValueError("class_loss_weight > 0 needs a class_model (a classifier of the generated images)")
             if not self.conditional:
                 raise ValueError("a class loss needs a class-conditional generator (one with a 'label' input)")
-        mismatch_weight = float(mismatch_weight or 0.0)
-        if mismatch_weight < 0.0 or not math.isfinite(mismatch_weight):
-            raise ValueError(f"mismatch_weight must be a finite number >= 0, got {mismatch_weight}")
+        mismatch_weight = loss_weight("mismatch_weight", mismatch_weight)
         if mismatch_weight > 0.0:
             if not self.conditional or not self.num_labels:
                 raise ValueError("a matching-aware discriminator (mismatch_weight > 0) needs a class-conditional "

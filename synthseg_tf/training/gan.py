@@ -49,7 +49,7 @@ import tensorflow as tf
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
 from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
 from synthseg_tf.models.pix2pix import (DEFAULT_DIFFAUGMENT, LABEL_CONDITIONINGS, UPSAMPLES, Pix2Pix, build_pix2pix,
-                                        default_optimizers, generator_depth, parse_diffaugment)
+                                        default_optimizers, generator_depth, loss_weight, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -680,9 +680,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
     ema_decay = None if ema_decay is None else float(ema_decay)
-    mismatch_weight = float(mismatch_weight or 0.0)
-    if mismatch_weight < 0.0 or not math.isfinite(mismatch_weight):
-        raise ValueError(f"mismatch_weight must be a finite number >= 0, got {mismatch_weight}")
+    mismatch_weight = loss_weight("mismatch_weight", mismatch_weight)
     if mismatch_weight > 0.0 and not num_labels:
         raise ValueError("mismatch_weight > 0 needs a class-conditional GAN (num_labels): the discriminator learns "
                          "to refuse real images under a wrong class label")
@@ -767,9 +765,7 @@ def _class_loss(weight, model_dir: Optional[str], num_labels: Optional[int], lab
     """``(weight, absolute model path or None, the classifier's [0,1] images -> probabilities function or None)``
     of ``train_gan``'s class loss, checked: a class-conditional run and a classifier over its labels
     (``label_names``, when the run records them in ``extra_config``)."""
-    weight = float(weight or 0.0)
-    if not math.isfinite(weight) or weight < 0.0:
-        raise ValueError(f"class_loss_weight must be a finite number >= 0, got {weight}")
+    weight = loss_weight("class_loss_weight", weight)
     if weight == 0.0:
         return 0.0, None, None
     if not num_labels:
