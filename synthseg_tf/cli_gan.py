@@ -156,7 +156,8 @@ def cmd_generate(args) -> int:
                            write_png=not args.no_png, runner=args.runner, workers=args.workers,
                            beam_args=args.beam_args, pixel_filter=args.pixel_filter, hardness=args.hardness,
                            allow_weak_quality_model=args.allow_weak_quality_model,
-                           class_min_quality=_class_thresholds(args.class_min_quality))
+                           class_min_quality=_class_thresholds(args.class_min_quality),
+                           borrow_maps=args.borrow_maps)
     from synthseg_tf.errors import is_expected
 
     try:
@@ -278,6 +279,10 @@ def register(sub, spec_help: str) -> None:
     gen.add_argument("--labels", default="balanced",
                      help="class ids for class-conditional generators: balanced | random | rare (1/count of the "
                           "class among the generator's training samples) | ID")
+    gen.add_argument("--borrow-maps", type=float, default=0.0, metavar="P",
+                     help="class-conditional generator on edge maps: condition a candidate of class C, with "
+                          "probability P, on an edge map of a training image of another class (pose borrowing; "
+                          "pair it with a classifier --quality-model, which judges whether the image shows C)")
     gen.add_argument("--samples-per-shard", type=int, default=200)
     gen.add_argument("--batch-size", type=int, default=16,
                      help="batch of the quality model when it computes the real loss statistics of --pixel-filter/"

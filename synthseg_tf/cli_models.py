@@ -370,6 +370,8 @@ def cmd_experiment_classification(args) -> int:
             (None if args.min_confidence <= 0 else args.min_confidence)
     if args.class_hardness:
         gen["class_hardness"] = True
+    if args.borrow_maps:
+        gen["borrow_maps"] = args.borrow_maps
     extra = {"ema": args.ema} if args.ema is not None else {}  # (absent: the identity of earlier folders holds)
     if args.real_passes:
         extra["real_passes"] = True
@@ -640,6 +642,10 @@ def register(sub, spec_help: str) -> None:
                    help="draw the rare classes' candidates also in proportion to how hard each class is for the "
                         "subset-trained classifier on the val images (1 - its median probability of the class, at "
                         "least 0.05), so the synthetic budget goes to the classes the real data leaves weak")
+    k.add_argument("--borrow-maps", type=_ratio, default=None, metavar="P",
+                   help="condition a share P of the generated images on an edge map of another class's subset "
+                        "image (pose borrowing; the confidence filter decides whether the image still shows its "
+                        "class; default 0)")
     _ema_argument(k, "each classifier's")
     k.add_argument("--synthetic-soft-labels", type=_ratio, default=None, metavar="ALPHA",
                    help="train on each synthetic image's (1 - ALPHA) x its class + ALPHA x the probabilities the "

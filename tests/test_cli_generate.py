@@ -195,7 +195,7 @@ def test_cli_generate_quality_check_pixel_filter_and_hardness(world, tmp_path, c
 @pytest.fixture(scope="module")
 def conditional(tmp_path_factory):
     """Class folders with 4/2/1 images, an untrained class-conditional generator and classifier."""
-    from synthseg_tf.data.conditioning import EMPTY_CLASSES
+    from synthseg_tf.data.conditioning import EDGE_CLASSES, EMPTY_CLASSES
     from synthseg_tf.models.classifier import build_classifier, export_classifier
 
     root = tmp_path_factory.mktemp("cond")
@@ -208,12 +208,61 @@ def conditional(tmp_path_factory):
     gen = _save_generator(root / "gen", {"data": f"classfolders:{root / 'cf'}", "conditioning": "class",
                                          "train_source_ids": sorted(ids)},
                           num_classes=1, num_labels=3, table=EMPTY_CLASSES)
+    egen = _save_generator(root / "egen", {"data": f"classfolders:{root / 'cf'}", "conditioning": "edges",
+                                           "train_source_ids": sorted(ids)},
+                           num_classes=2, num_labels=3, table=EDGE_CLASSES)
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(1)
     clf = build_classifier(3, (32, 32, 3), filters=(4,), dense_units=(8,), dropout=0.0)
     export_classifier(clf, str(root / "clf"), ["cat", "dog", "fox"], (32, 32))
-    return {"gen": gen, "clf": str(root / "clf")}
+    return {"gen": gen, "egen": egen, "clf": str(root / "clf")}
+
+
+def test_borrowed_edge_maps_come_from_other_classes(conditional, tmp_path, capsys):
+    """--borrow-maps P: with probability P a candidate of class c is conditioned on an edge map of another
+    class's training image, drawn in proportion to the other classes' image counts; recorded per sample."""
+    from synthseg_tf.generation.pipeline import run_generation
+
+    gc = _gen_config(conditional["egen"])
+    members = {0: {f"cat/cat{i}" for i in range(4)}, 1: {"dog/dog0", "dog/dog1"}, 2: {"fox/fox0"}}
+    cfg = GenerationConfig(generator=conditional["egen"], out="x", n=1, labels="rare", seed=3, borrow_maps=0.5)
+    src = MapSource(cfg, gc, 2, plan_map_source(cfg, gc))
+    draws = {c: [] for c in range(3)}
+    for i in range(3000):
+        label = src.label_for(i)
+        draws[label].append(src.map_class_for(i, label))
+    assert np.mean([d != c for c in draws for d in draws[c]]) == pytest.approx(0.5, abs=0.03)
+    fox_donors = [d for d in draws[2] if d != 2]  # fox borrows from cat (4 images) and dog (2)
+    assert np.mean(np.array(fox_donors) == 0) == pytest.approx(2 / 3, abs=0.05)
+    for i in range(60):  # the map and its provenance follow the donor; the label stays
+        m, label, prov = src.get(i)
+        donor = prov.get("borrowed_from", label)
+        assert donor == src.map_class_for(i, label) and label == src.label_for(i)
+        assert set(prov["source_ids"]) <= members[donor] and m.shape == (32, 32)
+        if "borrowed_from" in prov:
+            assert donor != label
+    again = MapSource(cfg, gc, 2, plan_map_source(cfg, gc))
+    assert all(np.array_equal(src.get(i)[0], again.get(i)[0]) for i in range(20))  # deterministic per index
+    never = MapSource(GenerationConfig(generator=conditional["egen"], out="x", n=1, labels="rare", seed=3), gc, 2)
+    assert all(never.map_class_for(i, c) == c for i in range(200) for c in range(3))
+
+    out = str(tmp_path / "b")
+    assert main(["generate", "--generator", conditional["egen"], "--out", out, "--n", "40", "--samples-per-shard",
+                 "20", "--labels", "rare", "--seed", "3", "--borrow-maps", "0.5"]) == 0
+    entries = _manifest(out)
+    borrowed = [e for e in entries if "borrowed_from" in e]
+    assert 8 <= len(borrowed) <= 32 and all(e["borrowed_from"] != e["label"] for e in borrowed)
+    assert all(set(e["source_ids"]) <= members[e.get("borrowed_from", e["label"])] for e in entries)
+    with open(os.path.join(out, "generation.json")) as f:
+        assert json.load(f)["identity"]["borrow_maps"] == 0.5
+    capsys.readouterr()
+    with pytest.raises(ValueError, match="conditioned on edge maps"):  # nothing to lend without edge maps
+        run_generation(GenerationConfig(generator=conditional["gen"], out=str(tmp_path / "c"), n=2, borrow_maps=0.5),
+                       log=lambda m: None)
+    with pytest.raises(ValueError, match=r"probability in \[0, 1\]"):
+        run_generation(GenerationConfig(generator=conditional["egen"], out=str(tmp_path / "d"), n=2,
+                                        borrow_maps=1.5), log=lambda m: None)
 
 
 def test_rare_labels_follow_inverse_class_counts(conditional):

@@ -279,7 +279,7 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
         batch_size=8, epochs=1, patience=1, split_fractions=(0.6, 0.2, 0.2), log=lambda m: None, run_eagerly=True,
         gan={"steps": 2, "batch_size": 4, "base_filters": 8, "class_loss_weight": 0.1},
         generation={"n": 6, "samples_per_shard": 6, "batch_size": 6, "min_confidence": "calibrated:1e-6",
-                    "class_hardness": True}, synthetic_soft_labels=0.5, **SMALL)
+                    "class_hardness": True, "borrow_maps": 0.5}, synthetic_soft_labels=0.5, **SMALL)
     results = _load(out, "results.json")
     assert len(results["runs"]) == 12 and summary["primary_metric"] == "macro_f1"
     cell = os.path.join(out, "subsets", "frac1-subset0")
@@ -304,6 +304,7 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     from synthseg_tf.experiments.classification import class_hardness
 
     assert gen_id["class_weights"] == pytest.approx(class_hardness(thr["median"]))
+    assert gen_id["borrow_maps"] == 0.5  # pose borrowing: donors are subset images too (checked above)
     for r in results["runs"]:
         assert set(r["metrics"]) == {"accuracy", "macro_f1", "weighted_f1", "rare_macro_f1"} and r["test_samples"] == 6
         cfg = _load(out, r["run"], "config.json")
@@ -589,7 +590,7 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
 
 def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss and --gan-mismatch reach the GAN
-    options; a bad policy fails before any run; a segmentation experiment refuses the class loss and
+    options and --borrow-maps the generation options; a bad policy fails before any run; a segmentation experiment refuses the class loss and
     the matching-aware discriminator."""
     import synthseg_tf.experiments.classification as exp
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
@@ -603,6 +604,12 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
         with pytest.raises(Stop):
             args.func(args)
         assert calls[-1]["gan"] == gan
+    args = p.parse_args(base + ["--borrow-maps", "0.5"])
+    with pytest.raises(Stop):
+        args.func(args)
+    assert calls[-1]["generation"] == {"borrow_maps": 0.5}
+    with pytest.raises(SystemExit):
+        p.parse_args(base + ["--borrow-maps", "2"])
     args = p.parse_args(base + ["--gan-diffaugment", "colour"])
     n = len(calls)
     with pytest.raises(CliError, match="--gan-diffaugment: unknown op"):

@@ -113,6 +113,14 @@ class GenerationConfig:
     hard each class is for a real-trained classifier on the selection split, so the synthetic
     budget goes where the real data falls short (a factor 0 draws no candidate of that class).
 
+    ``borrow_maps`` (class-conditional generators on edge maps, ``masks="sample"``): the
+    probability that candidate ``i`` of class ``c`` is conditioned on a (transformed) edge map of a
+    training image of **another** class, drawn in proportion to the other classes' image counts,
+    instead of one of class ``c``'s own (pose borrowing: a rare class gets the poses and shapes of
+    frequent ones). The generator renders class ``c`` on it and the quality filter decides whether
+    the result still looks like ``c``, so use it with a classifier ``quality_model``. Deterministic
+    per candidate; the manifest records the donor class (``borrowed_from``).
+
     ``inference_batch``: the generator and the quality model always run on batches of exactly
     this many consecutive candidates of a shard (the last one padded with empty maps), each at a
     fixed position, so a sample's bytes do not depend on ``workers``, the runner or how
@@ -142,6 +150,7 @@ class GenerationConfig:
     allow_weak_quality_model: bool = False  # only warn when the segmenter is no better than the majority class
     class_min_quality: Optional[List[float]] = None  # per-class thresholds (class-conditional + classifier)
     class_weights: Optional[List[float]] = None  # per-class factors on labels="rare"'s draw probabilities
+    borrow_maps: float = 0.0  # edge-conditioned class generators: P(a candidate's map comes from another class)
 
     # Settings that change the output; the others (runner, workers, ...) may differ on resume.
     def identity(self, fingerprint: str, map_sources: Optional[Dict] = None) -> Dict:
@@ -152,6 +161,8 @@ class GenerationConfig:
             d["class_min_quality"] = [float(v) for v in self.class_min_quality]
         if self.class_weights is not None:  # (likewise)
             d["class_weights"] = [float(v) for v in self.class_weights]
+        if self.borrow_maps:  # (likewise)
+            d["borrow_maps"] = float(self.borrow_maps)
         d["generator_fingerprint"] = fingerprint
         d["quality_model"] = os.path.abspath(self.quality_model) if self.quality_model else None
         d["map_sources"] = map_sources
@@ -290,6 +301,10 @@ class MapSource:
                 groups.setdefault(s.label, []).append(j)
         self.maps, self.groups = maps, groups
         self.source_ids = [s.source_id for s in ds.samples]
+        self.borrow = float(cfg.borrow_maps or 0.0)
+        if self.borrow and self.conditioning != "edges":
+            raise ValueError("--borrow-maps needs a class-conditional generator conditioned on edge maps "
+                             f"(this one is conditioned on {self.conditioning!r})")
         lw = plan.get("label_weights")
         self._label_cdf = None if lw is None else np.cumsum(np.asarray(lw, dtype=np.float64))
         if self.labels_mode == "rare" and self.num_labels and self._label_cdf is None:
@@ -333,11 +348,29 @@ class MapSource:
             return min(int(np.searchsorted(self._label_cdf, u, side="right")), int(self.num_labels) - 1)
         return int(self.labels_mode)
 
+    def map_class_for(self, i: int, label: int) -> int:
+        """The class whose training images lend candidate ``i`` (of class ``label``) its edge map:
+        ``label`` itself, or with probability ``borrow_maps`` another class, drawn in proportion to
+        its number of images."""
+        if not self.borrow:
+            return label
+        rng = np.random.default_rng([self.seed, i, 13])
+        if rng.random() >= self.borrow:
+            return label
+        others = sorted(k for k in self.groups if k != label)
+        if not others:
+            return label
+        w = np.asarray([len(self.groups[k]) for k in others], dtype=np.float64)
+        return int(others[min(int(np.searchsorted(np.cumsum(w), rng.random() * w.sum(), side="right")),
+                              len(others) - 1)])
+
     def get(self, i: int):
         label = self.label_for(i)
         key = None if self.conditioning == "labelmap" else label
         if key not in self.groups:
             raise ValueError(f"class {label} has no images to condition on")
+        if key is not None:
+            key = self.map_class_for(i, key)
         idx = self.groups[key]
         if self.sampling:
             m, info = self.samplers[key].sample_at(i)
@@ -346,6 +379,8 @@ class MapSource:
         else:
             j = idx[(i if key is None else i // max(1, self.num_labels)) % len(idx)]
             m, prov = self.maps[j], {"map": "source", "source_ids": [self.source_ids[j]]}
+        if key is not None and key != label:
+            prov["borrowed_from"] = int(key)
         return m, label, prov
 
 
@@ -994,6 +1029,13 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
                              f"generator and labels='rare' (got labels={cfg.labels!r})")
         rare_label_weights({c: 1 for c in range(int(renderer.num_labels))}, int(renderer.num_labels),
                            cfg.class_weights)  # the values' checks, before any work
+    borrow = cfg.borrow_maps
+    if not (isinstance(borrow, (int, float)) and np.isfinite(borrow) and 0.0 <= borrow <= 1.0):
+        raise ValueError(f"--borrow-maps must be a probability in [0, 1], got {borrow!r}")
+    if borrow and (not renderer.conditional or renderer.config.get("conditioning") != "edges"):
+        raise ValueError("--borrow-maps lends edge maps between classes: it needs a class-conditional generator "
+                         f"conditioned on edge maps ({cfg.generator} is conditioned on "
+                         f"{renderer.config.get('conditioning', 'labelmap')!r})")
     if cfg.min_quality is not None and not cfg.quality_model:
         raise ValueError("--min-quality needs --quality-model (a segmenter SavedModel: the model/ folder of "
                          "`synthseg unet train`; or a classifier export for a class-conditional generator)")
