@@ -169,6 +169,12 @@ R="--data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 --epochs 200 -
 .venv/bin/synthseg experiment classification $R --patience 200 --gan-base-filters 64 --out "$OUT/cls_full_bf64"
 .venv/bin/synthseg experiment classification $R --patience 200 --gan-base-filters 64 --gan-seed 1 \
   --out "$OUT/cls_full_bf64_gan1"
+# 29. Pose borrowing (--borrow-maps 0.5): half of the candidates are conditioned on the edge map of
+#     another class's subset image (donors in proportion to their image counts), and the calibrated
+#     confidence filter decides whether the rendered image still shows its class; full schedule.
+#     Then the diagnostic of which donors were kept and whether an edge-map classifier could choose them.
+.venv/bin/synthseg experiment classification $R --patience 200 --borrow-maps 0.5 --out "$OUT/cls_borrow"
+.venv/bin/python scripts/borrow_donors.py "$OUT/cls_borrow"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -186,4 +192,4 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_mismatch/report/report.html $OUT/cls_full/report/report.html" \
   "$OUT/cls_full_clsloss_gan1/report/report.html $OUT/cls_full_mismatch/report/report.html" \
   "$OUT/cls_full_clsloss_nocolor/report/report.html $OUT/cls_full_bf64/report/report.html" \
-  "$OUT/cls_full_bf64_gan1/report/report.html"
+  "$OUT/cls_full_bf64_gan1/report/report.html $OUT/cls_borrow/report/report.html"
