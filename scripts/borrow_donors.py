@@ -49,7 +49,7 @@ def edge_confusion(train_maps: Sequence[np.ndarray], train_labels: Sequence[int]
     class, "val_accuracy", "epochs"}``. Training: random horizontal flips and translations of up to
     1/8 of the size, cosine learning rate, no batch norm, the epoch with the lowest held-out loss kept.
     Seeded by ``seed``; TensorFlow's multi-threaded kernels still move the figures a little between
-    runs (held-out accuracy 15.2 and 17.5 % in two runs on demo-classes at 25 %)."""
+    runs (held-out accuracy 14.0 to 17.5 % in three runs on demo-classes at 25 %)."""
     import tensorflow as tf
 
     from synthseg_tf.models.classifier import build_classifier, compile_classifier
@@ -85,7 +85,7 @@ def edge_confusion(train_maps: Sequence[np.ndarray], train_labels: Sequence[int]
     count = np.bincount(yv, minlength=k)
     confusion = [[float(prob[yv == d, c].mean()) if count[d] else None for d in range(k)] for c in range(k)]
     acc = float((prob.argmax(-1) == yv).mean())
-        return {"confusion": confusion, "count": count.tolist(), "val_accuracy": acc, "epochs": int(epochs)}
+    return {"confusion": confusion, "count": count.tolist(), "val_accuracy": acc, "epochs": int(epochs)}
 
 
 def donor_weights(confusion: Sequence[Sequence[Optional[float]]], floor: float = DONOR_FLOOR) -> List[List[float]]:
