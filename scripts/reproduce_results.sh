@@ -174,7 +174,11 @@ R="--data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 --epochs 200 -
 #     confidence filter decides whether the rendered image still shows its class; full schedule.
 #     Then the diagnostic of which donors were kept and whether an edge-map classifier could choose them.
 .venv/bin/synthseg experiment classification $R --patience 200 --borrow-maps 0.5 --out "$OUT/cls_borrow"
+.venv/bin/synthseg experiment classification $R --patience 200 --borrow-maps 0.5 --gan-seed 1 \
+  --out "$OUT/cls_borrow_gan1"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-seed 1 --out "$OUT/cls_full_gan1"
 .venv/bin/python scripts/borrow_donors.py "$OUT/cls_borrow"
+.venv/bin/python scripts/borrow_donors.py "$OUT/cls_borrow_gan1"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -192,4 +196,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_mismatch/report/report.html $OUT/cls_full/report/report.html" \
   "$OUT/cls_full_clsloss_gan1/report/report.html $OUT/cls_full_mismatch/report/report.html" \
   "$OUT/cls_full_clsloss_nocolor/report/report.html $OUT/cls_full_bf64/report/report.html" \
-  "$OUT/cls_full_bf64_gan1/report/report.html $OUT/cls_borrow/report/report.html"
+  "$OUT/cls_full_bf64_gan1/report/report.html $OUT/cls_borrow/report/report.html" \
+  "$OUT/cls_borrow_gan1/report/report.html $OUT/cls_full_gan1/report/report.html"
