@@ -590,8 +590,8 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
 
 def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss and --gan-mismatch reach the GAN
-    options and --borrow-maps the generation options; a bad policy fails before any run; a segmentation experiment refuses the class loss and
-    the matching-aware discriminator."""
+    options and --borrow-maps the generation options; a bad policy fails before any run; a
+    segmentation experiment refuses the class loss and the matching-aware discriminator."""
     import synthseg_tf.experiments.classification as exp
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
