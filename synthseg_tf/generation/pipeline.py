@@ -113,7 +113,7 @@ class GenerationConfig:
     hard each class is for a real-trained classifier on the selection split, so the synthetic
     budget goes where the real data falls short (a factor 0 draws no candidate of that class).
 
-    ``borrow_maps`` (class-conditional generators on edge maps, ``masks="sample"``): the
+    ``borrow_maps`` (class-conditional generators on edge maps): the
     probability that candidate ``i`` of class ``c`` is conditioned on a (transformed) edge map of a
     training image of **another** class, drawn in proportion to the other classes' image counts,
     instead of one of class ``c``'s own (pose borrowing: a rare class gets the poses and shapes of
