@@ -71,6 +71,7 @@ def cmd_gan_train(args) -> int:
                         diffaugment=args.diffaugment, ema_decay=ema, keep_checkpoints=args.keep_checkpoints,
                         class_loss_model=args.class_loss_model, class_loss_weight=args.class_loss,
                         mismatch_weight=args.mismatch,
+                        d_label_conditioning=args.d_label_conditioning if gd.num_labels else None,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
                                           label_names=ds.classes.names if gd.num_labels else None,
                                           fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
@@ -211,6 +212,10 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--mismatch", type=float, default=0.0, metavar="W",
                    help="class-conditional generators: a matching-aware discriminator, which also learns to call "
                         "each real image fake under a wrong class label, with weight W (default 0: off)")
+    t.add_argument("--d-label-conditioning", choices=("input", "projection"), default="input",
+                   help="class-conditional GANs: how the discriminator takes the class label: an embedding tiled "
+                        "beside the label map (default) or a projection discriminator (the label's embedding "
+                        "dotted with each patch's last features, added to its logit)")
     t.add_argument("--ema-decay", default="0.999", metavar="DECAY",
                    help="EMA of the generator weights (the saved generator), with warm-up; 'none' or 0 disables "
                         "(default 0.999)")

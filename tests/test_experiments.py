@@ -599,7 +599,9 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     base = ["experiment", "classification", "--data", "demo-classes", "--out", "x"]
     for extra, gan in ((["--gan-diffaugment", "Translation, cutout"], {"diffaugment": "translation,cutout"}),
                        (["--gan-diffaugment", "none", "--gan-class-loss", "0.5", "--gan-mismatch", "1"],
-                        {"diffaugment": None, "class_loss_weight": 0.5, "mismatch_weight": 1.0})):
+                        {"diffaugment": None, "class_loss_weight": 0.5, "mismatch_weight": 1.0}),
+                       (["--gan-d-label-conditioning", "projection"], {"d_label_conditioning": "projection"}),
+                       (["--gan-d-label-conditioning", "input", "--gan-seed", "1"], {"seed": 1})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
@@ -619,3 +621,5 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
         run_segmentation_experiment("demo", "x", gan={"class_loss_weight": 1.0})
     with pytest.raises(ValueError, match="matching-aware discriminator is for classification"):
         run_segmentation_experiment("demo", "x", gan={"mismatch_weight": 1.0})
+    with pytest.raises(ValueError, match="d_label_conditioning is for classification"):
+        run_segmentation_experiment("demo", "x", gan={"d_label_conditioning": "projection"})

@@ -117,7 +117,8 @@ def test_legacy_run_settings_and_resume(tmp_path):
     assert gan.run_settings({"num_labels": 3}) == {"num_labels": 3, "upsample": "transpose",
                                                    "label_conditioning": "bottleneck", "diffaugment": None,
                                                    "ema_decay": None, "class_loss_weight": 0.0,
-                                                   "class_loss_model": None, "mismatch_weight": 0.0}
+                                                   "class_loss_model": None, "mismatch_weight": 0.0,
+                                                   "d_label_conditioning": "input"}
     assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
@@ -236,6 +237,27 @@ def test_matching_aware_run_records_its_weight_and_keeps_it_on_resume(tmp_path):
         gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, mismatch_weight=1.0, **SMALL)
     with pytest.raises(ValueError, match=">= 0"):
         gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, mismatch_weight=-1, **kw)
+
+
+def test_projection_discriminator_run_records_it_and_keeps_it_on_resume(tmp_path):
+    """d_label_conditioning: recorded in config.json, fixed for a resume (an older run without the
+    key counts as "input"); refused for label-map GANs and unknown values."""
+    out = str(tmp_path / "run")
+    kw = dict(SMALL, num_labels=2)
+    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, d_label_conditioning="projection", **kw)
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["d_label_conditioning"] == "projection"
+    with pytest.raises(ValueError, match="d_label_conditioning: run has 'projection', asked 'input'"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **kw)
+    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True,
+                         d_label_conditioning="projection", **kw).step == 4
+    assert gan.run_settings({"num_labels": 2})["d_label_conditioning"] == "input"
+    assert gan.run_settings({"num_labels": None})["d_label_conditioning"] is None
+    with pytest.raises(ValueError, match="needs a class-conditional GAN"):
+        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B,
+                      d_label_conditioning="projection", **SMALL)
+    with pytest.raises(ValueError, match="must be one of"):
+        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, d_label_conditioning="x", **kw)
 
 
 def test_batch_keys_are_checked(tmp_path):

@@ -104,6 +104,38 @@ def test_spectral_norm_discriminator():
     assert d({"mask": b["mask"], "image": b["image"]}, training=True).shape == (2, 4, 4, 1)
 
 
+def test_projection_discriminator_adds_the_label_embedding_dotted_with_the_last_features():
+    """label_conditioning="projection": logits = unconditional logits + <embed(label), h> per patch,
+    the label is not fed in at the input, the verdict depends on the label, and it trains."""
+    d = P.build_discriminator(4, 32, base_filters=4, num_labels=3, label_conditioning="projection")
+    assert "d_label_embed" not in [l.name for l in d.layers]
+    proj = d.get_layer("d_projection")
+    proj.embeddings.assign(tf.random.normal(proj.embeddings.shape, seed=1))
+    b = batch(num_labels=3)
+    inputs = {"mask": tf.cast(b["mask"], tf.int32), "image": b["image"] * 2 - 1, "label": tf.constant([0, 2])}
+    feats = P.discriminator_features(d)(inputs)
+    h, logits = feats[-2].numpy(), feats[-1].numpy()
+    uncond = d.get_layer("logits")(feats[-2]).numpy()
+    e = proj.embeddings.numpy()[[0, 2]]
+    expect = uncond + np.einsum("bhwc,bc->bhw", h, e)[..., None]
+    np.testing.assert_allclose(logits, expect, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(d(inputs).numpy(), expect, rtol=1e-4, atol=1e-5)
+    other = d({**inputs, "label": tf.constant([1, 1])}).numpy()
+    assert np.abs(other - logits).max() > 1e-3  # same pair, another class: another verdict
+    plain = P.build_discriminator(4, 32, base_filters=4, num_labels=3)
+    assert "d_projection" not in [l.name for l in plain.layers] and "d_label_embed" in [l.name for l in plain.layers]
+    with pytest.raises(ValueError, match="label_conditioning must be one of"):
+        P.build_discriminator(4, 32, base_filters=4, num_labels=3, label_conditioning="concat")
+    # a model with it trains end to end: the projection's embeddings get gradients
+    m = P.build_pix2pix(4, 32, base_filters=4, num_labels=3, d_label_conditioning="projection")
+    m.compile()
+    before = m.discriminator.get_layer("d_projection").embeddings.numpy().copy()
+    m.train_step({"image": b["image"], "mask": tf.cast(b["mask"], tf.int32), "label": tf.constant([0, 2])})
+    after = m.discriminator.get_layer("d_projection").embeddings.numpy()
+    assert np.abs(after[[0, 2]] - before[[0, 2]]).max() > 0
+    np.testing.assert_array_equal(after[1], before[1])  # a label not in the batch: no gradient
+
+
 def test_class_conditional_generator_uses_label():
     g = P.build_generator(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0)
     assert g.input_names == ["mask", "label"]

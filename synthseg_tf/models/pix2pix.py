@@ -54,6 +54,7 @@ GAN_LOSSES = ("bce", "lsgan", "hinge")
 NORMS = ("batch", "instance", "none")
 UPSAMPLES = ("resize", "transpose")
 LABEL_CONDITIONINGS = ("film", "bottleneck")
+D_LABEL_CONDITIONINGS = ("input", "projection")  # how a class-conditional discriminator takes the label
 DIFFAUGMENT_OPS = ("color", "translation", "cutout")
 DEFAULT_DIFFAUGMENT = "color,translation,cutout"
 DIFFAUGMENT_TRANSLATION = 0.125  # max shift, as a fraction of each side (DiffAugment's default)
@@ -165,6 +166,39 @@ class ClassFiLM(tf.keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         return input_shape[0]
+
+
+@tf.keras.utils.register_keras_serializable(package="synthseg_tf")
+class ClassProjection(tf.keras.layers.Layer):
+    """The class term of a projection discriminator (Miyato & Koyama 2018): ``<embed(y), h>``.
+
+    Called on ``[h, label]`` with features ``h`` ``[B,H,W,C]`` and ``label`` int ``[B]``; returns
+    ``[B,H,W,1]``, the inner product of each position's features with the label's learned
+    embedding (``C`` values per label, N(0, 0.02) at the start). Added to the unconditional
+    logits, it makes the discriminator's verdict on every patch depend on whether the patch's
+    features match the class, instead of feeding the label in only beside the input pixels.
+    """
+
+    def __init__(self, num_labels: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_labels = int(num_labels)
+
+    def build(self, input_shape):
+        h_shape, _ = input_shape
+        self.embeddings = self.add_weight(name="embeddings", shape=(self.num_labels, int(h_shape[-1])),
+                                          initializer=_init())
+        super().build(input_shape)
+
+    def call(self, inputs):
+        h, label = inputs
+        e = tf.gather(tf.cast(self.embeddings, self.compute_dtype), tf.cast(tf.reshape(label, [-1]), tf.int32))
+        return tf.reduce_sum(h * e[:, None, None, :], axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[0][:-1]) + (1,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_labels": self.num_labels}
 
 
 def _normalization(norm: str, name: str) -> Optional[tf.keras.layers.Layer]:
@@ -372,13 +406,16 @@ def discriminator_downsamplings(image_size: ImageSize) -> int:
 
 def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
                         norm: str = "batch", spectral_norm: bool = False, num_labels: Optional[int] = None,
-                        label_embed_dim: int = 32, max_filters: int = 512,
+                        label_embed_dim: int = 32, max_filters: int = 512, label_conditioning: str = "input",
                         name: str = "discriminator") -> tf.keras.Model:
     """PatchGAN discriminator on ``concat(one-hot label map, image)``.
 
     Inputs (call with a dict): ``mask`` int32 ``[B,H,W]``, ``image`` float ``[B,H,W,3]`` in
-    ``[-1, 1]`` and, when ``num_labels`` is given, ``label`` int32 ``[B]`` (embedded and tiled
-    over the image). Output: one logit per patch, ``[B, H/2**n, W/2**n, 1]`` with ``n`` from
+    ``[-1, 1]`` and, when ``num_labels`` is given, ``label`` int32 ``[B]``. How the label enters
+    (``label_conditioning``, class-conditional only): "input" (default) embeds it and tiles it
+    over the image beside the label map; "projection" adds the projection discriminator's class
+    term :class:`ClassProjection` of the last hidden features to every patch's logit
+    (``d_projection``) and does not feed the label in at the input. Output: one logit per patch, ``[B, H/2**n, W/2**n, 1]`` with ``n`` from
     :func:`discriminator_downsamplings`. Every hidden activation is named ``d_feat_<i>``; use
     :func:`discriminator_features` to get them for feature matching. ``spectral_norm`` wraps
     every convolution in ``tfa.layers.SpectralNormalization`` (usually with ``norm="none"``).
@@ -388,11 +425,16 @@ def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), ba
     mask = tf.keras.Input((h, w), dtype=tf.int32, name="mask")
     image = tf.keras.Input((h, w, 3), dtype=tf.float32, name="image")
     inputs = {"mask": mask, "image": image}
+    if label_conditioning not in D_LABEL_CONDITIONINGS:
+        raise ValueError(f"the discriminator's label_conditioning must be one of {D_LABEL_CONDITIONINGS}, "
+                         f"got {label_conditioning!r}")
     parts = [OneHotMask(num_classes, name="one_hot")(mask), image]
+    label = None
     if num_labels:
         label = tf.keras.Input((), dtype=tf.int32, name="label")
         inputs["label"] = label
-        parts.append(_broadcast_label(label, int(num_labels), int(label_embed_dim), h, w, name="d_label"))
+        if label_conditioning == "input":
+            parts.append(_broadcast_label(label, int(num_labels), int(label_embed_dim), h, w, name="d_label"))
     x = tf.keras.layers.Concatenate(name="d_input")(parts)
 
     strides = [2] * n_down + [1]  # the stride-1 layer widens the receptive field (70x70 for n=3)
@@ -407,6 +449,9 @@ def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), ba
         x = tf.keras.layers.LeakyReLU(0.2, name=f"{FEATURE_PREFIX}{i}")(x)
     logits_conv = tf.keras.layers.Conv2D(1, 4, strides=1, padding="same", kernel_initializer=_init(), name="logits")
     logits = _spectral(logits_conv, spectral_norm, "logits_sn")(x)
+    if label is not None and label_conditioning == "projection":
+        logits = tf.keras.layers.Add(name="d_logits")([logits, ClassProjection(int(num_labels),
+                                                                               name="d_projection")([x, label])])
     return tf.keras.Model(inputs, logits, name=name)
 
 
@@ -1054,11 +1099,12 @@ def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_fil
                   norm: str = "batch", spectral_norm: bool = False, num_labels: Optional[int] = None,
                   dropout: float = 0.5, d_norm: Optional[str] = None, diffaugment=None,
                   ema_decay: Optional[float] = None, augment_seed: Optional[int] = None,
-                  **generator_kwargs) -> Pix2Pix:
+                  d_label_conditioning: str = "input", **generator_kwargs) -> Pix2Pix:
     """Generator + discriminator + :class:`Pix2Pix` wrapper (not compiled) in one call.
 
     ``d_norm`` is the discriminator's normalisation (default: ``norm``, or "none" with
-    ``spectral_norm``). ``generator_kwargs`` go to :func:`build_generator` (``upsample``,
+    ``spectral_norm``); ``d_label_conditioning`` how it takes the class label ("input" or
+    "projection", see :func:`build_discriminator`). ``generator_kwargs`` go to :func:`build_generator` (``upsample``,
     ``label_conditioning``, ...); ``diffaugment``, ``ema_decay`` and ``augment_seed`` to
     :class:`Pix2Pix` (both off by default here; ``train_gan`` turns them on for new runs). Call
     inside ``strategy.scope()`` when distributing.
@@ -1068,5 +1114,5 @@ def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_fil
     g = build_generator(num_classes, image_size, base_filters=base_filters, norm=norm, num_labels=num_labels,
                         dropout=dropout, **generator_kwargs)
     d = build_discriminator(num_classes, image_size, base_filters=base_filters, norm=d_norm,
-                            spectral_norm=spectral_norm, num_labels=num_labels)
+                            spectral_norm=spectral_norm, num_labels=num_labels, label_conditioning=d_label_conditioning)
     return Pix2Pix(g, d, diffaugment=diffaugment, ema_decay=ema_decay, augment_seed=augment_seed, name="pix2pix")

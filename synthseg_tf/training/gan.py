@@ -48,7 +48,7 @@ import tensorflow as tf
 
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
 from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
-from synthseg_tf.models.pix2pix import (DEFAULT_DIFFAUGMENT, LABEL_CONDITIONINGS, UPSAMPLES, Pix2Pix, build_pix2pix,
+from synthseg_tf.models.pix2pix import (D_LABEL_CONDITIONINGS, DEFAULT_DIFFAUGMENT, LABEL_CONDITIONINGS, UPSAMPLES, Pix2Pix, build_pix2pix,
                                         default_optimizers, generator_depth, loss_weight, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
@@ -66,12 +66,14 @@ TENSORBOARD_DIR = "tensorboard"
 ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
                      "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
                      "upsample", "label_conditioning", "diffaugment", "ema_decay", "class_loss_weight",
-                     "class_loss_model", "mismatch_weight")
+                     "class_loss_model", "mismatch_weight", "d_label_conditioning")
 # What a run whose config.json predates a key did (transposed-conv decoder, label at the
 # bottleneck, no DiffAugment, no EMA); see run_settings.
 LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
                    "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None,
-                   "mismatch_weight": 0.0}
+                   "mismatch_weight": 0.0, "d_label_conditioning": "input"}
+
+LABEL_ONLY_KEYS = ("label_conditioning", "d_label_conditioning")  # None in a run without class labels
 
 DatasetLike = Union[tf.data.Dataset, Callable[[], tf.data.Dataset]]
 
@@ -148,13 +150,13 @@ def run_settings(config: Dict) -> Dict:
     """``config`` with the settings an older run's ``config.json`` lacks filled in as that run used them.
 
     Runs written before ``upsample``, ``label_conditioning``, ``diffaugment`` and ``ema_decay``
-    existed used :data:`LEGACY_DEFAULTS` (``label_conditioning`` only applies to
-    class-conditional runs: ``None`` for the others). Present keys are kept.
+    existed used :data:`LEGACY_DEFAULTS` (``label_conditioning`` and ``d_label_conditioning`` only
+    apply to class-conditional runs: ``None`` for the others). Present keys are kept.
     """
     out = dict(config)
     for k, v in LEGACY_DEFAULTS.items():
         if k not in out:
-            out[k] = v if (k != "label_conditioning" or out.get("num_labels")) else None
+            out[k] = v if (k not in LABEL_ONLY_KEYS or out.get("num_labels")) else None
     return out
 
 
@@ -293,13 +295,14 @@ def _save_png(path: str, image: np.ndarray) -> None:
 def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_norm, base_filters, dropout,
                  gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1, upsample="transpose",
                  label_conditioning=None, diffaugment=None, ema_decay=None, class_model=None,
-                 class_loss_weight: float = 0.0, mismatch_weight: float = 0.0) -> Pix2Pix:
+                 class_loss_weight: float = 0.0, mismatch_weight: float = 0.0,
+                 d_label_conditioning: str = "input") -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
                               spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout,
                               upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
-                              ema_decay=ema_decay)
+                              ema_decay=ema_decay, d_label_conditioning=d_label_conditioning or "input")
         g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
                       feature_matching_weight=feature_matching_weight, class_model=class_model,
@@ -608,7 +611,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               label_conditioning: Optional[str] = None, diffaugment: Optional[str] = DEFAULT_DIFFAUGMENT,
               ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None,
               class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0,
-              mismatch_weight: float = 0.0) -> TrainResult:
+              mismatch_weight: float = 0.0, d_label_conditioning: Optional[str] = None) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -652,7 +655,10 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     classifier train`` output, over the same class names; train it on the same images as the
     GAN). ``mismatch_weight`` > 0 (class-conditional runs) makes the discriminator
     matching-aware: it also learns to call each real pair fake under a wrong class label, with
-    that weight. See :mod:`synthseg_tf.models.pix2pix`.
+    that weight. ``d_label_conditioning`` (class-conditional runs): how the discriminator takes
+    the class label, "input" (default: an embedding tiled beside the label map) or "projection"
+    (a projection discriminator: the label's embedding dotted with the last hidden features of
+    every patch, added to its logit). See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
@@ -680,6 +686,16 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
     ema_decay = None if ema_decay is None else float(ema_decay)
+    if num_labels:
+        d_label_conditioning = d_label_conditioning or "input"
+        if d_label_conditioning not in D_LABEL_CONDITIONINGS:
+            raise ValueError(f"d_label_conditioning must be one of {D_LABEL_CONDITIONINGS}, got "
+                             f"{d_label_conditioning!r}")
+    elif d_label_conditioning not in (None, "input"):
+        raise ValueError(f"d_label_conditioning={d_label_conditioning!r} needs a class-conditional GAN (num_labels): "
+                         "a label-map GAN has no class label to project")
+    else:
+        d_label_conditioning = None
     mismatch_weight = loss_weight("mismatch_weight", mismatch_weight)
     if mismatch_weight > 0.0 and not num_labels:
         raise ValueError("mismatch_weight > 0 needs a class-conditional GAN (num_labels): the discriminator learns "
@@ -694,7 +710,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                   replicas=int(n), seed=int(seed), steps=int(steps), ignore_id=IGNORE_ID,
                   upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                   ema_decay=ema_decay, class_loss_weight=class_loss_weight, class_loss_model=class_loss_model,
-                  mismatch_weight=mismatch_weight,
+                  mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
                   generator_inputs=["mask", "label"] if num_labels else ["mask"],
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
@@ -707,7 +723,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                          dropout, gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1,
                          upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                          ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight,
-                         mismatch_weight=mismatch_weight)
+                         mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
