@@ -14,7 +14,7 @@ classes), class FiLM in the decoder (``label_conditioning="film"``), resize upsa
 generator EMA), the library's standard augmentation before the edge maps are drawn (as
 :func:`synthseg_tf.training.gan_data.gan_datasets` does). ``custom_config``: ``image_size``,
 ``num_classes``, ``class_names``, ``batch_size``, ``base_filters``, ``seed``, ``log_every``,
-``checkpoint_every``, ``replicas``, ``conditioning`` (``edges`` or ``class``) and ``gan_options`` (more
+``checkpoint_every``, ``replicas``, ``conditioning`` (``edges``, ``color-edges`` or ``class``) and ``gan_options`` (more
 :func:`train_gan` keywords, over ``GAN_DEFAULTS``); ``fn_args.train_steps`` is the number of steps.
 The run trains resumably in ``<model_run_dir>/gan_run``, as the segmentation ``GanTrainer`` does
 (:mod:`pipeline.gan_module_file`).

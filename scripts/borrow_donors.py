@@ -108,11 +108,12 @@ def main(argv=None) -> int:
     import cv2
 
     from synthseg_tf.data import load
-    from synthseg_tf.data.conditioning import canny_edges
+    from synthseg_tf.data.conditioning import edge_map
     from synthseg_tf.data.demo import _CONCEPTS
 
     exp = json.load(open(os.path.join(args.experiment, "experiment.json")))
     spec = exp["identity"]["data"]
+    cond = exp["identity"]["gan"].get("conditioning", "edges")  # the GAN's edge maps
     ds = load(spec)
     names = ds.classes.names
     by_id = {s.source_id: s for s in ds.samples}
@@ -136,7 +137,7 @@ def main(argv=None) -> int:
             maps, labels = [], []
             for i in ids:
                 image, _ = ds.read_image(by_id[i])
-                maps.append(canny_edges(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA)))
+                maps.append(edge_map(cv2.resize(image, (size[1], size[0]), interpolation=cv2.INTER_AREA), cond))
                 labels.append(by_id[i].label)
             return maps, labels
 

@@ -121,12 +121,12 @@ def gan_images(spec, labels, generator, thresholds, scorer, tries):
     """Per label, the generator's rendering of new demo-classes images' edge maps, the first of up to
     ``tries`` candidates whose confidence reaches the class threshold (the last one otherwise);
     returns ``(images, number of labels that exhausted their tries)``."""
-    from synthseg_tf.data.conditioning import canny_edges
+    from synthseg_tf.data.conditioning import EDGE_CONDITIONINGS, edge_map
     from synthseg_tf.generation.renderer import load_renderer
 
     r = load_renderer(generator)
     cond = r.config.get("conditioning", "edges")
-    if cond not in ("edges", "class"):
+    if cond not in EDGE_CONDITIONINGS + ("class",):
         sys.exit(f"{generator}: conditioning {cond!r}; the oracle maps are edge maps (or none)")
     labels = np.asarray(labels, np.int32)
     out = np.zeros((len(labels),) + tuple(r.image_size) + (3,), np.uint8)
@@ -134,7 +134,7 @@ def gan_images(spec, labels, generator, thresholds, scorer, tries):
     for attempt in range(tries):
         lab = labels[pending]
         real = oracle_images(spec, lab, start=attempt * len(labels))
-        maps = (np.stack([canny_edges(im) for im in real]) if cond == "edges"
+        maps = (np.stack([edge_map(im, cond) for im in real]) if cond in EDGE_CONDITIONINGS
                 else np.zeros(real.shape[:3], np.uint8))
         rendered = np.concatenate([r.render(maps[i:i + 64], lab[i:i + 64]) for i in range(0, len(lab), 64)])
         out[pending] = rendered

@@ -226,8 +226,9 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--monitor", type=int, default=4, metavar="N",
                    help="training-split samples the GAN does not train on, for validation losses and sample grids "
                         "(taken outside the --fraction subset when possible; 0 = none; default 4)")
-    t.add_argument("--conditioning", choices=("auto", "labelmap", "edges", "class"), default="auto",
-                   help="for classification data: Canny edge maps (default) or the class alone")
+    t.add_argument("--conditioning", choices=("auto", "labelmap", "edges", "color-edges", "class"), default="auto",
+                   help="for classification data: Canny edge maps (default), Canny edges of each colour channel "
+                        "(color-edges: keeps outlines between colours of equal brightness) or the class alone")
     t.add_argument("--log-every", type=int, default=50)
     t.add_argument("--image-every", type=int, default=500, help="sample grids and validation every N steps")
     t.add_argument("--checkpoint-every", type=int, default=500)

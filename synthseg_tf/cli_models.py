@@ -426,6 +426,9 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-mismatch", type=float, metavar="W",
                    help="classification: weight of a matching-aware discriminator's mismatched pairs (each real "
                         "image under a wrong class label, to be called fake); default 0 (off)")
+    g.add_argument("--gan-conditioning", choices=("edges", "color-edges", "class"),
+                   help="classification: what the GAN is conditioned on besides the class: Canny edge maps of the "
+                        "subset's images (default), the Canny edges of each colour channel, or nothing")
     g.add_argument("--gan-d-label-conditioning", choices=("input", "projection"),
                    help="classification: how the GAN's discriminator takes the class label, 'input' (default: an "
                         "embedding tiled beside the edge map) or 'projection' (a projection discriminator)")
@@ -441,7 +444,7 @@ def _gan_options(args) -> Optional[dict]:
     for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters"),
                       ("seed", "gan_seed"), ("diffaugment", "gan_diffaugment"),
                       ("class_loss_weight", "gan_class_loss"), ("mismatch_weight", "gan_mismatch"),
-                      ("d_label_conditioning", "gan_d_label_conditioning")):
+                      ("d_label_conditioning", "gan_d_label_conditioning"), ("conditioning", "gan_conditioning")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
     if opts.get("d_label_conditioning") == "input":  # the default: the experiment's identity stays as before

@@ -601,7 +601,8 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
                        (["--gan-diffaugment", "none", "--gan-class-loss", "0.5", "--gan-mismatch", "1"],
                         {"diffaugment": None, "class_loss_weight": 0.5, "mismatch_weight": 1.0}),
                        (["--gan-d-label-conditioning", "projection"], {"d_label_conditioning": "projection"}),
-                       (["--gan-d-label-conditioning", "input", "--gan-seed", "1"], {"seed": 1})):
+                       (["--gan-d-label-conditioning", "input", "--gan-seed", "1"], {"seed": 1}),
+                       (["--gan-conditioning", "color-edges"], {"conditioning": "color-edges"})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
@@ -623,3 +624,5 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
         run_segmentation_experiment("demo", "x", gan={"mismatch_weight": 1.0})
     with pytest.raises(ValueError, match="d_label_conditioning is for classification"):
         run_segmentation_experiment("demo", "x", gan={"d_label_conditioning": "projection"})
+    with pytest.raises(ValueError, match="conditioned on the label maps"):
+        run_segmentation_experiment("demo", "x", gan={"conditioning": "color-edges"})

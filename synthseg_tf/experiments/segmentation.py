@@ -372,6 +372,9 @@ def run_segmentation_experiment(
         if float((gan or {}).get(key) or 0.0) > 0.0:
             raise ValueError(f"the GAN's {what} is for classification experiments (a class-conditional GAN); "
                              "a segmentation experiment's label-map GAN has no class label")
+    if (gan or {}).get("conditioning") not in (None, "labelmap"):
+        raise ValueError(f"the GAN's conditioning {gan['conditioning']!r} is for classification experiments; a "
+                         "segmentation experiment's GAN is conditioned on the label maps")
     if (gan or {}).get("d_label_conditioning") not in (None, "input"):
         raise ValueError("the GAN's d_label_conditioning is for classification experiments (a class-conditional "
                          "GAN); a segmentation experiment's label-map GAN has no class label")

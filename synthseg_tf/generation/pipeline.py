@@ -302,7 +302,9 @@ class MapSource:
         self.maps, self.groups = maps, groups
         self.source_ids = [s.source_id for s in ds.samples]
         self.borrow = float(cfg.borrow_maps or 0.0)
-        if self.borrow and self.conditioning != "edges":
+        from synthseg_tf.data.conditioning import EDGE_CONDITIONINGS
+
+        if self.borrow and self.conditioning not in EDGE_CONDITIONINGS:
             raise ValueError("--borrow-maps needs a class-conditional generator conditioned on edge maps "
                              f"(this one is conditioned on {self.conditioning!r})")
         lw = plan.get("label_weights")
@@ -328,13 +330,13 @@ class MapSource:
     def _condition_map(self, ds, sample):
         import cv2
 
-        from synthseg_tf.data.conditioning import canny_edges
+        from synthseg_tf.data.conditioning import edge_map
 
         if self.conditioning == "class":
             return np.zeros(self.size, np.uint8)
         image, _ = ds.read_image(sample)
         image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
-        return canny_edges(image)
+        return edge_map(image, self.conditioning)
 
     def label_for(self, i: int) -> Optional[int]:
         if not self.num_labels:
@@ -1032,7 +1034,9 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
     borrow = cfg.borrow_maps
     if not (isinstance(borrow, (int, float)) and np.isfinite(borrow) and 0.0 <= borrow <= 1.0):
         raise ValueError(f"--borrow-maps must be a probability in [0, 1], got {borrow!r}")
-    if borrow and (not renderer.conditional or renderer.config.get("conditioning") != "edges"):
+    from synthseg_tf.data.conditioning import EDGE_CONDITIONINGS
+
+    if borrow and (not renderer.conditional or renderer.config.get("conditioning") not in EDGE_CONDITIONINGS):
         raise ValueError("--borrow-maps lends edge maps between classes: it needs a class-conditional generator "
                          f"conditioned on edge maps ({cfg.generator} is conditioned on "
                          f"{renderer.config.get('conditioning', 'labelmap')!r})")
