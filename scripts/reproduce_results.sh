@@ -179,6 +179,16 @@ R="--data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 --epochs 200 -
 .venv/bin/synthseg experiment classification $R --patience 200 --gan-seed 1 --out "$OUT/cls_full_gan1"
 .venv/bin/python scripts/borrow_donors.py "$OUT/cls_borrow"
 .venv/bin/python scripts/borrow_donors.py "$OUT/cls_borrow_gan1"
+# 30. Two conditioning levers, each on GAN draws 0 and 1, full schedule: a projection discriminator
+#     (the class label's embedding dotted with every patch's last features, instead of the label
+#     tiled beside the edge map) and colour-aware edge maps (the union of per-channel Canny edges).
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-d-label-conditioning projection \
+  --out "$OUT/cls_proj"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-d-label-conditioning projection \
+  --gan-seed 1 --out "$OUT/cls_proj_gan1"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-conditioning color-edges --out "$OUT/cls_cedges"
+.venv/bin/synthseg experiment classification $R --patience 200 --gan-conditioning color-edges --gan-seed 1 \
+  --out "$OUT/cls_cedges_gan1"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -197,4 +207,6 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_full_clsloss_gan1/report/report.html $OUT/cls_full_mismatch/report/report.html" \
   "$OUT/cls_full_clsloss_nocolor/report/report.html $OUT/cls_full_bf64/report/report.html" \
   "$OUT/cls_full_bf64_gan1/report/report.html $OUT/cls_borrow/report/report.html" \
-  "$OUT/cls_borrow_gan1/report/report.html $OUT/cls_full_gan1/report/report.html"
+  "$OUT/cls_borrow_gan1/report/report.html $OUT/cls_full_gan1/report/report.html" \
+  "$OUT/cls_proj/report/report.html $OUT/cls_proj_gan1/report/report.html" \
+  "$OUT/cls_cedges/report/report.html $OUT/cls_cedges_gan1/report/report.html"

@@ -101,3 +101,24 @@ def test_generation_conditions_on_the_generators_own_edge_kind(folders, tmp_path
     assert any(src.map_class_for(i, 0) == 1 for i in range(50))  # borrowing is allowed on colour edge maps
     assert isinstance(ClassTable.load(str(run)), ClassTable)
     assert os.path.isdir(run / "generator")
+
+
+def test_demo_mask_is_the_object_and_edge_recall_script_measures_outlines(capsys):
+    """render_class_image_and_mask: the same image as render_class_image and the object's mask;
+    scripts/edge_recall.py: colour edges keep more of the outlines than grey-level ones."""
+    import importlib.util
+
+    from synthseg_tf.data.demo import render_class_image, render_class_image_and_mask
+
+    img, mask = render_class_image_and_mask(0, 3, 5)
+    np.testing.assert_array_equal(img, render_class_image(0, 3, 5))
+    assert mask.dtype == bool and 0.05 < mask.mean() < 0.6  # one object, a fair part of the image
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("edge_recall", os.path.join(repo, "scripts", "edge_recall.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    r = mod.outline_recall(per_class=2)
+    assert r["edges"]["images"] == r["color-edges"]["images"] == 74
+    assert 0.0 <= r["edges"]["mean_outline_recall"] < r["color-edges"]["mean_outline_recall"] <= 1.0
+    assert r["color-edges"]["edge_density"] >= r["edges"]["edge_density"]
+    assert mod.main(["--per-class", "1"]) == 0 and "outline recall" in capsys.readouterr().out

@@ -866,6 +866,13 @@ def _texture(kind: str, rng, h: int, w: int, color: np.ndarray) -> np.ndarray:
 def render_class_image(seed: int, class_id: int, index: int, size: Tuple[int, int] = (64, 64)) -> np.ndarray:
     """One image (``uint8 HxWx3`` RGB) of class ``CLASSIFICATION_CLASSES[class_id]``, deterministic in
     ``(seed, class_id, index, size)``."""
+    return render_class_image_and_mask(seed, class_id, index, size)[0]
+
+
+def render_class_image_and_mask(seed: int, class_id: int, index: int,
+                                size: Tuple[int, int] = (64, 64)) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`render_class_image` and the object's mask (``bool HxW``, before the photometric
+    variation): what the image shows of its class's shape, for diagnostics of edge maps."""
     if not 0 <= int(class_id) < NUM_CLASSIFICATION_CLASSES:
         raise ValueError(f"class_id must be in 0..{NUM_CLASSIFICATION_CLASSES - 1}, got {class_id}")
     h, w = _check_size(size)
@@ -895,7 +902,7 @@ def render_class_image(seed: int, class_id: int, index: int, size: Tuple[int, in
     img += (rng.random((h, w, 1), dtype=np.float32) - 0.5) * rng.uniform(8, 30)
     if rng.random() < 0.4:
         img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.2))
-    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8), m
 
 
 # --------------------------------------------------------------------------------------------
