@@ -415,8 +415,8 @@ def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), ba
     (``label_conditioning``, class-conditional only): "input" (default) embeds it and tiles it
     over the image beside the label map; "projection" adds the projection discriminator's class
     term :class:`ClassProjection` of the last hidden features to every patch's logit
-    (``d_projection``) and does not feed the label in at the input. Output: one logit per patch, ``[B, H/2**n, W/2**n, 1]`` with ``n`` from
-    :func:`discriminator_downsamplings`. Every hidden activation is named ``d_feat_<i>``; use
+    (``d_projection``) and does not feed the label in at the input. Output: one logit per patch,
+    ``[B, H/2**n, W/2**n, 1]`` with ``n`` from :func:`discriminator_downsamplings`. Every hidden activation is named ``d_feat_<i>``; use
     :func:`discriminator_features` to get them for feature matching. ``spectral_norm`` wraps
     every convolution in ``tfa.layers.SpectralNormalization`` (usually with ``norm="none"``).
     """
