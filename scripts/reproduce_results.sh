@@ -189,6 +189,15 @@ R="--data demo-classes --fractions 0.25 --seeds 3 --subset-seed 0 --epochs 200 -
 .venv/bin/synthseg experiment classification $R --patience 200 --gan-conditioning color-edges --out "$OUT/cls_cedges"
 .venv/bin/synthseg experiment classification $R --patience 200 --gan-conditioning color-edges --gan-seed 1 \
   --out "$OUT/cls_cedges_gan1"
+#     The same four folders again with real+synthetic@0.1 added (the runs above are reused): the mix
+#     ratio chosen on val (selected-recipe) for each of the four synthetic sets.
+for args in "--gan-d-label-conditioning projection --out $OUT/cls_proj" \
+    "--gan-d-label-conditioning projection --gan-seed 1 --out $OUT/cls_proj_gan1" \
+    "--gan-conditioning color-edges --out $OUT/cls_cedges" \
+    "--gan-conditioning color-edges --gan-seed 1 --out $OUT/cls_cedges_gan1"; do
+  # shellcheck disable=SC2086
+  .venv/bin/synthseg experiment classification $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 $args
+done
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
