@@ -137,8 +137,10 @@ def create_classification_pipeline(
         raise ValueError(f"image_size must be multiples of 16 (the classifier's 4 pooling blocks and the GAN), "
                          f"got {h}x{w}")
     check_gan(nodes, gan_steps, gan_batch_size)
-    if conditioning not in ("edges", "color-edges", "class"):
-        raise ValueError(f"conditioning must be 'edges', 'color-edges' or 'class', got {conditioning!r}")
+    from synthseg_tf.data.conditioning import EDGE_CONDITIONINGS
+
+    if conditioning not in EDGE_CONDITIONINGS + ("class",):
+        raise ValueError(f"conditioning must be one of {EDGE_CONDITIONINGS + ('class',)}, got {conditioning!r}")
     names = resolve_class_names(data_root, class_names)
     if len(names) < 2:
         raise ValueError(f"a classifier needs at least 2 classes, got {len(names)} ({', '.join(names)})")
