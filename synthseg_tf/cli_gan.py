@@ -72,6 +72,7 @@ def cmd_gan_train(args) -> int:
                         class_loss_model=args.class_loss_model, class_loss_weight=args.class_loss,
                         mismatch_weight=args.mismatch,
                         d_label_conditioning=args.d_label_conditioning if gd.num_labels else None,
+                        generator_arch=args.generator_arch,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
                                           label_names=ds.classes.names if gd.num_labels else None,
                                           fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
@@ -197,6 +198,9 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--upsample", choices=("resize", "transpose"), default="resize",
                    help="decoder upsampling: nearest resize + 3x3 conv (no checkerboard, default) or the original "
                         "4x4 transposed conv")
+    t.add_argument("--generator-arch", choices=("unet", "spade"), default="unet",
+                   help="generator: pix2pix's U-Net (default) or a SPADE (GauGAN) decoder whose every normalisation "
+                        "the label map (and class) modulates, per pixel")
     t.add_argument("--label-conditioning", choices=("film", "bottleneck"), default="film",
                    help="class-conditional generators: class FiLM in every decoder block (default) or the class "
                         "embedding at the bottleneck only")

@@ -432,6 +432,9 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-d-label-conditioning", choices=("input", "projection"),
                    help="classification: how the GAN's discriminator takes the class label, 'input' (default: an "
                         "embedding tiled beside the edge map) or 'projection' (a projection discriminator)")
+    g.add_argument("--gan-generator-arch", choices=("unet", "spade"),
+                   help="the GAN's generator: 'unet' (default, pix2pix) or 'spade' (a SPADE/GauGAN decoder modulated "
+                        "by the label or edge map, and the class, at every scale)")
     g.add_argument("--gan-seed", type=int, help="pix2pix seed (default 0): another seed is another GAN draw "
                    "on the same subset, to measure how much a result depends on the generator")
     g.add_argument("--n", type=_positive_int, help="number of samples to generate per subset")
@@ -444,11 +447,13 @@ def _gan_options(args) -> Optional[dict]:
     for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters"),
                       ("seed", "gan_seed"), ("diffaugment", "gan_diffaugment"),
                       ("class_loss_weight", "gan_class_loss"), ("mismatch_weight", "gan_mismatch"),
-                      ("d_label_conditioning", "gan_d_label_conditioning"), ("conditioning", "gan_conditioning")):
+                      ("d_label_conditioning", "gan_d_label_conditioning"), ("conditioning", "gan_conditioning"),
+                      ("generator_arch", "gan_generator_arch")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
-    if opts.get("d_label_conditioning") == "input":  # the default: the experiment's identity stays as before
-        del opts["d_label_conditioning"]
+    for key, default in (("d_label_conditioning", "input"), ("generator_arch", "unet")):
+        if opts.get(key) == default:  # the default: the experiment's identity stays as before
+            del opts[key]
     if "diffaugment" in opts:  # a bad policy fails here, not after the experiment's first runs
         from synthseg_tf.models.pix2pix import parse_diffaugment
 

@@ -37,6 +37,8 @@ Quality levers (each optional, see the functions' docstrings):
   pairs, see :func:`diffaugment_pair`.
 - ``ema_decay``: an exponential moving average of the generator weights
   (:attr:`Pix2Pix.ema_generator`), the generator to deliver.
+- ``arch="spade"``: a SPADE generator (Park et al. 2019, GauGAN) instead of the U-Net, see
+  :func:`build_spade_generator`: the label map modulates every normalisation of the decoder.
 """
 from __future__ import annotations
 
@@ -54,6 +56,9 @@ GAN_LOSSES = ("bce", "lsgan", "hinge")
 NORMS = ("batch", "instance", "none")
 UPSAMPLES = ("resize", "transpose")
 LABEL_CONDITIONINGS = ("film", "bottleneck")
+GENERATOR_ARCHS = ("unet", "spade")  # pix2pix's U-Net, or a SPADE (GauGAN) decoder
+SPADE_MIN_START = 4  # a SPADE generator starts from a map whose short side is at least this big
+SPADE_MAX_UPSAMPLINGS = 6
 D_LABEL_CONDITIONINGS = ("input", "projection")  # how a class-conditional discriminator takes the label
 DIFFAUGMENT_OPS = ("color", "translation", "cutout")
 DEFAULT_DIFFAUGMENT = "color,translation,cutout"
@@ -315,8 +320,11 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
                     norm: str = "batch", num_labels: Optional[int] = None, label_embed_dim: int = 32,
                     max_filters: int = 512, depth: Optional[int] = None, dropout: float = 0.5,
                     dropout_blocks: Optional[int] = None, name: str = "generator", upsample: str = "resize",
-                    label_conditioning: Optional[str] = None) -> tf.keras.Model:
+                    label_conditioning: Optional[str] = None, arch: str = "unet") -> tf.keras.Model:
     """The pix2pix U-Net generator: label map (+ optional class label) -> RGB in ``[-1, 1]``.
+
+    ``arch="spade"`` builds :func:`build_spade_generator` instead (same inputs and output;
+    ``depth`` and ``upsample`` do not apply to it, ``upsample`` must stay "resize").
 
     Inputs: ``mask`` int32 ``[B,H,W]`` of class ids (void = ``IGNORE_ID``, becomes an all-zero
     one-hot vector) and, when ``num_labels`` is given, ``label`` int32 ``[B]``. Call a
@@ -340,6 +348,17 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
     ``up<j>_film``); "bottleneck" concatenates the tiled embedding to the bottleneck only (the
     original design; the U-Net skips bypass it).
     """
+    if arch not in GENERATOR_ARCHS:
+        raise ValueError(f"generator arch must be one of {GENERATOR_ARCHS}, got {arch!r}")
+    if arch == "spade":
+        if _check_upsample(upsample) != "resize":
+            raise ValueError("a SPADE generator upsamples by nearest resizing; upsample='transpose' is for the U-Net")
+        if depth is not None:
+            raise ValueError("depth is for the U-Net generator; a SPADE generator's depth follows the image size")
+        return build_spade_generator(num_classes, image_size, base_filters=base_filters, norm=norm,
+                                     num_labels=num_labels, label_embed_dim=label_embed_dim, max_filters=max_filters,
+                                     dropout=dropout, dropout_blocks=dropout_blocks, name=name,
+                                     label_conditioning=label_conditioning)
     h, w = _image_size(image_size)
     depth = generator_depth((h, w), depth)
     if num_classes < 1:
@@ -387,6 +406,149 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
         rgb = tf.keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), activation="tanh", name="rgb")(x)
     else:
         rgb = _upsample_conv(x, 3, upsample, "rgb", use_bias=True, activation="tanh", conv_name="rgb")
+    return tf.keras.Model(inputs if num_labels else mask, rgb, name=name)
+
+
+# --------------------------------------------------------------------------- SPADE generator
+def spade_upsamplings(image_size: ImageSize) -> int:
+    """Nearest-2x upsamplings of a SPADE generator for ``image_size``: the most (at most
+    ``SPADE_MAX_UPSAMPLINGS``) that keep both sides integers and the starting map's short side at
+    least ``SPADE_MIN_START``: 64x64 -> 4 (starts at 4x4), 128x160 -> 5 (4x5), 256x256 -> 6."""
+    h, w = _image_size(image_size)
+    n = 0
+    while (n < SPADE_MAX_UPSAMPLINGS and h % 2**(n + 1) == 0 and w % 2**(n + 1) == 0
+           and min(h, w) // 2**(n + 1) >= SPADE_MIN_START):
+        n += 1
+    return n
+
+
+def _param_free_norm(norm: str, name: str) -> Optional[tf.keras.layers.Layer]:
+    """SPADE's normalisation: ``norm`` without its own scale and shift (SPADE supplies them)."""
+    if norm == "batch":
+        return tf.keras.layers.BatchNormalization(center=False, scale=False, name=name)
+    if norm == "instance":
+        return tfa.layers.InstanceNormalization(epsilon=1e-5, center=False, scale=False, name=name)
+    if norm in ("none", None):
+        return None
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+
+
+def _spade(x, cond, hidden: int, norm: str, name: str):
+    """SPADE (spatially-adaptive denormalisation): ``norm(x) * gamma(cond) + beta(cond)``.
+
+    ``cond`` is the conditioning map at ``x``'s resolution; a shared 3x3 conv with ReLU
+    (``hidden`` channels) and two 3x3 convs give a scale and a shift per pixel and channel. The
+    scale conv's bias starts at one (GauGAN's ``1 + gamma``), so the layer starts near the
+    plain normalisation.
+    """
+    channels = int(x.shape[-1])
+    norm_layer = _param_free_norm(norm, f"{name}_norm")
+    xn = norm_layer(x) if norm_layer is not None else x
+    a = tf.keras.layers.Conv2D(hidden, 3, padding="same", activation="relu", kernel_initializer=_init(),
+                               name=f"{name}_shared")(cond)
+    gamma = tf.keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=_init(), bias_initializer="ones",
+                                   name=f"{name}_gamma")(a)
+    beta = tf.keras.layers.Conv2D(channels, 3, padding="same", kernel_initializer=_init(), name=f"{name}_beta")(a)
+    x = tf.keras.layers.Multiply(name=f"{name}_scale")([xn, gamma])
+    return tf.keras.layers.Add(name=f"{name}_shift")([x, beta])
+
+
+def _spade_block(x, cond, filters: int, hidden: int, norm: str, name: str):
+    """GauGAN's SPADE residual block: two (SPADE -> LeakyReLU(0.2) -> 3x3 conv) steps; the
+    shortcut is SPADE -> 1x1 conv (no bias) when the channel count changes, else the input."""
+    fin = int(x.shape[-1])
+    middle = min(fin, filters)
+    if fin != filters:
+        s = _spade(x, cond, hidden, norm, f"{name}_s")
+        s = tf.keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer=_init(), name=f"{name}_conv_s")(s)
+    else:
+        s = x
+    d = x
+    for k, f in enumerate((middle, filters)):
+        d = _spade(d, cond, hidden, norm, f"{name}_{k}")
+        d = tf.keras.layers.LeakyReLU(0.2, name=f"{name}_act{k}")(d)
+        d = tf.keras.layers.Conv2D(f, 3, padding="same", kernel_initializer=_init(), name=f"{name}_conv{k}")(d)
+    return tf.keras.layers.Add(name=f"{name}_out")([s, d])
+
+
+def build_spade_generator(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
+                          norm: str = "instance", num_labels: Optional[int] = None, label_embed_dim: int = 32,
+                          max_filters: int = 512, dropout: float = 0.5, dropout_blocks: Optional[int] = None,
+                          name: str = "generator", label_conditioning: Optional[str] = None,
+                          hidden: Optional[int] = None) -> tf.keras.Model:
+    """A SPADE generator (Park et al. 2019, "Semantic Image Synthesis with Spatially-Adaptive
+    Normalization", GauGAN without its style encoder): label map (+ class label) -> RGB in ``[-1, 1]``.
+
+    Same inputs and output as :func:`build_generator`'s U-Net, so training, export and generation
+    treat both alike. There is no encoder: a 3x3 conv turns the label map, average-pooled to
+    ``1/2**n`` of the image (``n`` from :func:`spade_upsamplings`), into the starting features;
+    ``n + 1`` SPADE residual blocks (:func:`_spade_block`), each but the last followed by a nearest
+    2x upsampling, then LeakyReLU, a 3x3 conv and tanh. Every normalisation in every block is
+    modulated by the label map at that block's resolution (one-hot, average-pooled, so thin
+    structures such as edge maps survive as densities), so the map reaches every scale instead of
+    only through U-Net skips. Block ``i`` (from the output) has ``min(base_filters * 2**i,
+    max_filters)`` channels; SPADE's hidden width is ``hidden`` (default ``min(128, 2 *
+    base_filters)``). ``norm`` is the parameter-free normalisation SPADE modulates ("instance",
+    "batch" or "none"). As in pix2pix, the first ``dropout_blocks`` blocks (default ``min(3, n //
+    2)``) apply dropout ``dropout`` when training, the only noise source.
+
+    Class-conditional (``num_labels``): the label's learned embedding (``label_embed_dim``
+    channels), tiled over the map, is concatenated to the label map as every SPADE layer's
+    conditioning input, so the class sets the scale and shift of every normalisation, per pixel
+    (``label_conditioning`` must be "film" or unset: the spatial form of class-conditional
+    normalisation).
+    """
+    h, w = _image_size(image_size)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if num_labels and label_conditioning not in (None, "film"):
+        raise ValueError(f"a SPADE generator takes the class label through every SPADE layer (label_conditioning "
+                         f"'film'); {label_conditioning!r} is for the U-Net")
+    n = spade_upsamplings((h, w))
+    if n < 1:
+        raise ValueError(f"image size {h}x{w} is too small or odd for a SPADE generator: height and width must be even "
+                         f"and at least {2 * SPADE_MIN_START}")
+    hidden = int(hidden) if hidden else min(128, 2 * int(base_filters))
+    if dropout_blocks is None:
+        dropout_blocks = min(3, n // 2)
+    mask = tf.keras.Input((h, w), dtype=tf.int32, name="mask")
+    inputs = [mask]
+    one_hot = OneHotMask(num_classes, name="one_hot")(mask)
+    embed = None
+    if num_labels:
+        label = tf.keras.Input((), dtype=tf.int32, name="label")
+        inputs.append(label)
+        embed = tf.keras.layers.Embedding(int(num_labels), int(label_embed_dim), embeddings_initializer=_init(),
+                                          name="g_label_embed")(label)
+        embed = tf.keras.layers.Reshape((1, 1, int(label_embed_dim)), name="g_label_reshape")(embed)
+
+    conds: Dict[int, tf.Tensor] = {}
+
+    def cond_at(level: int):  # the conditioning map at 1/2**level of the image (built once per level)
+        if level not in conds:
+            m = one_hot if level == 0 else tf.keras.layers.AveragePooling2D(2**level, name=f"map_pool{level}")(one_hot)
+            if embed is not None:
+                tiled = tf.keras.layers.UpSampling2D((h // 2**level, w // 2**level), name=f"g_label_tile{level}")(embed)
+                m = tf.keras.layers.Concatenate(name=f"cond{level}")([m, tiled])
+            conds[level] = m
+        return conds[level]
+
+    filters = [min(int(base_filters) * 2**i, int(max_filters)) for i in range(n + 1)]
+    x = tf.keras.layers.Conv2D(filters[n], 3, padding="same", kernel_initializer=_init(),
+                               name="spade_in")(cond_at(n))
+    for j, level in enumerate(range(n, 0, -1)):  # block j works at 1/2**level of the image
+        x = _spade_block(x, cond_at(level), filters[level - 1], hidden, norm, name=f"spade{j}")
+        if j < dropout_blocks and dropout > 0:
+            x = GeneratorDropout(dropout, name=f"spade{j}_dropout")(x)
+        if level > 1:
+            x = tf.keras.layers.UpSampling2D(2, interpolation="nearest", name=f"spade{j}_upsample")(x)
+    # The full-resolution step is the output conv alone, which also sees the full-resolution label
+    # map (pixel-exact boundaries, as the U-Net's rgb_skip): a SPADE block at full resolution costs
+    # as much as all the others together.
+    x = tf.keras.layers.LeakyReLU(0.2, name="rgb_act")(x)
+    x = tf.keras.layers.UpSampling2D(2, interpolation="nearest", name="rgb_upsample")(x)
+    x = tf.keras.layers.Concatenate(name="rgb_skip")([x, one_hot])
+    rgb = tf.keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), activation="tanh", name="rgb")(x)
     return tf.keras.Model(inputs if num_labels else mask, rgb, name=name)
 
 

@@ -48,7 +48,8 @@ import tensorflow as tf
 
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
 from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
-from synthseg_tf.models.pix2pix import (D_LABEL_CONDITIONINGS, DEFAULT_DIFFAUGMENT, LABEL_CONDITIONINGS, UPSAMPLES, Pix2Pix, build_pix2pix,
+from synthseg_tf.models.pix2pix import (D_LABEL_CONDITIONINGS, DEFAULT_DIFFAUGMENT, GENERATOR_ARCHS, LABEL_CONDITIONINGS,
+                                        UPSAMPLES, Pix2Pix, build_pix2pix,
                                         default_optimizers, generator_depth, loss_weight, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
@@ -66,12 +67,12 @@ TENSORBOARD_DIR = "tensorboard"
 ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
                      "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
                      "upsample", "label_conditioning", "diffaugment", "ema_decay", "class_loss_weight",
-                     "class_loss_model", "mismatch_weight", "d_label_conditioning")
+                     "class_loss_model", "mismatch_weight", "d_label_conditioning", "generator_arch")
 # What a run whose config.json predates a key did (transposed-conv decoder, label at the
 # bottleneck, no DiffAugment, no EMA); see run_settings.
 LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
                    "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None,
-                   "mismatch_weight": 0.0, "d_label_conditioning": "input"}
+                   "mismatch_weight": 0.0, "d_label_conditioning": "input", "generator_arch": "unet"}
 
 LABEL_ONLY_KEYS = ("label_conditioning", "d_label_conditioning")  # None in a run without class labels
 
@@ -296,13 +297,14 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
                  gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1, upsample="transpose",
                  label_conditioning=None, diffaugment=None, ema_decay=None, class_model=None,
                  class_loss_weight: float = 0.0, mismatch_weight: float = 0.0,
-                 d_label_conditioning: str = "input") -> Pix2Pix:
+                 d_label_conditioning: str = "input", generator_arch: str = "unet") -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
                               spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout,
                               upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
-                              ema_decay=ema_decay, d_label_conditioning=d_label_conditioning or "input")
+                              ema_decay=ema_decay, d_label_conditioning=d_label_conditioning or "input",
+                              arch=generator_arch or "unet")
         g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
                       feature_matching_weight=feature_matching_weight, class_model=class_model,
@@ -611,7 +613,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               label_conditioning: Optional[str] = None, diffaugment: Optional[str] = DEFAULT_DIFFAUGMENT,
               ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None,
               class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0,
-              mismatch_weight: float = 0.0, d_label_conditioning: Optional[str] = None) -> TrainResult:
+              mismatch_weight: float = 0.0, d_label_conditioning: Optional[str] = None,
+              generator_arch: str = "unet") -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -658,7 +661,9 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     that weight. ``d_label_conditioning`` (class-conditional runs): how the discriminator takes
     the class label, "input" (default: an embedding tiled beside the label map) or "projection"
     (a projection discriminator: the label's embedding dotted with the last hidden features of
-    every patch, added to its logit). See :mod:`synthseg_tf.models.pix2pix`.
+    every patch, added to its logit). ``generator_arch``: "unet" (default, pix2pix's U-Net) or
+    "spade" (a SPADE/GauGAN generator whose every normalisation the label map modulates; it
+    needs ``upsample="resize"``). See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
@@ -673,15 +678,23 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     if batch_size % n:
         raise ValueError(f"batch_size={batch_size} must be divisible by the number of replicas ({n})")
     image_size = list(_pair(image_size))
-    generator_depth(image_size)  # fail fast on an unsupported size
+    if generator_arch == "unet":
+        generator_depth(image_size)  # fail fast on an unsupported size
     if upsample not in UPSAMPLES:
         raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
+    if generator_arch not in GENERATOR_ARCHS:
+        raise ValueError(f"generator_arch must be one of {GENERATOR_ARCHS}, got {generator_arch!r}")
+    if generator_arch == "spade" and upsample != "resize":
+        raise ValueError("a SPADE generator upsamples by nearest resizing; upsample='transpose' is for the U-Net")
     if num_labels:
         label_conditioning = label_conditioning or "film"
         if label_conditioning not in LABEL_CONDITIONINGS:
             raise ValueError(f"label_conditioning must be one of {LABEL_CONDITIONINGS}, got {label_conditioning!r}")
     else:
         label_conditioning = None  # nothing to condition on
+    if generator_arch == "spade" and label_conditioning not in (None, "film"):
+        raise ValueError(f"a SPADE generator takes the class label through every SPADE layer (label_conditioning "
+                         f"'film'); {label_conditioning!r} is for the U-Net")
     diffaugment = parse_diffaugment(diffaugment)
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
@@ -711,7 +724,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                   upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                   ema_decay=ema_decay, class_loss_weight=class_loss_weight, class_loss_model=class_loss_model,
                   mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
-                  generator_inputs=["mask", "label"] if num_labels else ["mask"],
+                  generator_arch=generator_arch, generator_inputs=["mask", "label"] if num_labels else ["mask"],
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
     saved = _prepare_run_dir(out_dir, resume, config, class_table)
@@ -723,7 +736,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                          dropout, gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1,
                          upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                          ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight,
-                         mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning)
+                         mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
+                         generator_arch=generator_arch)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
