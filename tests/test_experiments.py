@@ -602,7 +602,9 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
                         {"diffaugment": None, "class_loss_weight": 0.5, "mismatch_weight": 1.0}),
                        (["--gan-d-label-conditioning", "projection"], {"d_label_conditioning": "projection"}),
                        (["--gan-d-label-conditioning", "input", "--gan-seed", "1"], {"seed": 1}),
-                       (["--gan-conditioning", "color-edges"], {"conditioning": "color-edges"})):
+                       (["--gan-conditioning", "color-edges"], {"conditioning": "color-edges"}),
+                       (["--gan-generator-arch", "spade"], {"generator_arch": "spade"}),
+                       (["--gan-generator-arch", "unet", "--gan-seed", "2"], {"seed": 2})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)

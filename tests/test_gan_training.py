@@ -118,7 +118,7 @@ def test_legacy_run_settings_and_resume(tmp_path):
                                                    "label_conditioning": "bottleneck", "diffaugment": None,
                                                    "ema_decay": None, "class_loss_weight": 0.0,
                                                    "class_loss_model": None, "mismatch_weight": 0.0,
-                                                   "d_label_conditioning": "input"}
+                                                   "d_label_conditioning": "input", "generator_arch": "unet"}
     assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
@@ -258,6 +258,35 @@ def test_projection_discriminator_run_records_it_and_keeps_it_on_resume(tmp_path
                       d_label_conditioning="projection", **SMALL)
     with pytest.raises(ValueError, match="must be one of"):
         gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, d_label_conditioning="x", **kw)
+
+
+def test_spade_run_records_its_generator_keeps_it_on_resume_and_renders(tmp_path):
+    """generator_arch="spade": recorded, fixed for a resume (an older run counts as "unet"), the
+    saved generator is a SPADE one that the renderer loads and runs; refused with the U-Net's
+    transpose decoder or an unknown name."""
+    from synthseg_tf.generation.renderer import load_renderer
+
+    out = str(tmp_path / "run")
+    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, generator_arch="spade", **SMALL)
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["generator_arch"] == "spade"
+    with pytest.raises(ValueError, match="generator_arch: run has 'spade', asked 'unet'"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **SMALL)
+    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, generator_arch="spade",
+                         **SMALL).step == 4
+    generator, _ = gan.load_generator(out)
+    assert any(l.name.endswith("_gamma") for l in generator.layers)
+    r = load_renderer(out)
+    maps = blob_data()["mask"][:2]
+    img = r.render(maps)
+    assert img.shape == (2, SIZE, SIZE, 3) and img.dtype == np.uint8
+    want = np.clip(np.round((generator(tf.constant(maps, tf.int32)).numpy() + 1) * 127.5), 0, 255)
+    assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
+    with pytest.raises(ValueError, match="upsamples by nearest resizing"):
+        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, generator_arch="spade",
+                      upsample="transpose", **SMALL)
+    with pytest.raises(ValueError, match="generator_arch must be one of"):
+        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, generator_arch="x", **SMALL)
 
 
 def test_batch_keys_are_checked(tmp_path):

@@ -12,14 +12,16 @@ def _inputs(model, rng):
     return [mask, np.array([0, 3], np.int32)] if len(model.inputs) > 1 else mask
 
 
-@pytest.mark.parametrize("norm,num_labels,conditioning", [("instance", None, None), ("batch", 5, "film")])
-def test_rebuilt_generator_equals_the_full_load(tmp_path, monkeypatch, norm, num_labels, conditioning):
+@pytest.mark.parametrize("norm,num_labels,conditioning,arch", [("instance", None, None, "unet"),
+                                                              ("batch", 5, "film", "unet"),
+                                                              ("instance", 5, None, "spade")])
+def test_rebuilt_generator_equals_the_full_load(tmp_path, monkeypatch, norm, num_labels, conditioning, arch):
     from synthseg_tf.models.loading import load_keras_model, rebuild_keras_model
     from synthseg_tf.models.pix2pix import build_generator
     from synthseg_tf.training.gan import save_generator
 
     gen = build_generator(3, (32, 32), base_filters=8, norm=norm, num_labels=num_labels,
-                          label_conditioning=conditioning)
+                          label_conditioning=conditioning, arch=arch)
     rng = np.random.default_rng(0)
     for v in gen.variables:  # weights and batch-norm statistics unlike any initial value
         v.assign(rng.normal(0.0, 0.1, v.shape).astype(v.dtype.as_numpy_dtype))

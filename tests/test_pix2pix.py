@@ -148,6 +148,60 @@ def test_class_conditional_generator_uses_label():
         m({"mask": mask})
 
 
+def test_spade_generator_modulates_every_normalisation_by_the_map_and_the_class():
+    """arch="spade": the U-Net's inputs and output; every parameter-free normalisation is scaled
+    and shifted by convs of the (pooled) label map + class embedding at its resolution, so both
+    change every block's modulation; it trains, clones (EMA) and refuses what it cannot do."""
+    assert [P.spade_upsamplings(s) for s in (8, 32, 64, (128, 160), 256, 1024)] == [1, 3, 4, 5, 6, 6]
+    g = P.build_generator(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0, arch="spade")
+    assert g.input_names == ["mask", "label"] and g.output_shape == (None, 32, 32, 3)
+    names = [l.name for l in g.layers]
+    assert not any(n.startswith("down") for n in names)  # no encoder
+    norms = [l for l in g.layers if l.name.endswith("_norm")]
+    # blocks at 1/8, 1/4 and 1/2 of the image; channels change in each: 3 SPADE layers per block
+    assert len(norms) == 9 and all(not l.center and not l.scale for l in norms)
+    for l in norms:  # each normalisation's output is multiplied by its own gamma, then shifted by beta
+        base = l.name[:-len("_norm")]
+        assert g.get_layer(f"{base}_scale").input[0] is l.output
+        assert g.get_layer(f"{base}_scale").input[1] is g.get_layer(f"{base}_gamma").output
+        assert g.get_layer(f"{base}_shift").input[1] is g.get_layer(f"{base}_beta").output
+    for l in g.layers:  # SPADE's convs start near the identity modulation: gamma ~ 1, beta ~ 0
+        if l.name.endswith("_gamma"):
+            np.testing.assert_array_equal(l.bias.numpy(), 1.0)
+    probes = tf.keras.Model(g.inputs, [g.get_layer(f"spade{j}_0_gamma").output for j in range(3)])
+    rng = np.random.default_rng(0)
+    mask = tf.constant(rng.integers(0, 4, (2, 32, 32)), tf.int32)
+    label = tf.constant([0, 2])
+    ref = [t.numpy() for t in probes({"mask": mask, "label": label})]
+    other_map = [t.numpy() for t in probes({"mask": tf.zeros_like(mask), "label": label})]
+    other_class = [t.numpy() for t in probes({"mask": mask, "label": tf.constant([1, 1])})]
+    for a, b, c in zip(ref, other_map, other_class):  # every block's modulation sees both
+        assert np.abs(a - b).max() > 1e-4 and np.abs(a - c).max() > 1e-4
+    out = g({"mask": mask, "label": label}).numpy()
+    assert np.abs(out).max() <= 1.0 and not np.allclose(out[0], g({"mask": mask, "label": tf.constant([1, 1])})[0])
+    assert P.fused_generator(g) is None  # nothing to fuse: rendering and training run it as built
+    # trains end to end (with an EMA copy, which clone_model makes)
+    tf.keras.utils.set_random_seed(0)
+    m = P.build_pix2pix(4, 32, base_filters=4, num_labels=3, arch="spade", ema_decay=0.9)
+    m.compile()
+    b = batch(num_labels=3)
+    before = [w.numpy().copy() for w in m.generator.trainable_weights]
+    m.train_step({"image": b["image"], "mask": tf.cast(b["mask"], tf.int32), "label": b["label"]})
+    moved = [np.abs(w.numpy() - v).max() > 0 for w, v in zip(m.generator.trainable_weights, before)]
+    assert all(moved)
+    assert len(m.ema_generator.weights) == len(m.generator.weights)
+    unconditional = P.build_generator(4, 16, base_filters=4, arch="spade")
+    assert unconditional.input_names == ["mask"] and unconditional.output_shape == (None, 16, 16, 3)
+    with pytest.raises(ValueError, match="arch must be one of"):
+        P.build_generator(4, 32, arch="gaugan")
+    with pytest.raises(ValueError, match="upsamples by nearest resizing"):
+        P.build_generator(4, 32, arch="spade", upsample="transpose")
+    with pytest.raises(ValueError, match="'bottleneck' is for the U-Net"):
+        P.build_generator(4, 32, arch="spade", num_labels=3, label_conditioning="bottleneck")
+    with pytest.raises(ValueError, match="too small or odd for a SPADE generator"):
+        P.build_generator(4, (6, 9), arch="spade")
+
+
 def test_masked_l1_ignores_void():
     real = tf.zeros((2, 4, 4, 3))
     fake = tf.ones((2, 4, 4, 3)) * 0.5
