@@ -289,6 +289,22 @@ def test_spade_run_records_its_generator_keeps_it_on_resume_and_renders(tmp_path
         gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, generator_arch="x", **SMALL)
 
 
+def test_a_process_that_rendered_exits_without_a_destructor_traceback(finished_run):
+    """A loaded renderer is freed at exit while TensorFlow is intact: no "Exception ignored in
+    AtomicFunction.__del__" traceback at the end of a successful generation."""
+    out, _, _ = finished_run
+    code = textwrap.dedent(f"""
+        import numpy as np
+        import synthseg_tf
+        from synthseg_tf.generation.renderer import load_renderer
+        print(load_renderer({out!r}).render(np.zeros((1, {SIZE}, {SIZE}), np.uint8)).shape)
+    """)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert f"(1, {SIZE}, {SIZE}, 3)" in p.stdout
+    assert "Exception ignored" not in p.stderr, p.stderr[-2000:]
+
+
 def test_batch_keys_are_checked(tmp_path):
     ds = tf.data.Dataset.from_tensor_slices({"image": blob_data()["image"]}).repeat().batch(B)
     with pytest.raises(ValueError, match="missing"):

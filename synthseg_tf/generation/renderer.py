@@ -5,6 +5,7 @@ Both give the same call: ``render(label_maps uint8 [B,H,W], labels int [B] | Non
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
@@ -50,6 +51,10 @@ def _model_dir(path: str):
 
 
 _LOADED: Dict[str, "Renderer"] = {}
+# Free the loaded generator while TensorFlow is still intact: left to the interpreter's final
+# teardown, its traced functions' destructors run after TensorFlow's modules are gone and print
+# "Exception ignored in: AtomicFunction.__del__ ... TypeError" at the end of a successful run.
+atexit.register(_LOADED.clear)
 
 
 class GeneratorInfo:
