@@ -198,6 +198,13 @@ for args in "--gan-d-label-conditioning projection --out $OUT/cls_proj" \
   # shellcheck disable=SC2086
   .venv/bin/synthseg experiment classification $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 $args
 done
+# 31. A SPADE generator (GauGAN's spatially-adaptive normalisation; the edge map and the class
+#     embedding scale and shift every normalisation) on GAN draws 0 and 1, full schedule, mixed at
+#     0.25 and 0.1.
+for seed in 0 1; do
+  .venv/bin/synthseg experiment classification $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+    --gan-generator-arch spade --gan-seed $seed --out "$OUT/cls_spade_gan$seed"
+done
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -218,4 +225,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_full_bf64_gan1/report/report.html $OUT/cls_borrow/report/report.html" \
   "$OUT/cls_borrow_gan1/report/report.html $OUT/cls_full_gan1/report/report.html" \
   "$OUT/cls_proj/report/report.html $OUT/cls_proj_gan1/report/report.html" \
-  "$OUT/cls_cedges/report/report.html $OUT/cls_cedges_gan1/report/report.html"
+  "$OUT/cls_cedges/report/report.html $OUT/cls_cedges_gan1/report/report.html" \
+  "$OUT/cls_spade_gan0/report/report.html $OUT/cls_spade_gan1/report/report.html"
