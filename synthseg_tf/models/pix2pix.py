@@ -482,15 +482,18 @@ def build_spade_generator(num_classes: int, image_size: ImageSize = (256, 256), 
     Same inputs and output as :func:`build_generator`'s U-Net, so training, export and generation
     treat both alike. There is no encoder: a 3x3 conv turns the label map, average-pooled to
     ``1/2**n`` of the image (``n`` from :func:`spade_upsamplings`), into the starting features;
-    ``n + 1`` SPADE residual blocks (:func:`_spade_block`), each but the last followed by a nearest
-    2x upsampling, then LeakyReLU, a 3x3 conv and tanh. Every normalisation in every block is
-    modulated by the label map at that block's resolution (one-hot, average-pooled, so thin
-    structures such as edge maps survive as densities), so the map reaches every scale instead of
-    only through U-Net skips. Block ``i`` (from the output) has ``min(base_filters * 2**i,
-    max_filters)`` channels; SPADE's hidden width is ``hidden`` (default ``min(128, 2 *
-    base_filters)``). ``norm`` is the parameter-free normalisation SPADE modulates ("instance",
-    "batch" or "none"). As in pix2pix, the first ``dropout_blocks`` blocks (default ``min(3, n //
-    2)``) apply dropout ``dropout`` when training, the only noise source.
+    ``n`` SPADE residual blocks (:func:`_spade_block`) at ``1/2**n`` ... ``1/2`` of the image, each
+    followed by a nearest 2x upsampling; then LeakyReLU, and a 3x3 conv with tanh on those features
+    concatenated with the full-resolution one-hot map (pixel-exact boundaries, as the U-Net's
+    ``rgb_skip``; a SPADE block at full resolution would cost as much as all the others together).
+    Every normalisation in every block is modulated by the label map at that block's resolution
+    (one-hot, average-pooled, so thin structures such as edge maps survive as densities), so the
+    map reaches every scale instead of only through U-Net skips. The block at ``1/2**i`` of the
+    image has ``min(base_filters * 2**(i - 1), max_filters)`` output channels (the start conv
+    ``min(base_filters * 2**n, max_filters)``); SPADE's hidden width is ``hidden`` (default
+    ``min(128, 2 * base_filters)``). ``norm`` is the parameter-free normalisation SPADE modulates
+    ("instance", "batch" or "none"). As in pix2pix, the first ``dropout_blocks`` blocks (default
+    ``min(3, n // 2)``) apply dropout ``dropout`` when training, the only noise source.
 
     Class-conditional (``num_labels``): the label's learned embedding (``label_embed_dim``
     channels), tiled over the map, is concatenated to the label map as every SPADE layer's
