@@ -18,6 +18,16 @@ def camvid_dir():
     return CAMVID
 
 
+SIGN_DIGITS = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "sign_digits"))
+
+
+def sign_digits_dir():
+    """The shared Sign Language Digits folder (10 class folders of real photos), or skip cleanly."""
+    if not os.path.isdir(os.path.join(SIGN_DIGITS, "0")):
+        pytest.skip(f"sign_digits not found at {SIGN_DIGITS}")
+    return SIGN_DIGITS
+
+
 def save(path, arr, mode=None):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     Image.fromarray(arr, mode=mode).save(path)
