@@ -195,7 +195,7 @@ def cmd_classifier_train(args) -> int:
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
                 "lr_schedule": args.lr_schedule, "ema": args.ema, "min_patience_steps": args.min_patience_steps,
                 "real_passes": args.real_passes, "synthetic_soft_labels": args.synthetic_soft_labels,
-                "teacher": args.teacher}
+                "teacher": args.teacher, "bn_momentum": args.bn_momentum}
     res = train_classifier(
         args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
         synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
@@ -377,6 +377,8 @@ def cmd_experiment_classification(args) -> int:
         extra["real_passes"] = True
     if args.synthetic_soft_labels:
         extra["synthetic_soft_labels"] = args.synthetic_soft_labels
+    if args.bn_momentum is not None:
+        extra["bn_momentum"] = args.bn_momentum
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
         **opts, **extra)
@@ -395,6 +397,25 @@ def cmd_report(args) -> int:
 
 
 # --------------------------------------------------------------------------- parsers
+def _bn_momentum(text: str):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be 'auto' or a number in (0, 1), got {text!r}")
+    return value
+
+
+def _bn_momentum_argument(p):
+    p.add_argument("--bn-momentum", type=_bn_momentum, default=None, metavar="auto|M",
+                   help="the classifier's batch-norm momentum (default auto: 0.99 for runs of 1,000 steps or "
+                        "more, lower for shorter runs, down to 0.9, so the statistics settle; give 0.99 for the "
+                        "behaviour of releases before 2026-12-03)")
+
+
 def _common_training(p, image_size: str, batch_size: int):
     p.add_argument("--image-size", type=_size, default=_size(image_size), metavar="HxW",
                    help=f"training size, N or HxW (default {image_size})")
@@ -550,6 +571,7 @@ def register(sub, spec_help: str) -> None:
                    "strong adds rotation, strong colour jitter, blur and noise"
                    % ("standard" if cls["augment"] is True else cls["augment"] or "none"))
     c.add_argument("--label-smoothing", type=float, default=None, help="default %s" % cls["label_smoothing"])
+    _bn_momentum_argument(c)
     c.add_argument("--lr-schedule", choices=("constant", "cosine", "plateau"), default=None,
                    help="learning-rate schedule (default %s)" % cls["lr_schedule"])
     _ema_argument(c, "the")
@@ -661,6 +683,7 @@ def register(sub, spec_help: str) -> None:
                         "image (pose borrowing; the confidence filter decides whether the image still shows its "
                         "class; default 0)")
     _ema_argument(k, "each classifier's")
+    _bn_momentum_argument(k)
     k.add_argument("--synthetic-soft-labels", type=_ratio, default=None, metavar="ALPHA",
                    help="train on each synthetic image's (1 - ALPHA) x its class + ALPHA x the probabilities the "
                         "subset-trained confidence-filter classifier gives it (default 0: its class alone)")

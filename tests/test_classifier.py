@@ -54,6 +54,11 @@ def test_build_rejects_bad_arguments():
         build_classifier(3, input_shape=(None, None, 3))
     with pytest.raises(ValueError, match="too small"):
         build_classifier(3, input_shape=(8, 8, 3))
+    with pytest.raises(ValueError, match="bn_momentum"):
+        build_classifier(3, batch_norm=True, bn_momentum=1.0)
+    bns = [l for l in build_classifier(3, input_shape=(32, 32, 3), batch_norm=True, bn_momentum=0.95).layers
+           if isinstance(l, tf.keras.layers.BatchNormalization)]
+    assert len(bns) == 8 and {l.momentum for l in bns} == {0.95}
 
 
 def test_stratified_split_on_imbalanced_labels():

@@ -346,6 +346,8 @@ def test_classification_experiment_follows_the_protocol(tmp_path):
     for seed in (0, 1):
         assert _load(cell, f"pretrain-seed{seed}", "config.json")["synthetic_soft_labels"]["teacher"] == teacher
     assert _load(out, "experiment.json")["identity"]["train_options"]["synthetic_soft_labels"] == 0.5
+    # the batch-norm rule is part of the identity even when left at its default (older folders used 0.99)
+    assert _load(out, "experiment.json")["identity"]["train_options"]["bn_momentum"] == "auto"
     # real+synthetic+finetune: the real+synthetic run of the same seed kept its weights; the real
     # images alone then fine-tune them at a tenth of the real recipe's learning rate
     from synthseg_tf.experiments.common import pretraining_run

@@ -146,6 +146,8 @@ def test_cli_classifier_train(cls_data, tmp_path, capsys):
     assert cfg["synthetic_mode"] == "mix" and cfg["steps_per_epoch"] == 3  # ceil(18 real / 8)
     assert cfg["min_patience_steps"] == 0 and cfg["patience_epochs"] == cfg["patience"]
     assert cfg["real_passes"] is False
+    # a 3-step run: "auto" batch-norm momentum is the floor, 0.9
+    assert cfg["bn_momentum"] == 0.9 and cfg["bn_momentum_rule"] == "auto"
     # --real-passes: an epoch is one pass over the 18 real images when half of each batch is synthetic
     args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--synthetic", cls_data["synthetic"],
                          "--synthetic-ratio", "0.5", "--real-passes", "--image-size", "32", "--epochs", "1",
@@ -153,6 +155,29 @@ def test_cli_classifier_train(cls_data, tmp_path, capsys):
     assert args.func(args) == 0
     cfg = json.load(open(os.path.join(out + "2", "config.json")))
     assert cfg["real_passes"] is True and cfg["steps_per_epoch"] == 5  # ceil(18 / (0.5 * 8))
+    args = p.parse_args(["classifier", "train", "--data", cls_data["spec"], "--image-size", "32", "--epochs", "1",
+                         "--batch-size", "8", "--split", "0.6,0.2,0.2", "--bn-momentum", "0.95", "--quiet",
+                         "--out", out + "3"])
+    assert args.func(args) == 0
+    cfg = json.load(open(os.path.join(out + "3", "config.json")))
+    assert cfg["bn_momentum"] == 0.95 and cfg["bn_momentum_rule"] == "fixed"
+    for bad in ("1", "0", "fast"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["classifier", "train", "--data", "x", "--out", "y", "--bn-momentum", bad])
+
+
+def test_auto_batch_norm_momentum_follows_the_planned_steps():
+    """"auto": 1 - 10 / planned steps within [0.9, 0.99]: long runs keep Keras' 0.99 (the figures
+    measured on them hold), short runs forget the initial statistics."""
+    from synthseg_tf.training.classification import resolve_bn_momentum
+
+    assert resolve_bn_momentum("auto", 1400) == 0.99 and resolve_bn_momentum("auto", 1000) == 0.99
+    assert resolve_bn_momentum("auto", 400) == 0.975 and resolve_bn_momentum("AUTO", 200) == 0.95
+    assert resolve_bn_momentum("auto", 50) == 0.9 and resolve_bn_momentum("auto", 0) == 0.9
+    assert resolve_bn_momentum(0.97, 5) == 0.97 and resolve_bn_momentum("0.8", 5) == 0.8
+    for bad in (1.0, 0.0, "fast", -0.5):
+        with pytest.raises(ValueError, match="bn_momentum"):
+            resolve_bn_momentum(bad, 100)
 
 
 def test_mixed_steps_per_epoch():

@@ -399,7 +399,9 @@ def run_classification_experiment(
         "gan": dict(GAN_DEFAULTS, **(gan or {})), "generation": dict(GENERATION_DEFAULTS, **(generation or {})),
         "image_size": list(size), "batch_size": int(batch_size), "epochs": int(epochs), "patience": int(patience),
         "synthetic_ratio": synthetic_ratio, "strong_augment": strong_augment,
-        "train_options": {k: v for k, v in sorted(train_options.items()) if k not in NOT_IDENTITY},
+        # bn_momentum always: folders from before "auto" (0.99 throughout) are not resumed under it
+        "train_options": {k: v for k, v in sorted({"bn_momentum": CLASSIFIER_DEFAULTS["bn_momentum"],
+                                                   **train_options}.items()) if k not in NOT_IDENTITY},
     }
     state = check_experiment(out_dir, identity, {"fractions": fractions, "seeds": seeds, "settings": settings})
 

@@ -43,11 +43,13 @@ def build_classifier(
     dropout: float = 0.5,
     batch_norm: bool = False,
     pooling: str = "flatten",
+    bn_momentum: float = 0.99,
 ) -> tf.keras.Model:
     """The CNN described above; outputs softmax probabilities ``[B, num_classes]``.
 
     ``pooling`` is ``"flatten"`` (needs a fixed ``input_shape``) or ``"gap"``
-    (GlobalAveragePooling2D). ``batch_norm`` adds BatchNormalization after each conv.
+    (GlobalAveragePooling2D). ``batch_norm`` adds BatchNormalization after each conv, whose
+    moving statistics use ``bn_momentum`` (Keras' default 0.99).
     ``dense_units`` must be non-empty: its last layer is the ``"penultimate"`` feature layer.
     """
     if int(num_classes) < 2:
@@ -58,6 +60,8 @@ def build_classifier(
         raise ValueError("dense_units must list at least one layer (the last one is 'penultimate')")
     if not 0.0 <= float(dropout) < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if not 0.0 < float(bn_momentum) < 1.0:
+        raise ValueError(f"bn_momentum must be in (0, 1), got {bn_momentum}")
     if pooling not in ("flatten", "gap"):
         raise ValueError(f"pooling must be 'flatten' or 'gap', got {pooling!r}")
     if len(input_shape) != 3 or input_shape[-1] != 3:
@@ -76,7 +80,7 @@ def build_classifier(
         for c in (1, 2):
             x = L.Conv2D(int(f), 3, padding="same", use_bias=not batch_norm, name=f"block{b}_conv{c}")(x)
             if batch_norm:
-                x = L.BatchNormalization(name=f"block{b}_bn{c}")(x)
+                x = L.BatchNormalization(momentum=float(bn_momentum), name=f"block{b}_bn{c}")(x)
             x = L.ReLU(name=f"block{b}_relu{c}")(x)
         x = L.MaxPooling2D(2, name=f"block{b}_pool")(x)
     x = L.Flatten(name="flatten")(x) if pooling == "flatten" else L.GlobalAveragePooling2D(name="gap")(x)
