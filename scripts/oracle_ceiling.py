@@ -45,8 +45,9 @@ RECIPE_KEYS = {
     "learning_rate": "learning_rate", "augment": "augment", "filters": "filters", "dense_units": "dense_units",
     "dropout": "dropout", "batch_norm": "batch_norm", "pooling": "pooling", "label_smoothing": "label_smoothing",
     "weight_decay": "weight_decay", "lr_schedule": "lr_schedule", "monitor": "monitor", "weight_ema": "ema",
-    "real_passes": "real_passes",
+    "real_passes": "real_passes", "bn_momentum": "bn_momentum",
 }
+LEGACY_BN_MOMENTUM = 0.99  # what runs whose config.json predates the bn_momentum key used
 # what may differ between the original run's config.json and the repeat's
 EXPECTED_DIFFERENCES = {"synthetic", "environment", "experiment", "synthetic_samples", "diagnostic"}
 
@@ -69,6 +70,7 @@ def recipe(config):
     """The ``train_classifier`` keyword arguments a run's ``config.json`` records."""
     kw = {arg: config[key] for key, arg in RECIPE_KEYS.items() if key in config}
     kw["image_size"] = tuple(kw["image_size"])
+    kw.setdefault("bn_momentum", LEGACY_BN_MOMENTUM)  # a run from before "auto": the momentum it used
     soft = config.get("synthetic_soft_labels")
     if soft:
         kw.update(synthetic_soft_labels=float(soft["alpha"]), teacher=soft["teacher"])
@@ -185,7 +187,8 @@ def write_grid(path, folders, classes):
 
 def compare(original, repeat):
     """The config.json keys whose values differ beyond the swapped synthetic set."""
-    keys = (set(original) | set(repeat)) - EXPECTED_DIFFERENCES
+    keys = (set(original) | set(repeat)) - EXPECTED_DIFFERENCES - {"bn_momentum_rule"}
+    original = {"bn_momentum": LEGACY_BN_MOMENTUM, **original}  # (an older run: the momentum it used)
     return sorted(k for k in keys if original.get(k) != repeat.get(k))
 
 

@@ -109,6 +109,12 @@ def test_repeats_the_real_synthetic_run_with_only_the_set_swapped(tmp_path):
     config = json.loads((exp / "oracle" / "oracle-f0.25-seed0" / "config.json").read_text())
     original = json.loads((exp / "runs" / "real+synthetic" / "config.json").read_text())
     assert config["synthetic"] != original["synthetic"] and config["synthetic_ratio"] == 0.25
+    assert config["bn_momentum"] == original["bn_momentum"]
+    # a run from before bn_momentum was recorded is replayed with the 0.99 it used
+    older = {k: v for k, v in original.items() if k not in ("bn_momentum", "bn_momentum_rule")}
+    assert oc.recipe(older)["bn_momentum"] == 0.99
+    assert oc.compare(older, {**older, "bn_momentum": 0.99, "bn_momentum_rule": "fixed"}) == []
+    assert oc.compare(older, {**older, "bn_momentum": 0.9}) == ["bn_momentum"]
     assert json.loads((exp / "oracle" / "oracle-f0.25-seed0" / "splits.json").read_text()) == \
         json.loads((exp / "runs" / "real+synthetic" / "splits.json").read_text())
     np.testing.assert_array_equal(_synthetic_labels(str(exp / "oracle" / "oracle-frac0.25-subset0")), labels)
