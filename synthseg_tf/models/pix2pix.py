@@ -206,12 +206,13 @@ class ClassProjection(tf.keras.layers.Layer):
         return {**super().get_config(), "num_labels": self.num_labels}
 
 
-def _normalization(norm: str, name: str) -> Optional[tf.keras.layers.Layer]:
-    """The normalisation layer for ``norm`` ("batch", "instance" or "none" -> None)."""
+def _normalization(norm: str, name: str, affine: bool = True) -> Optional[tf.keras.layers.Layer]:
+    """The normalisation layer for ``norm`` ("batch", "instance" or "none" -> None); ``affine=False``
+    leaves out its own scale and shift (SPADE supplies them)."""
     if norm == "batch":
-        return tf.keras.layers.BatchNormalization(name=name)
+        return tf.keras.layers.BatchNormalization(center=affine, scale=affine, name=name)
     if norm == "instance":
-        return tfa.layers.InstanceNormalization(epsilon=1e-5, name=name)
+        return tfa.layers.InstanceNormalization(epsilon=1e-5, center=affine, scale=affine, name=name)
     if norm in ("none", None):
         return None
     raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
@@ -422,17 +423,6 @@ def spade_upsamplings(image_size: ImageSize) -> int:
     return n
 
 
-def _param_free_norm(norm: str, name: str) -> Optional[tf.keras.layers.Layer]:
-    """SPADE's normalisation: ``norm`` without its own scale and shift (SPADE supplies them)."""
-    if norm == "batch":
-        return tf.keras.layers.BatchNormalization(center=False, scale=False, name=name)
-    if norm == "instance":
-        return tfa.layers.InstanceNormalization(epsilon=1e-5, center=False, scale=False, name=name)
-    if norm in ("none", None):
-        return None
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-
-
 def _spade(x, cond, hidden: int, norm: str, name: str):
     """SPADE (spatially-adaptive denormalisation): ``norm(x) * gamma(cond) + beta(cond)``.
 
@@ -442,7 +432,7 @@ def _spade(x, cond, hidden: int, norm: str, name: str):
     plain normalisation.
     """
     channels = int(x.shape[-1])
-    norm_layer = _param_free_norm(norm, f"{name}_norm")
+    norm_layer = _normalization(norm, f"{name}_norm", affine=False)
     xn = norm_layer(x) if norm_layer is not None else x
     a = tf.keras.layers.Conv2D(hidden, 3, padding="same", activation="relu", kernel_initializer=_init(),
                                name=f"{name}_shared")(cond)
