@@ -72,7 +72,7 @@ def cmd_gan_train(args) -> int:
                         class_loss_model=args.class_loss_model, class_loss_weight=args.class_loss,
                         mismatch_weight=args.mismatch,
                         d_label_conditioning=args.d_label_conditioning if gd.num_labels else None,
-                        generator_arch=args.generator_arch,
+                        generator_arch=args.generator_arch, d_scales=args.d_scales,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
                                           label_names=ds.classes.names if gd.num_labels else None,
                                           fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
@@ -220,6 +220,9 @@ def register(sub, spec_help: str) -> None:
                    help="class-conditional GANs: how the discriminator takes the class label: an embedding tiled "
                         "beside the label map (default) or a projection discriminator (the label's embedding "
                         "dotted with each patch's last features, added to its logit)")
+    t.add_argument("--d-scales", type=int, default=1, choices=range(1, 5), metavar="N",
+                   help="pix2pixHD's multi-scale discriminator: one PatchGAN per scale on the inputs pooled by "
+                        "1, 2, ... 2**(N-1), 1 to 4 (default 1: the single PatchGAN)")
     t.add_argument("--ema-decay", default="0.999", metavar="DECAY",
                    help="EMA of the generator weights (the saved generator), with warm-up; 'none' or 0 disables "
                         "(default 0.999)")

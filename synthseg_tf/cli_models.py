@@ -456,6 +456,9 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-generator-arch", choices=("unet", "spade"),
                    help="the GAN's generator: 'unet' (default, pix2pix) or 'spade' (a SPADE/GauGAN decoder modulated "
                         "by the label or edge map, and the class, at every scale)")
+    g.add_argument("--gan-d-scales", type=int, choices=range(1, 5), metavar="N",
+                   help="the GAN's discriminator scales: 1 (default, one PatchGAN) to 4 (pix2pixHD's multi-scale "
+                        "discriminator, one PatchGAN per scale on the inputs pooled by 1, 2, ... 2**(N-1))")
     g.add_argument("--gan-seed", type=int, help="pix2pix seed (default 0): another seed is another GAN draw "
                    "on the same subset, to measure how much a result depends on the generator")
     g.add_argument("--n", type=_positive_int, help="number of samples to generate per subset")
@@ -469,10 +472,10 @@ def _gan_options(args) -> Optional[dict]:
                       ("seed", "gan_seed"), ("diffaugment", "gan_diffaugment"),
                       ("class_loss_weight", "gan_class_loss"), ("mismatch_weight", "gan_mismatch"),
                       ("d_label_conditioning", "gan_d_label_conditioning"), ("conditioning", "gan_conditioning"),
-                      ("generator_arch", "gan_generator_arch")):
+                      ("generator_arch", "gan_generator_arch"), ("d_scales", "gan_d_scales")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
-    for key, default in (("d_label_conditioning", "input"), ("generator_arch", "unet")):
+    for key, default in (("d_label_conditioning", "input"), ("generator_arch", "unet"), ("d_scales", 1)):
         if opts.get(key) == default:  # the default: the experiment's identity stays as before
             del opts[key]
     if "diffaugment" in opts:  # a bad policy fails here, not after the experiment's first runs

@@ -606,11 +606,12 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
                        (["--gan-d-label-conditioning", "input", "--gan-seed", "1"], {"seed": 1}),
                        (["--gan-conditioning", "color-edges"], {"conditioning": "color-edges"}),
                        (["--gan-generator-arch", "spade"], {"generator_arch": "spade"}),
-                       (["--gan-generator-arch", "unet", "--gan-seed", "2"], {"seed": 2})):
+                       (["--gan-generator-arch", "unet", "--gan-seed", "2"], {"seed": 2}),
+                       (["--gan-d-scales", "2"], {"d_scales": 2}), (["--gan-d-scales", "1"], None)):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
-        assert calls[-1]["gan"] == gan
+        assert calls[-1].get("gan") == gan
     args = p.parse_args(base + ["--borrow-maps", "0.5"])
     with pytest.raises(Stop):
         args.func(args)

@@ -118,7 +118,8 @@ def test_legacy_run_settings_and_resume(tmp_path):
                                                    "label_conditioning": "bottleneck", "diffaugment": None,
                                                    "ema_decay": None, "class_loss_weight": 0.0,
                                                    "class_loss_model": None, "mismatch_weight": 0.0,
-                                                   "d_label_conditioning": "input", "generator_arch": "unet"}
+                                                   "d_label_conditioning": "input", "generator_arch": "unet",
+                                                   "d_scales": 1}
     assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
@@ -237,6 +238,22 @@ def test_matching_aware_run_records_its_weight_and_keeps_it_on_resume(tmp_path):
         gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, mismatch_weight=1.0, **SMALL)
     with pytest.raises(ValueError, match=">= 0"):
         gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, mismatch_weight=-1, **kw)
+
+
+def test_multiscale_discriminator_run_records_it_and_keeps_it_on_resume(tmp_path):
+    """d_scales: recorded in config.json and fixed for a resume (an older run counts as 1); a bad
+    count or an image too small to pool fails before the run folder is written."""
+    out = str(tmp_path / "run")
+    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, d_scales=2, **SMALL)
+    with open(os.path.join(out, "config.json")) as f:
+        assert json.load(f)["d_scales"] == 2
+    with pytest.raises(ValueError, match="d_scales: run has 2, asked 1"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **SMALL)
+    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, d_scales=2, **SMALL).step == 4
+    for bad, match in ((0, "integer from 1 to 4"), (1.5, "integer from 1 to 4"), (4, "at least 64 pixels")):
+        with pytest.raises(ValueError, match=match):
+            gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, d_scales=bad, **SMALL)
+    assert not os.path.exists(tmp_path / "r2")
 
 
 def test_projection_discriminator_run_records_it_and_keeps_it_on_resume(tmp_path):

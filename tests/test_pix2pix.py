@@ -136,6 +136,43 @@ def test_projection_discriminator_adds_the_label_embedding_dotted_with_the_last_
     np.testing.assert_array_equal(after[1], before[1])  # a label not in the batch: no gradient
 
 
+@pytest.mark.parametrize("label_conditioning", ["input", "projection"])
+def test_multiscale_discriminator(label_conditioning):
+    """pix2pixHD's multi-scale discriminator: scale 0 is the single-scale PatchGAN (same layer names,
+    same logits with the same weights); scale 1 judges the 2x-pooled input, so a checkerboard that
+    averages to zero over every 2x2 block moves scale 0's logits only; every scale trains."""
+    rng = np.random.default_rng(0)
+    kw = dict(base_filters=4, num_labels=3, label_conditioning=label_conditioning)
+    d = P.build_discriminator(4, (32, 48), num_scales=2, **kw)
+    single = P.build_discriminator(4, (32, 48), **kw)
+    assert d.output_shape == (None, 4, 6, 2) and single.output_shape == (None, 4, 6, 1)
+    for layer in single.layers:  # scale 0 carries the single-scale names: copy its weights over
+        layer.set_weights(d.get_layer(layer.name).get_weights())
+    inputs = {"mask": tf.constant(rng.integers(0, 4, (2, 32, 48)), tf.int32),
+              "image": tf.constant(rng.uniform(-0.5, 0.5, (2, 32, 48, 3)), tf.float32), "label": tf.constant([0, 2])}
+    out = d(inputs).numpy()
+    np.testing.assert_allclose(out[..., :1], single(inputs).numpy(), rtol=1e-5, atol=1e-6)
+    checker = 0.3 * (np.indices((32, 48)).sum(0) % 2 * 2 - 1)[None, :, :, None].astype(np.float32)
+    moved = d({**inputs, "image": inputs["image"] + checker}).numpy()
+    scale = np.abs(out).max()  # (logits are ~1e-4 at initialisation)
+    assert np.abs(moved[..., 0] - out[..., 0]).max() > 0.05 * scale
+    assert np.abs(moved[..., 1] - out[..., 1]).max() < 1e-4 * scale
+    feats = [o.name for o in P.discriminator_features(d).outputs[:-1]]
+    assert sum("d_feat_s1_" in n for n in feats) == sum("d_feat_s1_" not in n for n in feats) - 1  # one stride-2 less
+    m = P.build_pix2pix(4, (32, 48), base_filters=4, num_labels=3, d_label_conditioning=label_conditioning,
+                        d_scales=2)
+    m.compile(feature_matching_weight=1.0)
+    before = {v.name: v.numpy().copy() for v in m.discriminator.trainable_variables}
+    m.train_step(inputs)
+    coarse = [v for v in m.discriminator.trainable_variables if "d_s1_" in v.name]
+    assert coarse and all(np.abs(v.numpy() - before[v.name]).max() > 0 for v in coarse if "embeddings" not in v.name)
+    for bad in (0, 5, 2.5, True):
+        with pytest.raises(ValueError, match="integer from 1 to 4"):
+            P.build_discriminator(4, 32, num_scales=bad)
+    with pytest.raises(ValueError, match="multiples of 4 and at least 32 pixels"):
+        P.build_discriminator(4, (32, 42), num_scales=3)
+
+
 def test_class_conditional_generator_uses_label():
     g = P.build_generator(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0)
     assert g.input_names == ["mask", "label"]

@@ -559,10 +559,56 @@ def discriminator_downsamplings(image_size: ImageSize) -> int:
     return max(1, min(3, int(math.floor(math.log2(min(h, w)))) - 2))
 
 
+MAX_D_SCALES = 4
+
+
+def check_discriminator_scales(num_scales, image_size: ImageSize) -> int:
+    """``num_scales`` as an int; ``ValueError`` unless 1..MAX_D_SCALES and the image pools evenly to >= 8 px."""
+    if isinstance(num_scales, bool) or not isinstance(num_scales, (int, np.integer)) \
+            or not 1 <= num_scales <= MAX_D_SCALES:
+        raise ValueError(f"the discriminator's number of scales must be an integer from 1 to {MAX_D_SCALES}, "
+                         f"got {num_scales!r}")
+    h, w = _image_size(image_size)
+    factor = 2 ** (int(num_scales) - 1)
+    if h % factor or w % factor or min(h, w) // factor < 8:
+        raise ValueError(f"a {num_scales}-scale discriminator pools the {h}x{w} images by up to {factor}: their "
+                         f"sides must be multiples of {factor} and at least {8 * factor} pixels")
+    return int(num_scales)
+
+
+def _patch_discriminator(x, label, num_labels: Optional[int], n_down: int, base_filters: int, norm: str,
+                         spectral_norm: bool, max_filters: int, label_conditioning: str, prefix: str):
+    """The PatchGAN trunk on the concatenated input ``x`` -> one logit per patch.
+
+    ``prefix`` "" names the layers as the single-scale discriminator always has (``d0_conv``,
+    ``d_feat_0``, ``logits``, ...); a scale's prefix (``"s1_"``) is inserted after ``d``.
+    """
+    def named(name):  # "d0_conv" -> "d_s1_d0_conv"
+        return f"d_{prefix}{name}" if prefix else name
+
+    strides = [2] * n_down + [1]  # the stride-1 layer widens the receptive field (70x70 for n=3)
+    for i, s in enumerate(strides):
+        f = min(base_filters * 2**i, max_filters)
+        norm_layer = _normalization("none" if i == 0 else norm, named(f"d{i}_norm"))
+        conv = tf.keras.layers.Conv2D(f, 4, strides=s, padding="same", kernel_initializer=_init(),
+                                      use_bias=norm_layer is None, name=named(f"d{i}_conv"))
+        x = _spectral(conv, spectral_norm, named(f"d{i}_sn"))(x)
+        if norm_layer is not None:
+            x = norm_layer(x)
+        x = tf.keras.layers.LeakyReLU(0.2, name=f"{FEATURE_PREFIX}{prefix}{i}")(x)
+    logits_conv = tf.keras.layers.Conv2D(1, 4, strides=1, padding="same", kernel_initializer=_init(),
+                                         name=named("logits"))
+    logits = _spectral(logits_conv, spectral_norm, named("logits_sn"))(x)
+    if label is not None and label_conditioning == "projection":
+        logits = tf.keras.layers.Add(name=named("d_logits"))(
+            [logits, ClassProjection(int(num_labels), name=named("d_projection"))([x, label])])
+    return logits
+
+
 def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
                         norm: str = "batch", spectral_norm: bool = False, num_labels: Optional[int] = None,
                         label_embed_dim: int = 32, max_filters: int = 512, label_conditioning: str = "input",
-                        name: str = "discriminator") -> tf.keras.Model:
+                        num_scales: int = 1, name: str = "discriminator") -> tf.keras.Model:
     """PatchGAN discriminator on ``concat(one-hot label map, image)``.
 
     Inputs (call with a dict): ``mask`` int32 ``[B,H,W]``, ``image`` float ``[B,H,W,3]`` in
@@ -574,9 +620,17 @@ def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), ba
     ``[B, H/2**n, W/2**n, 1]`` with ``n`` from :func:`discriminator_downsamplings`. Every hidden activation is named ``d_feat_<i>``; use
     :func:`discriminator_features` to get them for feature matching. ``spectral_norm`` wraps
     every convolution in ``tfa.layers.SpectralNormalization`` (usually with ``norm="none"``).
+
+    ``num_scales`` > 1 makes it pix2pixHD's multi-scale discriminator: scale ``s`` is another
+    PatchGAN (its own weights) on the input average-pooled by ``2**s`` (the one-hot label map
+    becomes class densities), so the coarse ones judge the layout and the full-resolution one the
+    texture. Each scale's logits are nearest-upsampled to the finest scale's grid and stacked:
+    the output is ``[B, h, w, num_scales]``, and a loss averaged over it weighs every scale
+    equally, as pix2pixHD sums one loss per discriminator. Scale ``s`` names its layers
+    ``d_s<s>_<name>`` and its activations ``d_feat_s<s>_<i>`` (feature matching uses them all).
     """
     h, w = _image_size(image_size)
-    n_down = discriminator_downsamplings((h, w))
+    num_scales = check_discriminator_scales(num_scales, (h, w))
     mask = tf.keras.Input((h, w), dtype=tf.int32, name="mask")
     image = tf.keras.Input((h, w, 3), dtype=tf.float32, name="image")
     inputs = {"mask": mask, "image": image}
@@ -591,23 +645,22 @@ def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), ba
         if label_conditioning == "input":
             parts.append(_broadcast_label(label, int(num_labels), int(label_embed_dim), h, w, name="d_label"))
     x = tf.keras.layers.Concatenate(name="d_input")(parts)
-
-    strides = [2] * n_down + [1]  # the stride-1 layer widens the receptive field (70x70 for n=3)
-    for i, s in enumerate(strides):
-        f = min(base_filters * 2**i, max_filters)
-        norm_layer = _normalization("none" if i == 0 else norm, f"d{i}_norm")
-        conv = tf.keras.layers.Conv2D(f, 4, strides=s, padding="same", kernel_initializer=_init(),
-                                      use_bias=norm_layer is None, name=f"d{i}_conv")
-        x = _spectral(conv, spectral_norm, f"d{i}_sn")(x)
-        if norm_layer is not None:
-            x = norm_layer(x)
-        x = tf.keras.layers.LeakyReLU(0.2, name=f"{FEATURE_PREFIX}{i}")(x)
-    logits_conv = tf.keras.layers.Conv2D(1, 4, strides=1, padding="same", kernel_initializer=_init(), name="logits")
-    logits = _spectral(logits_conv, spectral_norm, "logits_sn")(x)
-    if label is not None and label_conditioning == "projection":
-        logits = tf.keras.layers.Add(name="d_logits")([logits, ClassProjection(int(num_labels),
-                                                                               name="d_projection")([x, label])])
-    return tf.keras.Model(inputs, logits, name=name)
+    trunk = dict(num_labels=num_labels, base_filters=base_filters, norm=norm, spectral_norm=spectral_norm,
+                 max_filters=max_filters, label_conditioning=label_conditioning)
+    logits = _patch_discriminator(x, label, n_down=discriminator_downsamplings((h, w)), prefix="", **trunk)
+    if num_scales == 1:
+        return tf.keras.Model(inputs, logits, name=name)
+    grid = logits.shape[1:3]
+    stacked = [logits]
+    for s in range(1, num_scales):
+        xs = tf.keras.layers.AveragePooling2D(2**s, name=f"d_s{s}_pool")(x)
+        ls = _patch_discriminator(xs, label, n_down=discriminator_downsamplings((h // 2**s, w // 2**s)),
+                                  prefix=f"s{s}_", **trunk)
+        up = (grid[0] // ls.shape[1], grid[1] // ls.shape[2])
+        if (up[0] * ls.shape[1], up[1] * ls.shape[2]) != tuple(grid):  # cannot happen for sizes checked above
+            raise ValueError(f"scale {s}'s {ls.shape[1]}x{ls.shape[2]} logits do not tile the {grid[0]}x{grid[1]} grid")
+        stacked.append(tf.keras.layers.UpSampling2D(up, name=f"d_s{s}_up")(ls) if up != (1, 1) else ls)
+    return tf.keras.Model(inputs, tf.keras.layers.Concatenate(name="d_scales")(stacked), name=name)
 
 
 def discriminator_features(discriminator: tf.keras.Model) -> tf.keras.Model:
@@ -1254,12 +1307,12 @@ def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_fil
                   norm: str = "batch", spectral_norm: bool = False, num_labels: Optional[int] = None,
                   dropout: float = 0.5, d_norm: Optional[str] = None, diffaugment=None,
                   ema_decay: Optional[float] = None, augment_seed: Optional[int] = None,
-                  d_label_conditioning: str = "input", **generator_kwargs) -> Pix2Pix:
+                  d_label_conditioning: str = "input", d_scales: int = 1, **generator_kwargs) -> Pix2Pix:
     """Generator + discriminator + :class:`Pix2Pix` wrapper (not compiled) in one call.
 
     ``d_norm`` is the discriminator's normalisation (default: ``norm``, or "none" with
     ``spectral_norm``); ``d_label_conditioning`` how it takes the class label ("input" or
-    "projection", see :func:`build_discriminator`). ``generator_kwargs`` go to :func:`build_generator` (``upsample``,
+    "projection"), ``d_scales`` its number of scales (see :func:`build_discriminator`). ``generator_kwargs`` go to :func:`build_generator` (``upsample``,
     ``label_conditioning``, ...); ``diffaugment``, ``ema_decay`` and ``augment_seed`` to
     :class:`Pix2Pix` (both off by default here; ``train_gan`` turns them on for new runs). Call
     inside ``strategy.scope()`` when distributing.
@@ -1269,5 +1322,6 @@ def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_fil
     g = build_generator(num_classes, image_size, base_filters=base_filters, norm=norm, num_labels=num_labels,
                         dropout=dropout, **generator_kwargs)
     d = build_discriminator(num_classes, image_size, base_filters=base_filters, norm=d_norm,
-                            spectral_norm=spectral_norm, num_labels=num_labels, label_conditioning=d_label_conditioning)
+                            spectral_norm=spectral_norm, num_labels=num_labels, label_conditioning=d_label_conditioning,
+                            num_scales=d_scales)
     return Pix2Pix(g, d, diffaugment=diffaugment, ema_decay=ema_decay, augment_seed=augment_seed, name="pix2pix")

@@ -49,7 +49,7 @@ import tensorflow as tf
 from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
 from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
 from synthseg_tf.models.pix2pix import (D_LABEL_CONDITIONINGS, DEFAULT_DIFFAUGMENT, GENERATOR_ARCHS, LABEL_CONDITIONINGS,
-                                        UPSAMPLES, Pix2Pix, build_pix2pix,
+                                        UPSAMPLES, Pix2Pix, build_pix2pix, check_discriminator_scales,
                                         default_optimizers, generator_depth, loss_weight, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
@@ -67,12 +67,13 @@ TENSORBOARD_DIR = "tensorboard"
 ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
                      "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
                      "upsample", "label_conditioning", "diffaugment", "ema_decay", "class_loss_weight",
-                     "class_loss_model", "mismatch_weight", "d_label_conditioning", "generator_arch")
+                     "class_loss_model", "mismatch_weight", "d_label_conditioning", "generator_arch", "d_scales")
 # What a run whose config.json predates a key did (transposed-conv decoder, label at the
 # bottleneck, no DiffAugment, no EMA); see run_settings.
 LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
                    "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None,
-                   "mismatch_weight": 0.0, "d_label_conditioning": "input", "generator_arch": "unet"}
+                   "mismatch_weight": 0.0, "d_label_conditioning": "input", "generator_arch": "unet",
+                   "d_scales": 1}
 
 LABEL_ONLY_KEYS = ("label_conditioning", "d_label_conditioning")  # None in a run without class labels
 
@@ -297,14 +298,14 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
                  gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1, upsample="transpose",
                  label_conditioning=None, diffaugment=None, ema_decay=None, class_model=None,
                  class_loss_weight: float = 0.0, mismatch_weight: float = 0.0,
-                 d_label_conditioning: str = "input", generator_arch: str = "unet") -> Pix2Pix:
+                 d_label_conditioning: str = "input", generator_arch: str = "unet", d_scales: int = 1) -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
                               spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout,
                               upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                               ema_decay=ema_decay, d_label_conditioning=d_label_conditioning or "input",
-                              arch=generator_arch or "unet")
+                              arch=generator_arch or "unet", d_scales=d_scales)
         g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
                       feature_matching_weight=feature_matching_weight, class_model=class_model,
@@ -614,7 +615,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None,
               class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0,
               mismatch_weight: float = 0.0, d_label_conditioning: Optional[str] = None,
-              generator_arch: str = "unet") -> TrainResult:
+              generator_arch: str = "unet", d_scales: int = 1) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -663,7 +664,9 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     (a projection discriminator: the label's embedding dotted with the last hidden features of
     every patch, added to its logit). ``generator_arch``: "unet" (default, pix2pix's U-Net) or
     "spade" (a SPADE/GauGAN generator whose every normalisation the label map modulates; it
-    needs ``upsample="resize"``). See :mod:`synthseg_tf.models.pix2pix`.
+    needs ``upsample="resize"``). ``d_scales`` > 1: pix2pixHD's multi-scale discriminator, one
+    PatchGAN per scale on the inputs pooled by 1, 2, ... ``2**(d_scales-1)`` (default 1: the single
+    PatchGAN). See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
@@ -709,6 +712,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                          "a label-map GAN has no class label to project")
     else:
         d_label_conditioning = None
+    d_scales = check_discriminator_scales(d_scales, image_size)  # fail fast, before the run folder is written
     mismatch_weight = loss_weight("mismatch_weight", mismatch_weight)
     if mismatch_weight > 0.0 and not num_labels:
         raise ValueError("mismatch_weight > 0 needs a class-conditional GAN (num_labels): the discriminator learns "
@@ -724,7 +728,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                   upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                   ema_decay=ema_decay, class_loss_weight=class_loss_weight, class_loss_model=class_loss_model,
                   mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
-                  generator_arch=generator_arch, generator_inputs=["mask", "label"] if num_labels else ["mask"],
+                  generator_arch=generator_arch, d_scales=d_scales,
+                  generator_inputs=["mask", "label"] if num_labels else ["mask"],
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
     saved = _prepare_run_dir(out_dir, resume, config, class_table)
@@ -737,7 +742,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                          upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                          ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight,
                          mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
-                         generator_arch=generator_arch)
+                         generator_arch=generator_arch, d_scales=d_scales)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
