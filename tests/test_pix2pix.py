@@ -171,6 +171,10 @@ def test_multiscale_discriminator(label_conditioning):
             P.build_discriminator(4, 32, num_scales=bad)
     with pytest.raises(ValueError, match="multiples of 4 and at least 32 pixels"):
         P.build_discriminator(4, (32, 42), num_scales=3)
+    with pytest.raises(ValueError, match="scale 1's 5x5 patch grid does not tile the full-resolution 9x9 one"):
+        P.check_discriminator_scales(2, 72)  # 72 -> 9x9 logits; 36 -> 5x5 (the strides round up)
+    for size in ((64, 96), (128, 160), (256, 256)):  # sizes people use: every scale builds and stacks
+        assert P.build_discriminator(4, size, base_filters=2, num_scales=3).output_shape[-1] == 3
 
 
 def test_class_conditional_generator_uses_label():

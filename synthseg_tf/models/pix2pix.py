@@ -573,7 +573,21 @@ def check_discriminator_scales(num_scales, image_size: ImageSize) -> int:
     if h % factor or w % factor or min(h, w) // factor < 8:
         raise ValueError(f"a {num_scales}-scale discriminator pools the {h}x{w} images by up to {factor}: their "
                          f"sides must be multiples of {factor} and at least {8 * factor} pixels")
+    grid = _patch_grid(h, w)
+    for s in range(1, int(num_scales)):
+        coarse = _patch_grid(h // 2**s, w // 2**s)
+        if grid[0] % coarse[0] or grid[1] % coarse[1]:
+            raise ValueError(f"a {num_scales}-scale discriminator on {h}x{w} images: scale {s}'s {coarse[0]}x"
+                             f"{coarse[1]} patch grid does not tile the full-resolution {grid[0]}x{grid[1]} one; "
+                             "use sides that are multiples of a larger power of 2, or fewer scales")
     return int(num_scales)
+
+
+def _patch_grid(h: int, w: int) -> Tuple[int, int]:
+    """The PatchGAN's logits grid on an ``h x w`` input (its stride-2 "same" convolutions round up)."""
+    for _ in range(discriminator_downsamplings((h, w))):
+        h, w = -(-h // 2), -(-w // 2)
+    return h, w
 
 
 def _patch_discriminator(x, label, num_labels: Optional[int], n_down: int, base_filters: int, norm: str,
@@ -656,9 +670,7 @@ def build_discriminator(num_classes: int, image_size: ImageSize = (256, 256), ba
         xs = tf.keras.layers.AveragePooling2D(2**s, name=f"d_s{s}_pool")(x)
         ls = _patch_discriminator(xs, label, n_down=discriminator_downsamplings((h // 2**s, w // 2**s)),
                                   prefix=f"s{s}_", **trunk)
-        up = (grid[0] // ls.shape[1], grid[1] // ls.shape[2])
-        if (up[0] * ls.shape[1], up[1] * ls.shape[2]) != tuple(grid):  # cannot happen for sizes checked above
-            raise ValueError(f"scale {s}'s {ls.shape[1]}x{ls.shape[2]} logits do not tile the {grid[0]}x{grid[1]} grid")
+        up = (grid[0] // ls.shape[1], grid[1] // ls.shape[2])  # whole: check_discriminator_scales
         stacked.append(tf.keras.layers.UpSampling2D(up, name=f"d_s{s}_up")(ls) if up != (1, 1) else ls)
     return tf.keras.Model(inputs, tf.keras.layers.Concatenate(name="d_scales")(stacked), name=name)
 
