@@ -1324,8 +1324,8 @@ def build_pix2pix(num_classes: int, image_size: ImageSize = (256, 256), base_fil
 
     ``d_norm`` is the discriminator's normalisation (default: ``norm``, or "none" with
     ``spectral_norm``); ``d_label_conditioning`` how it takes the class label ("input" or
-    "projection"), ``d_scales`` its number of scales (see :func:`build_discriminator`). ``generator_kwargs`` go to :func:`build_generator` (``upsample``,
-    ``label_conditioning``, ...); ``diffaugment``, ``ema_decay`` and ``augment_seed`` to
+    "projection"), ``d_scales`` its number of scales (see :func:`build_discriminator`).
+    ``generator_kwargs`` go to :func:`build_generator` (``upsample``, ``label_conditioning``, ...); ``diffaugment``, ``ema_decay`` and ``augment_seed`` to
     :class:`Pix2Pix` (both off by default here; ``train_gan`` turns them on for new runs). Call
     inside ``strategy.scope()`` when distributing.
     """
