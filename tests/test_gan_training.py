@@ -187,123 +187,88 @@ def test_class_conditional_run(tmp_path):
     assert out_img.shape == (2, SIZE, SIZE, 3)
 
 
-def test_class_loss_run_records_its_classifier_and_keeps_it_on_resume(tmp_path):
-    """class_loss_weight with a classifier export: logged as g_cls, recorded, and fixed for a resume."""
+# Every option a run records and fixes for a resume, on together in one run (one run and one resume
+# instead of one per option: each costs a model build and a trace).
+OPTIONS = dict(num_labels=2, class_loss_weight=0.5, mismatch_weight=0.5, d_label_conditioning="projection",
+               d_scales=2, generator_arch="spade")
+# each option's value in a run that did not set it (asked on resume: refused)
+OTHER = dict(class_loss_weight=1.0, mismatch_weight=0.0, d_label_conditioning="input", d_scales=1,
+             generator_arch="unet")
+
+
+def small_classifier(tmp_path, names):
     from synthseg_tf.models.classifier import build_classifier, export_classifier
 
-    clf = build_classifier(2, input_shape=(SIZE, SIZE, 3), filters=(4,), dense_units=(8,))
-    clf_dir = export_classifier(clf, str(tmp_path / "clf"), ["a", "b"], SIZE)
-    out = str(tmp_path / "run")
-    kw = dict(SMALL, num_labels=2, class_table=None)
-    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, class_loss_model=clf_dir, class_loss_weight=0.5, **kw)
-    with open(os.path.join(out, "config.json")) as f:
-        cfg = json.load(f)
-    assert (cfg["class_loss_weight"], cfg["class_loss_model"]) == (0.5, clf_dir)
-    with open(os.path.join(out, "log.csv"), newline="") as f:
-        rows = list(csv.DictReader(f))
-    assert float(rows[-1]["g_cls"]) > 0
-    with pytest.raises(ValueError, match="class_loss_weight: run has 0.5, asked 1.0"):
-        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, class_loss_model=clf_dir,
-                      class_loss_weight=1.0, **kw)
-    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, class_loss_model=clf_dir,
-                         class_loss_weight=0.5, **kw).step == 4
-
-    three = export_classifier(build_classifier(3, input_shape=(SIZE, SIZE, 3), filters=(4,), dense_units=(8,)),
-                              str(tmp_path / "clf3"), ["a", "b", "c"], SIZE)
-    with pytest.raises(ValueError, match="has 3 classes"):
-        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, class_loss_model=three,
-                      class_loss_weight=1.0, **kw)
-    with pytest.raises(ValueError, match="class-conditional"):
-        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, class_loss_model=clf_dir,
-                      class_loss_weight=1.0, **SMALL)
-    with pytest.raises(ValueError, match="names other classes"):
-        gan.train_gan(dataset(), str(tmp_path / "r4"), K, SIZE, steps=1, batch_size=B, class_loss_model=clf_dir,
-                      class_loss_weight=1.0, extra_config={"label_names": ["a", "x"]}, **kw)
+    clf = build_classifier(len(names), input_shape=(SIZE, SIZE, 3), filters=(4,), dense_units=(8,))
+    return export_classifier(clf, str(tmp_path / f"clf{len(names)}"), list(names), SIZE)
 
 
-def test_matching_aware_run_records_its_weight_and_keeps_it_on_resume(tmp_path):
-    """mismatch_weight: logged as d_mis, recorded in config.json, fixed for a resume; label maps refused."""
-    out = str(tmp_path / "run")
-    kw = dict(SMALL, num_labels=2)
-    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, mismatch_weight=0.5, **kw)
-    with open(os.path.join(out, "config.json")) as f:
-        assert json.load(f)["mismatch_weight"] == 0.5
-    with open(os.path.join(out, "log.csv"), newline="") as f:
-        assert float(list(csv.DictReader(f))[-1]["d_mis"]) > 0
-    with pytest.raises(ValueError, match="mismatch_weight: run has 0.5, asked 0.0"):
-        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **kw)
-    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, mismatch_weight=0.5,
-                         **kw).step == 4
-    with pytest.raises(ValueError, match="needs a class-conditional GAN"):
-        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, mismatch_weight=1.0, **SMALL)
-    with pytest.raises(ValueError, match=">= 0"):
-        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, mismatch_weight=-1, **kw)
-
-
-def test_multiscale_discriminator_run_records_it_and_keeps_it_on_resume(tmp_path):
-    """d_scales: recorded in config.json and fixed for a resume (an older run counts as 1); a bad
-    count or an image too small to pool fails before the run folder is written."""
-    out = str(tmp_path / "run")
-    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, d_scales=2, **SMALL)
-    with open(os.path.join(out, "config.json")) as f:
-        assert json.load(f)["d_scales"] == 2
-    with pytest.raises(ValueError, match="d_scales: run has 2, asked 1"):
-        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **SMALL)
-    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, d_scales=2, **SMALL).step == 4
-    for bad, match in ((0, "integer from 1 to 4"), (1.5, "integer from 1 to 4"), (4, "at least 64 pixels")):
-        with pytest.raises(ValueError, match=match):
-            gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, d_scales=bad, **SMALL)
-    assert not os.path.exists(tmp_path / "r2")
-
-
-def test_projection_discriminator_run_records_it_and_keeps_it_on_resume(tmp_path):
-    """d_label_conditioning: recorded in config.json, fixed for a resume (an older run without the
-    key counts as "input"); refused for label-map GANs and unknown values."""
-    out = str(tmp_path / "run")
-    kw = dict(SMALL, num_labels=2)
-    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, d_label_conditioning="projection", **kw)
-    with open(os.path.join(out, "config.json")) as f:
-        assert json.load(f)["d_label_conditioning"] == "projection"
-    with pytest.raises(ValueError, match="d_label_conditioning: run has 'projection', asked 'input'"):
-        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **kw)
-    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True,
-                         d_label_conditioning="projection", **kw).step == 4
-    assert gan.run_settings({"num_labels": 2})["d_label_conditioning"] == "input"
-    assert gan.run_settings({"num_labels": None})["d_label_conditioning"] is None
-    with pytest.raises(ValueError, match="needs a class-conditional GAN"):
-        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B,
-                      d_label_conditioning="projection", **SMALL)
-    with pytest.raises(ValueError, match="must be one of"):
-        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, d_label_conditioning="x", **kw)
-
-
-def test_spade_run_records_its_generator_keeps_it_on_resume_and_renders(tmp_path):
-    """generator_arch="spade": recorded, fixed for a resume (an older run counts as "unet"), the
-    saved generator is a SPADE one that the renderer loads and runs; refused with the U-Net's
-    transpose decoder or an unknown name."""
+def test_gan_options_together_are_recorded_fixed_on_resume_and_render(tmp_path):
+    """The class loss (a classifier export, logged as g_cls), the matching-aware discriminator
+    (d_mis), the projection discriminator, two discriminator scales and the SPADE generator in
+    one run: each is recorded in config.json and a resume asking another value for any one of them
+    is refused; the saved generator is a SPADE one that the renderer loads and runs."""
     from synthseg_tf.generation.renderer import load_renderer
 
+    clf_dir = small_classifier(tmp_path, ["a", "b"])
     out = str(tmp_path / "run")
-    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, generator_arch="spade", **SMALL)
+    kw = dict(SMALL, class_table=None, class_loss_model=clf_dir, **OPTIONS)
+    gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, **kw)
     with open(os.path.join(out, "config.json")) as f:
-        assert json.load(f)["generator_arch"] == "spade"
-    with pytest.raises(ValueError, match="generator_arch: run has 'spade', asked 'unet'"):
-        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **SMALL)
-    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, generator_arch="spade",
-                         **SMALL).step == 4
+        cfg = json.load(f)
+    assert {k: cfg[k] for k in OPTIONS} == OPTIONS and cfg["class_loss_model"] == clf_dir
+    with open(os.path.join(out, "log.csv"), newline="") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert float(last["g_cls"]) > 0 and float(last["d_mis"]) > 0
+    for key, other in OTHER.items():
+        with pytest.raises(ValueError, match=f"{key}: run has {OPTIONS[key]!r}, asked {other!r}"):
+            gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **dict(kw, **{key: other}))
+    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **kw).step == 4
+
     generator, _ = gan.load_generator(out)
     assert any(l.name.endswith("_gamma") for l in generator.layers)
-    r = load_renderer(out)
-    maps = blob_data()["mask"][:2]
-    img = r.render(maps)
+    maps, labels = blob_data()["mask"][:2], np.array([0, 1], np.int32)
+    img = load_renderer(out).render(maps, labels)
     assert img.shape == (2, SIZE, SIZE, 3) and img.dtype == np.uint8
-    want = np.clip(np.round((generator(tf.constant(maps, tf.int32)).numpy() + 1) * 127.5), 0, 255)
+    raw = generator({"mask": tf.constant(maps, tf.int32), "label": tf.constant(labels)}).numpy()
+    want = np.clip(np.round((raw + 1) * 127.5), 0, 255)
     assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
-    with pytest.raises(ValueError, match="upsamples by nearest resizing"):
-        gan.train_gan(dataset(), str(tmp_path / "r2"), K, SIZE, steps=1, batch_size=B, generator_arch="spade",
-                      upsample="transpose", **SMALL)
-    with pytest.raises(ValueError, match="generator_arch must be one of"):
-        gan.train_gan(dataset(), str(tmp_path / "r3"), K, SIZE, steps=1, batch_size=B, generator_arch="x", **SMALL)
+
+
+def test_option_defaults_of_older_runs():
+    """A config.json from before an option counts as the option off (see LEGACY_DEFAULTS);
+    d_label_conditioning only applies to class-conditional runs."""
+    old = gan.run_settings({"num_labels": 2})
+    keys = ("class_loss_weight", "class_loss_model", "mismatch_weight", "d_label_conditioning", "d_scales",
+            "generator_arch")
+    assert tuple(old[k] for k in keys) == (0.0, None, 0.0, "input", 1, "unet")
+    assert gan.run_settings({"num_labels": None})["d_label_conditioning"] is None
+
+
+def test_gan_options_are_refused_before_the_run_folder_is_written(tmp_path):
+    """Bad option values, or options the GAN's kind cannot take, fail before anything is written."""
+    clf2 = small_classifier(tmp_path, ["a", "b"])
+    clf3 = small_classifier(tmp_path, ["a", "b", "c"])
+    labelled = dict(SMALL, num_labels=2)
+    cases = [
+        (dict(labelled, class_loss_model=clf3, class_loss_weight=1.0), "has 3 classes"),
+        (dict(SMALL, class_loss_model=clf2, class_loss_weight=1.0), "class-conditional"),
+        (dict(labelled, class_loss_model=clf2, class_loss_weight=1.0, extra_config={"label_names": ["a", "x"]}),
+         "names other classes"),
+        (dict(SMALL, mismatch_weight=1.0), "needs a class-conditional GAN"),
+        (dict(labelled, mismatch_weight=-1), ">= 0"),
+        (dict(SMALL, d_label_conditioning="projection"), "needs a class-conditional GAN"),
+        (dict(labelled, d_label_conditioning="x"), "must be one of"),
+        (dict(SMALL, d_scales=0), "integer from 1 to 4"),
+        (dict(SMALL, d_scales=1.5), "integer from 1 to 4"),
+        (dict(SMALL, d_scales=4), "at least 64 pixels"),
+        (dict(SMALL, generator_arch="spade", upsample="transpose"), "upsamples by nearest resizing"),
+        (dict(SMALL, generator_arch="x"), "generator_arch must be one of"),
+    ]
+    for i, (kw, match) in enumerate(cases):
+        with pytest.raises(ValueError, match=match):
+            gan.train_gan(dataset(), str(tmp_path / f"r{i}"), K, SIZE, steps=1, batch_size=B, **kw)
+        assert not os.path.exists(tmp_path / f"r{i}"), (kw, match)
 
 
 def test_a_process_that_rendered_exits_without_a_destructor_traceback(finished_run):

@@ -661,3 +661,15 @@ def test_matching_aware_discriminator_calls_real_images_with_wrong_labels_fake()
         plain.compile(mismatch_weight=1.0)
     plain.compile(mismatch_weight=0.0)
     assert plain.mismatch_seed is None and "d_mis" not in [m.name for m in plain.metrics]
+
+
+@pytest.mark.parametrize("d_scales", [1, 2])
+def test_a_projection_discriminator_takes_the_matching_aware_loss(d_scales):
+    """The label count of a projection discriminator (no label embedding beside its input) is read
+    from its projection layers, so the matching-aware loss is not refused for it."""
+    model = P.build_pix2pix(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0,
+                            d_label_conditioning="projection", d_scales=d_scales)
+    assert P.discriminator_num_labels(model.discriminator) == 3
+    model.compile(mismatch_weight=0.5)
+    assert model.num_labels == 3 and [m.name for m in model.metrics][-1] == "d_mis"
+    assert P.discriminator_num_labels(P.build_pix2pix(4, 32, base_filters=4).discriminator) is None

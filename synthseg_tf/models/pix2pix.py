@@ -845,6 +845,19 @@ def discriminator_negative_loss(gan_loss: str):
     return lambda logits: _per_example_mean(neg(logits))
 
 
+def discriminator_num_labels(discriminator: tf.keras.Model) -> Optional[int]:
+    """How many class labels a class-conditional discriminator takes (its label embedding beside the
+    input, or its projection layers' embeddings); ``None`` for one without a ``label`` input."""
+    if "label" not in discriminator.input_names:
+        return None
+    for layer in discriminator.layers:
+        if layer.name == "d_label_embed":
+            return int(layer.input_dim)
+        if isinstance(layer, ClassProjection):
+            return layer.num_labels
+    return None
+
+
 def mismatched_labels(label, num_labels: int, seed):
     """Each ``label`` replaced by a different one, uniformly among the other ``num_labels - 1``.
 
@@ -1074,8 +1087,7 @@ class Pix2Pix(tf.keras.Model):
         self.class_model = None
         self.mismatch_weight = 0.0
         self.mismatch_seed = None  # seeds the mismatched labels, with the step (set by compile)
-        embed = [l for l in discriminator.layers if l.name == "d_label_embed"]
-        self.num_labels = int(embed[0].input_dim) if embed and "label" in discriminator.input_names else None
+        self.num_labels = discriminator_num_labels(discriminator)
 
         self.diffaugment = parse_diffaugment(diffaugment)
         self.augment_rng = None
