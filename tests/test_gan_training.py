@@ -264,10 +264,13 @@ def test_gan_options_are_refused_before_the_run_folder_is_written(tmp_path):
         (dict(SMALL, d_scales=4), "at least 64 pixels"),
         (dict(SMALL, generator_arch="spade", upsample="transpose"), "upsamples by nearest resizing"),
         (dict(SMALL, generator_arch="x"), "generator_arch must be one of"),
+        (dict(SMALL, generator_arch="spade", image_size=(9, 9)), "too small or odd for a SPADE generator"),
     ]
     for i, (kw, match) in enumerate(cases):
+        kw = dict(kw)
+        size = kw.pop("image_size", SIZE)
         with pytest.raises(ValueError, match=match):
-            gan.train_gan(dataset(), str(tmp_path / f"r{i}"), K, SIZE, steps=1, batch_size=B, **kw)
+            gan.train_gan(dataset(), str(tmp_path / f"r{i}"), K, size, steps=1, batch_size=B, **kw)
         assert not os.path.exists(tmp_path / f"r{i}"), (kw, match)
 
 

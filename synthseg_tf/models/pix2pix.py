@@ -352,8 +352,7 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
     if arch not in GENERATOR_ARCHS:
         raise ValueError(f"generator arch must be one of {GENERATOR_ARCHS}, got {arch!r}")
     if arch == "spade":
-        if _check_upsample(upsample) != "resize":
-            raise ValueError("a SPADE generator upsamples by nearest resizing; upsample='transpose' is for the U-Net")
+        check_spade_generator(image_size, num_labels, label_conditioning, _check_upsample(upsample))
         if depth is not None:
             raise ValueError("depth is for the U-Net generator; a SPADE generator's depth follows the image size")
         return build_spade_generator(num_classes, image_size, base_filters=base_filters, norm=norm,
@@ -461,6 +460,25 @@ def _spade_block(x, cond, filters: int, hidden: int, norm: str, name: str):
     return tf.keras.layers.Add(name=f"{name}_out")([s, d])
 
 
+def check_spade_generator(image_size: ImageSize, num_labels: Optional[int] = None,
+                          label_conditioning: Optional[str] = None, upsample: str = "resize") -> int:
+    """Refuse what a SPADE generator cannot take (an image size that gives no 2x upsampling, the
+    U-Net's transposed decoder or bottleneck label); returns its number of upsamplings. One check for
+    :func:`build_spade_generator`, :func:`build_generator` and ``train_gan`` (which calls it before
+    its run folder is written)."""
+    h, w = _image_size(image_size)
+    if upsample != "resize":
+        raise ValueError("a SPADE generator upsamples by nearest resizing; upsample='transpose' is for the U-Net")
+    if num_labels and label_conditioning not in (None, "film"):
+        raise ValueError(f"a SPADE generator takes the class label through every SPADE layer (label_conditioning "
+                         f"'film'); {label_conditioning!r} is for the U-Net")
+    n = spade_upsamplings((h, w))
+    if n < 1:
+        raise ValueError(f"image size {h}x{w} is too small or odd for a SPADE generator: height and width must be even "
+                         f"and at least {2 * SPADE_MIN_START}")
+    return n
+
+
 def build_spade_generator(num_classes: int, image_size: ImageSize = (256, 256), base_filters: int = 64,
                           norm: str = "instance", num_labels: Optional[int] = None, label_embed_dim: int = 32,
                           max_filters: int = 512, dropout: float = 0.5, dropout_blocks: Optional[int] = None,
@@ -494,13 +512,7 @@ def build_spade_generator(num_classes: int, image_size: ImageSize = (256, 256), 
     h, w = _image_size(image_size)
     if num_classes < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    if num_labels and label_conditioning not in (None, "film"):
-        raise ValueError(f"a SPADE generator takes the class label through every SPADE layer (label_conditioning "
-                         f"'film'); {label_conditioning!r} is for the U-Net")
-    n = spade_upsamplings((h, w))
-    if n < 1:
-        raise ValueError(f"image size {h}x{w} is too small or odd for a SPADE generator: height and width must be even "
-                         f"and at least {2 * SPADE_MIN_START}")
+    n = check_spade_generator((h, w), num_labels, label_conditioning)
     hidden = int(hidden) if hidden else min(128, 2 * int(base_filters))
     if dropout_blocks is None:
         dropout_blocks = min(3, n // 2)

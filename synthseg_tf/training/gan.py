@@ -50,7 +50,8 @@ from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
 from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
 from synthseg_tf.models.pix2pix import (D_LABEL_CONDITIONINGS, DEFAULT_DIFFAUGMENT, GENERATOR_ARCHS, LABEL_CONDITIONINGS,
                                         UPSAMPLES, Pix2Pix, build_pix2pix, check_discriminator_scales,
-                                        default_optimizers, generator_depth, loss_weight, parse_diffaugment)
+                                        check_spade_generator, default_optimizers, generator_depth, loss_weight,
+                                        parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -687,17 +688,14 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
         raise ValueError(f"upsample must be one of {UPSAMPLES}, got {upsample!r}")
     if generator_arch not in GENERATOR_ARCHS:
         raise ValueError(f"generator_arch must be one of {GENERATOR_ARCHS}, got {generator_arch!r}")
-    if generator_arch == "spade" and upsample != "resize":
-        raise ValueError("a SPADE generator upsamples by nearest resizing; upsample='transpose' is for the U-Net")
     if num_labels:
         label_conditioning = label_conditioning or "film"
         if label_conditioning not in LABEL_CONDITIONINGS:
             raise ValueError(f"label_conditioning must be one of {LABEL_CONDITIONINGS}, got {label_conditioning!r}")
     else:
         label_conditioning = None  # nothing to condition on
-    if generator_arch == "spade" and label_conditioning not in (None, "film"):
-        raise ValueError(f"a SPADE generator takes the class label through every SPADE layer (label_conditioning "
-                         f"'film'); {label_conditioning!r} is for the U-Net")
+    if generator_arch == "spade":
+        check_spade_generator(image_size, num_labels, label_conditioning, upsample)
     diffaugment = parse_diffaugment(diffaugment)
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
