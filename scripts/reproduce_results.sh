@@ -213,6 +213,16 @@ done
 .venv/bin/synthseg experiment classification --data classfolders:"$(dirname "$CAMVID")/sign_digits" --fractions 0.1 \
   --seeds 3 --subset-seed 0 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 \
   --out "$OUT/sign_f0.1"
+# 33. A multi-scale discriminator (pix2pixHD: a second PatchGAN with its own weights on the pair
+#     average-pooled by 2) on GAN draws 0 and 1, full schedule, mixed at 0.25 and 0.1.
+for seed in 0 1; do
+  .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+    --gan-d-scales 2 --gan-seed $seed --out "$OUT/cls_ms2_gan$seed"
+done
+# 34. Sign Language Digits at 5 % of train (70 photos, 7 per class), otherwise as step 32.
+.venv/bin/synthseg experiment classification --data classfolders:"$(dirname "$CAMVID")/sign_digits" --fractions 0.05 \
+  --seeds 3 --subset-seed 0 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 \
+  --out "$OUT/sign_f0.05"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -235,4 +245,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_proj/report/report.html $OUT/cls_proj_gan1/report/report.html" \
   "$OUT/cls_cedges/report/report.html $OUT/cls_cedges_gan1/report/report.html" \
   "$OUT/cls_spade_gan0/report/report.html $OUT/cls_spade_gan1/report/report.html" \
-  "$OUT/sign_f0.1/report/report.html"
+  "$OUT/sign_f0.1/report/report.html $OUT/cls_ms2_gan0/report/report.html" \
+  "$OUT/cls_ms2_gan1/report/report.html $OUT/sign_f0.05/report/report.html"
