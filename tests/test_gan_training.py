@@ -191,7 +191,7 @@ def test_class_conditional_run(tmp_path):
 # instead of one per option: each costs a model build and a trace).
 OPTIONS = dict(num_labels=2, class_loss_weight=0.5, mismatch_weight=0.5, d_label_conditioning="projection",
                d_scales=2, generator_arch="spade")
-# each option's value in a run that did not set it (asked on resume: refused)
+# another value of each option (asked on resume: refused; all but class_loss_weight are the "off" values)
 OTHER = dict(class_loss_weight=1.0, mismatch_weight=0.0, d_label_conditioning="input", d_scales=1,
              generator_arch="unet")
 
