@@ -70,7 +70,7 @@ def cmd_gan_train(args) -> int:
                         label_conditioning=args.label_conditioning if gd.num_labels else None,
                         diffaugment=args.diffaugment, ema_decay=ema, keep_checkpoints=args.keep_checkpoints,
                         class_loss_model=args.class_loss_model, class_loss_weight=args.class_loss,
-                        mismatch_weight=args.mismatch,
+                        mismatch_weight=args.mismatch, aux_class_weight=args.aux_class,
                         d_label_conditioning=args.d_label_conditioning if gd.num_labels else None,
                         generator_arch=args.generator_arch, d_scales=args.d_scales,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
@@ -216,6 +216,11 @@ def register(sub, spec_help: str) -> None:
     t.add_argument("--mismatch", type=float, default=0.0, metavar="W",
                    help="class-conditional generators: a matching-aware discriminator, which also learns to call "
                         "each real image fake under a wrong class label, with weight W (default 0: off)")
+    t.add_argument("--aux-class", type=float, default=0.0, metavar="W",
+                   help="class-conditional GANs with --d-label-conditioning projection: AC-GAN's auxiliary "
+                        "classifier, a head on the discriminator's features that learns the classes on the real "
+                        "images; the generator also minimises W x its cross-entropy on the generated ones "
+                        "(default 0: off)")
     t.add_argument("--d-label-conditioning", choices=("input", "projection"), default="input",
                    help="class-conditional GANs: how the discriminator takes the class label: an embedding tiled "
                         "beside the label map (default) or a projection discriminator (the label's embedding "

@@ -447,6 +447,10 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-mismatch", type=float, metavar="W",
                    help="classification: weight of a matching-aware discriminator's mismatched pairs (each real "
                         "image under a wrong class label, to be called fake); default 0 (off)")
+    g.add_argument("--gan-aux-class", type=float, metavar="W",
+                   help="classification: AC-GAN's auxiliary classifier on the discriminator (needs "
+                        "--gan-d-label-conditioning projection), trained on the real subset images; the generator "
+                        "also minimises W x its cross-entropy of the generated images; default 0 (off)")
     g.add_argument("--gan-conditioning", choices=("edges", "color-edges", "class"),
                    help="classification: what the GAN is conditioned on besides the class: Canny edge maps of the "
                         "subset's images (default), the Canny edges of each colour channel, or nothing")
@@ -471,6 +475,7 @@ def _gan_options(args) -> Optional[dict]:
     for key, attr in (("steps", "gan_steps"), ("batch_size", "gan_batch_size"), ("base_filters", "gan_base_filters"),
                       ("seed", "gan_seed"), ("diffaugment", "gan_diffaugment"),
                       ("class_loss_weight", "gan_class_loss"), ("mismatch_weight", "gan_mismatch"),
+                      ("aux_class_weight", "gan_aux_class"),
                       ("d_label_conditioning", "gan_d_label_conditioning"), ("conditioning", "gan_conditioning"),
                       ("generator_arch", "gan_generator_arch"), ("d_scales", "gan_d_scales")):
         if getattr(args, attr, None) is not None:

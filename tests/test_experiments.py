@@ -591,12 +591,13 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
 
 
 def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
-    """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss and --gan-mismatch reach the GAN
+    """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss, --gan-mismatch, --gan-aux-class ... reach the GAN
     options and --borrow-maps the generation options; a bad policy fails before any run; a
     segmentation experiment refuses the class loss and the matching-aware discriminator."""
     import synthseg_tf.experiments.classification as exp
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 
+    run_classification_experiment = exp.run_classification_experiment
     p, calls = cli_spy(monkeypatch, exp, "run_classification_experiment")
     base = ["experiment", "classification", "--data", "demo-classes", "--out", "x"]
     for extra, gan in ((["--gan-diffaugment", "Translation, cutout"], {"diffaugment": "translation,cutout"}),
@@ -607,7 +608,9 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
                        (["--gan-conditioning", "color-edges"], {"conditioning": "color-edges"}),
                        (["--gan-generator-arch", "spade"], {"generator_arch": "spade"}),
                        (["--gan-generator-arch", "unet", "--gan-seed", "2"], {"seed": 2}),
-                       (["--gan-d-scales", "2"], {"d_scales": 2}), (["--gan-d-scales", "1"], None)):
+                       (["--gan-d-scales", "2"], {"d_scales": 2}), (["--gan-d-scales", "1"], None),
+                       (["--gan-aux-class", "1", "--gan-d-label-conditioning", "projection"],
+                        {"aux_class_weight": 1.0, "d_label_conditioning": "projection"})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
@@ -631,3 +634,7 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
         run_segmentation_experiment("demo", "x", gan={"d_label_conditioning": "projection"})
     with pytest.raises(ValueError, match="conditioned on the label maps"):
         run_segmentation_experiment("demo", "x", gan={"conditioning": "color-edges"})
+    with pytest.raises(ValueError, match="auxiliary classifier is for classification"):
+        run_segmentation_experiment("demo", "x", gan={"aux_class_weight": 1.0})
+    with pytest.raises(ValueError, match="needs d_label_conditioning 'projection'"):
+        run_classification_experiment("demo-classes", "x", gan={"aux_class_weight": 1.0})

@@ -119,7 +119,7 @@ def test_legacy_run_settings_and_resume(tmp_path):
                                                    "ema_decay": None, "class_loss_weight": 0.0,
                                                    "class_loss_model": None, "mismatch_weight": 0.0,
                                                    "d_label_conditioning": "input", "generator_arch": "unet",
-                                                   "d_scales": 1}
+                                                   "d_scales": 1, "aux_class_weight": 0.0}
     assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
@@ -190,10 +190,11 @@ def test_class_conditional_run(tmp_path):
 # Every option a run records and fixes for a resume, on together in one run (one run and one resume
 # instead of one per option: each costs a model build and a trace).
 OPTIONS = dict(num_labels=2, class_loss_weight=0.5, mismatch_weight=0.5, d_label_conditioning="projection",
-               d_scales=2, generator_arch="spade")
-# another value of each option (asked on resume: refused; all but class_loss_weight are the "off" values)
-OTHER = dict(class_loss_weight=1.0, mismatch_weight=0.0, d_label_conditioning="input", d_scales=1,
-             generator_arch="unet")
+               d_scales=2, generator_arch="spade", aux_class_weight=0.5)
+# another value of each option (asked on resume: refused; all but class_loss_weight and
+# aux_class_weight are the "off" values; d_label_conditioning "input" with the head is refused
+# as such, so it is asked with aux_class_weight 0 below)
+OTHER = dict(class_loss_weight=1.0, mismatch_weight=0.0, d_scales=1, generator_arch="unet", aux_class_weight=1.0)
 
 
 def small_classifier(tmp_path, names):
@@ -205,9 +206,10 @@ def small_classifier(tmp_path, names):
 
 def test_gan_options_together_are_recorded_fixed_on_resume_and_render(tmp_path):
     """The class loss (a classifier export, logged as g_cls), the matching-aware discriminator
-    (d_mis), the projection discriminator, two discriminator scales and the SPADE generator in
-    one run: each is recorded in config.json and a resume asking another value for any one of them
-    is refused; the saved generator is a SPADE one that the renderer loads and runs."""
+    (d_mis), the projection discriminator, two discriminator scales, the SPADE generator and the
+    auxiliary classifier (g_aux, d_aux; its head checkpointed and restored) in one run: each is
+    recorded in config.json and a resume asking another value for any one of them is refused; the
+    saved generator is a SPADE one that the renderer loads and runs."""
     from synthseg_tf.generation.renderer import load_renderer
 
     clf_dir = small_classifier(tmp_path, ["a", "b"])
@@ -219,11 +221,20 @@ def test_gan_options_together_are_recorded_fixed_on_resume_and_render(tmp_path):
     assert {k: cfg[k] for k in OPTIONS} == OPTIONS and cfg["class_loss_model"] == clf_dir
     with open(os.path.join(out, "log.csv"), newline="") as f:
         last = list(csv.DictReader(f))[-1]
-    assert float(last["g_cls"]) > 0 and float(last["d_mis"]) > 0
-    for key, other in OTHER.items():
-        with pytest.raises(ValueError, match=f"{key}: run has {OPTIONS[key]!r}, asked {other!r}"):
-            gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **dict(kw, **{key: other}))
-    assert gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **kw).step == 4
+    assert all(float(last[k]) > 0 for k in ("g_cls", "d_mis", "g_aux", "d_aux"))
+    asks = [(key, {key: other}) for key, other in OTHER.items()]
+    asks.append(("d_label_conditioning", dict(d_label_conditioning="input", aux_class_weight=0.0)))
+    for key, ask in asks:
+        with pytest.raises(ValueError, match=f"{key}: run has {OPTIONS[key]!r}, asked {ask[key]!r}"):
+            gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **dict(kw, **ask))
+    head = tf.train.load_checkpoint(tf.train.latest_checkpoint(os.path.join(out, "checkpoints")))
+    saved_head = [k for k in head.get_variable_to_shape_map() if k.startswith("aux_classifier/")
+                  and "OPTIMIZER_SLOT" not in k]
+    assert saved_head
+    res = gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **kw)
+    assert res.step == 4
+    trained = res.model.aux_classifier.get_layer("d_aux_classifier_logits").kernel.numpy()
+    assert np.isfinite(trained).all() and np.abs(trained).max() > 0
 
     generator, _ = gan.load_generator(out)
     assert any(l.name.endswith("_gamma") for l in generator.layers)
@@ -240,8 +251,8 @@ def test_option_defaults_of_older_runs():
     d_label_conditioning only applies to class-conditional runs."""
     old = gan.run_settings({"num_labels": 2})
     keys = ("class_loss_weight", "class_loss_model", "mismatch_weight", "d_label_conditioning", "d_scales",
-            "generator_arch")
-    assert tuple(old[k] for k in keys) == (0.0, None, 0.0, "input", 1, "unet")
+            "generator_arch", "aux_class_weight")
+    assert tuple(old[k] for k in keys) == (0.0, None, 0.0, "input", 1, "unet", 0.0)
     assert gan.run_settings({"num_labels": None})["d_label_conditioning"] is None
 
 
@@ -258,6 +269,9 @@ def test_gan_options_are_refused_before_the_run_folder_is_written(tmp_path):
         (dict(SMALL, mismatch_weight=1.0), "needs a class-conditional GAN"),
         (dict(labelled, mismatch_weight=-1), ">= 0"),
         (dict(SMALL, d_label_conditioning="projection"), "needs a class-conditional GAN"),
+        (dict(labelled, aux_class_weight=1.0), "d_label_conditioning='projection'"),
+        (dict(SMALL, aux_class_weight=1.0), "d_label_conditioning='projection'"),
+        (dict(labelled, d_label_conditioning="projection", aux_class_weight=-1), ">= 0"),
         (dict(labelled, d_label_conditioning="x"), "must be one of"),
         (dict(SMALL, d_scales=0), "integer from 1 to 4"),
         (dict(SMALL, d_scales=1.5), "integer from 1 to 4"),

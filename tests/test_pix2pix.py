@@ -579,7 +579,7 @@ def test_class_loss_scores_the_generated_image_against_its_label():
     b = batch(n=4, num_labels=3)
     model.compile(class_model=classify, class_loss_weight=2.0)
     assert [m.name for m in model.metrics][-1] == "g_cls"
-    g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis = model._forward(b, training=False)
+    g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis, _, _ = model._forward(b, training=False)
     assert d_mis is None
     fake = g({"mask": tf.cast(b["mask"], tf.int32), "label": b["label"]}, training=False)
     expected = tf.keras.losses.sparse_categorical_crossentropy(b["label"], clf((fake + 1.0) / 2.0))
@@ -637,8 +637,8 @@ def test_matching_aware_discriminator_calls_real_images_with_wrong_labels_fake()
     b = batch(n=4, num_labels=3)
     model.compile(mismatch_weight=0.5)
     assert model.num_labels == 3 and [m.name for m in model.metrics][-1] == "d_mis"
-    _, _, _, _, g_cls, d, d_mis = model._forward(b, training=False)
-    assert g_cls is None
+    _, _, _, _, g_cls, d, d_mis, g_aux, d_aux = model._forward(b, training=False)
+    assert g_cls is None and g_aux is None and d_aux is None
     seed = tf.stack([tf.constant(model.mismatch_seed, tf.int64), tf.cast(model.d_optimizer.iterations, tf.int64)])
     wrong = P.mismatched_labels(b["label"], 3, seed)
     real = b["image"] * 2.0 - 1.0
@@ -673,3 +673,60 @@ def test_a_projection_discriminator_takes_the_matching_aware_loss(d_scales):
     model.compile(mismatch_weight=0.5)
     assert model.num_labels == 3 and [m.name for m in model.metrics][-1] == "d_mis"
     assert P.discriminator_num_labels(P.build_pix2pix(4, 32, base_filters=4).discriminator) is None
+
+
+@pytest.mark.parametrize("d_scales", [1, 2])
+def test_auxiliary_classifier_learns_the_real_classes_and_scores_the_generated_images(d_scales):
+    """compile(aux_class_weight=w) (AC-GAN): a head on the full-resolution PatchGAN's last features;
+    d adds w * CE(head(real), label), g_total w * CE(head(fake), label); the discriminator's
+    optimiser trains the head (and its gradient reaches the trunk); discriminator steps lower d_aux."""
+    tf.keras.utils.set_random_seed(0)
+    model = P.build_pix2pix(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0,
+                            d_label_conditioning="projection", d_scales=d_scales)
+    b = batch(n=6, num_labels=3)
+    model.compile(aux_class_weight=0.5)
+    assert [m.name for m in model.metrics][-2:] == ["g_aux", "d_aux"]
+    assert P.last_trunk_feature(model.discriminator) == "d_feat_3"
+    assert model.aux_classifier.input_shape == (None, 4, 4, 32)
+    head = model.aux_classifier.trainable_variables
+    assert len(head) == 2 and all(any(v is w for w in model.d_trainable_variables) for v in head)
+
+    g_total, g_gan, g_l1, _, _, d, _, g_aux, d_aux = model._forward(b, training=False)
+    mask = tf.cast(b["mask"], tf.int32)
+    real = b["image"] * 2.0 - 1.0
+    fake = model.generator({"mask": mask, "label": b["label"]}, training=False)
+    trunk = tf.keras.Model(model.discriminator.inputs, model.discriminator.get_layer("d_feat_3").output)
+
+    def ce(image):
+        logits = model.aux_classifier(trunk({"mask": mask, "image": image, "label": b["label"]}))
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(b["label"], logits)
+
+    np.testing.assert_allclose(d_aux.numpy(), ce(real).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(g_aux.numpy(), ce(fake).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(g_total.numpy(), (g_gan + 100.0 * g_l1 + 0.5 * g_aux).numpy(), rtol=1e-5)
+    d_plain = P.gan_loss_functions("bce")[1](
+        model.discriminator({"mask": mask, "image": real, "label": b["label"]}, training=False),
+        model.discriminator({"mask": mask, "image": fake, "label": b["label"]}, training=False))
+    np.testing.assert_allclose(d.numpy(), (d_plain + 0.5 * d_aux).numpy(), rtol=1e-5)
+
+    with tf.GradientTape() as tape:  # the head's loss reaches the trunk's first convolution
+        loss = tf.reduce_mean(ce(real))
+    first = model.discriminator.get_layer("d0_conv").kernel
+    assert float(tf.reduce_max(tf.abs(tape.gradient(loss, first)))) > 0
+
+    before = [v.numpy().copy() for v in head]
+    first_d, last_d = first_and_last_metric(model, b, model.d_aux_tracker, steps=30)
+    assert last_d < first_d
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, head))
+
+
+def test_auxiliary_classifier_is_refused_where_the_head_would_read_the_label():
+    labelled = P.build_pix2pix(4, 32, base_filters=4, num_labels=3)  # the label tiled beside the input
+    with pytest.raises(ValueError, match="label_conditioning='projection'"):
+        labelled.compile(aux_class_weight=1.0)
+    with pytest.raises(ValueError, match="class-conditional generator"):
+        P.build_pix2pix(4, 32, base_filters=4).compile(aux_class_weight=1.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        labelled.compile(aux_class_weight=-1.0)
+    labelled.compile(aux_class_weight=0.0)
+    assert labelled.aux_classifier is None and "g_aux" not in [m.name for m in labelled.metrics]

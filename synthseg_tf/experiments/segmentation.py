@@ -368,7 +368,8 @@ def run_segmentation_experiment(
         raise ValueError("selection_carve applies to the part carved from each subset; it cannot be combined "
                          "with an explicit selection split")
 
-    for key, what in (("class_loss_weight", "class loss"), ("mismatch_weight", "matching-aware discriminator")):
+    for key, what in (("class_loss_weight", "class loss"), ("mismatch_weight", "matching-aware discriminator"),
+                      ("aux_class_weight", "auxiliary classifier")):
         if float((gan or {}).get(key) or 0.0) > 0.0:
             raise ValueError(f"the GAN's {what} is for classification experiments (a class-conditional GAN); "
                              "a segmentation experiment's label-map GAN has no class label")

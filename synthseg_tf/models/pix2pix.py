@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -870,6 +871,26 @@ def discriminator_num_labels(discriminator: tf.keras.Model) -> Optional[int]:
     return None
 
 
+def last_trunk_feature(discriminator: tf.keras.Model) -> str:
+    """Name of the full-resolution PatchGAN's last hidden activation (``d_feat_<n>``, what its
+    logits and a projection read), where an auxiliary classifier head sits."""
+    pattern = re.compile("^" + re.escape(FEATURE_PREFIX) + r"(\d+)$")
+    found = [(int(m.group(1)), layer.name) for layer in discriminator.layers
+             for m in [pattern.match(layer.name)] if m]
+    if not found:
+        raise ValueError(f"{discriminator.name} has no '{FEATURE_PREFIX}<i>' layers; build it with build_discriminator")
+    return max(found)[1]
+
+
+def build_aux_classifier(feature_shape, num_labels: int, name: str = "d_aux_classifier") -> tf.keras.Model:
+    """AC-GAN's auxiliary classifier head: global average pooling of a discriminator feature map
+    ``[B,h,w,C]`` and one dense layer -> class logits ``[B, num_labels]``."""
+    feats = tf.keras.Input(tuple(feature_shape), name="features")
+    pooled = tf.keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(feats)
+    logits = tf.keras.layers.Dense(int(num_labels), kernel_initializer=_init(), name=f"{name}_logits")(pooled)
+    return tf.keras.Model(feats, logits, name=name)
+
+
 def mismatched_labels(label, num_labels: int, seed):
     """Each ``label`` replaced by a different one, uniformly among the other ``num_labels - 1``.
 
@@ -1045,6 +1066,18 @@ class Pix2Pix(tf.keras.Model):
     one more discriminator pass per step and trains only the discriminator directly; unlike the
     class loss it uses no external classifier, so a confidence filter stays independent of it.
 
+    Auxiliary classifier (``compile(aux_class_weight=w)``; AC-GAN, Odena et al. 2017): a head
+    (:func:`build_aux_classifier`, :attr:`aux_classifier`) on the discriminator's last full-resolution
+    hidden features predicts each image's class. The discriminator (trunk and head, one optimiser)
+    also minimises ``w`` times its cross-entropy on the real images (``d_aux``), and the generator
+    ``w`` times its cross-entropy on the generated ones under their intended labels (``g_aux``), so
+    the generator is pushed towards what tells the classes apart in the real images. Unlike the
+    class loss, the classifier trains with the GAN on its images only. The head is trained on real
+    images only (as in many AC-GAN variants), so it cannot learn the generator's own mistakes as a
+    class. It needs a class-conditional generator and a discriminator that does not take the label
+    at its input (``label_conditioning="projection"``): with the label beside the image, the head
+    would read the label, not the image.
+
     ``diffaugment`` (policy, see :func:`parse_diffaugment`; default off): during training the
     discriminator sees DiffAugment-ed (label map, image) pairs, real and fake each with their
     own draw from ``augment_rng`` (a ``tf.random.Generator`` seeded with ``augment_seed``,
@@ -1092,6 +1125,8 @@ class Pix2Pix(tf.keras.Model):
         self.g_fm_tracker = tf.keras.metrics.Mean(name="g_fm")
         self.g_cls_tracker = tf.keras.metrics.Mean(name="g_cls")
         self.d_mis_tracker = tf.keras.metrics.Mean(name="d_mis")
+        self.g_aux_tracker = tf.keras.metrics.Mean(name="g_aux")
+        self.d_aux_tracker = tf.keras.metrics.Mean(name="d_aux")
         self.gan_loss = None
         self.l1_weight = 100.0
         self.feature_matching_weight = 0.0
@@ -1099,6 +1134,9 @@ class Pix2Pix(tf.keras.Model):
         self.class_model = None
         self.mismatch_weight = 0.0
         self.mismatch_seed = None  # seeds the mismatched labels, with the step (set by compile)
+        self.aux_class_weight = 0.0
+        self.aux_classifier = None  # AC-GAN's head (made by compile with aux_class_weight > 0)
+        self._aux_feature = None  # index of the feature it reads in _d_features' outputs
         self.num_labels = discriminator_num_labels(discriminator)
 
         self.diffaugment = parse_diffaugment(diffaugment)
@@ -1134,7 +1172,7 @@ class Pix2Pix(tf.keras.Model):
     # ---------------------------------------------------------------- setup
     def compile(self, g_optimizer=None, d_optimizer=None, gan_loss: str = "bce", l1_weight: float = 100.0,
                 feature_matching_weight: float = 0.0, class_model=None, class_loss_weight: float = 0.0,
-                mismatch_weight: float = 0.0, **kwargs):
+                mismatch_weight: float = 0.0, aux_class_weight: float = 0.0, **kwargs):
         """Set optimisers (default :func:`default_optimizers`) and the loss mix.
 
         ``gan_loss``: "bce" (non-saturating, pix2pix), "lsgan" or "hinge". The generator
@@ -1142,7 +1180,8 @@ class Pix2Pix(tf.keras.Model):
         + class_loss_weight * CE(class_model(image), label)`` (the class loss: see the class doc;
         ``class_model`` is a callable, float32 ``[B,H,W,3]`` in ``[0, 1]`` -> probabilities
         ``[B,C]``, that is not trained here). ``mismatch_weight`` > 0 makes the discriminator
-        matching-aware (see the class doc).
+        matching-aware (see the class doc). ``aux_class_weight`` > 0 adds AC-GAN's auxiliary
+        classifier (see the class doc); it makes the head, so call it inside ``strategy.scope()``.
         """
         class_loss_weight = loss_weight("class_loss_weight", class_loss_weight)
         if class_loss_weight > 0.0:
@@ -1159,6 +1198,9 @@ class Pix2Pix(tf.keras.Model):
                 raise ValueError("a matching-aware discriminator needs at least 2 class labels to mismatch")
             if self.mismatch_seed is None:  # drawn only here, so models without it draw as before
                 self.mismatch_seed = random.randrange(2**31)
+        aux_class_weight = loss_weight("aux_class_weight", aux_class_weight)
+        if aux_class_weight > 0.0:
+            self._make_aux_classifier()
         super().compile(**kwargs)
         if g_optimizer is None or d_optimizer is None:
             g_default, d_default = default_optimizers()
@@ -1173,6 +1215,7 @@ class Pix2Pix(tf.keras.Model):
         self.class_loss_weight = class_loss_weight
         self.class_model = class_model if class_loss_weight > 0.0 else None
         self.mismatch_weight = mismatch_weight
+        self.aux_class_weight = aux_class_weight
         self._d_negative_fn = discriminator_negative_loss(gan_loss)
 
     @property
@@ -1184,12 +1227,37 @@ class Pix2Pix(tf.keras.Model):
             trackers.append(self.g_cls_tracker)
         if self.mismatch_weight > 0:
             trackers.append(self.d_mis_tracker)
+        if self.aux_class_weight > 0:
+            trackers += [self.g_aux_tracker, self.d_aux_tracker]
         return trackers
+
+    def _make_aux_classifier(self):
+        """Make :attr:`aux_classifier` (once) on the discriminator's last full-resolution features."""
+        if self.aux_classifier is not None:
+            return
+        if not self.conditional or not self.num_labels:
+            raise ValueError("an auxiliary classifier (aux_class_weight > 0) needs a class-conditional generator "
+                             "and a discriminator built with num_labels (build_discriminator)")
+        if any(layer.name == "d_label_embed" for layer in self.discriminator.layers):
+            raise ValueError("an auxiliary classifier (aux_class_weight > 0) needs a discriminator that does not "
+                             "take the class label at its input (label_conditioning='projection'): with the label "
+                             "beside the image, the head would read the label, not the image")
+        name = last_trunk_feature(self.discriminator)
+        names = [layer.name for layer in self.discriminator.layers if layer.name.startswith(FEATURE_PREFIX)]
+        self._aux_feature = names.index(name)
+        shape = self._d_features.outputs[self._aux_feature].shape[1:]
+        self.aux_classifier = build_aux_classifier(shape, self.num_labels)
+
+    @property
+    def d_trainable_variables(self) -> List[tf.Variable]:
+        """What the discriminator's optimiser trains: the discriminator and, with one, the auxiliary head."""
+        head = self.aux_classifier.trainable_variables if self.aux_classifier is not None else []
+        return self.discriminator.trainable_variables + head
 
     def build_optimizers(self):
         """Create the optimisers' slot variables now (e.g. before restoring a checkpoint)."""
         self.g_optimizer.build(self.generator.trainable_variables)
-        self.d_optimizer.build(self.discriminator.trainable_variables)
+        self.d_optimizer.build(self.d_trainable_variables)
 
     # ---------------------------------------------------------------- forward passes
     def generator_inputs(self, data):
@@ -1217,9 +1285,10 @@ class Pix2Pix(tf.keras.Model):
         return feats, logits
 
     def _forward(self, data, training: bool, generator: Optional[tf.keras.Model] = None):
-        """Run G and D on a batch; returns per-example losses ``(g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis)``
-        (``g_fm`` / ``g_cls`` / ``d_mis`` are ``None`` without feature matching / a class loss / a
-        matching-aware discriminator; ``d`` includes ``mismatch_weight * d_mis``).
+        """Run G and D on a batch; returns per-example losses
+        ``(g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis, g_aux, d_aux)`` (``g_fm`` / ``g_cls`` / ``d_mis`` /
+        ``g_aux`` and ``d_aux`` are ``None`` without feature matching / a class loss / a matching-aware
+        discriminator / an auxiliary classifier; ``g_total`` and ``d`` include their weighted terms).
 
         DiffAugment is applied to the discriminator's inputs when ``training`` (see the class doc).
         """
@@ -1250,6 +1319,14 @@ class Pix2Pix(tf.keras.Model):
         g_gan = self._g_loss_fn(fake_logits)
         g_l1 = masked_l1_per_example(real, fake, mask)
         g_total = g_gan + self.l1_weight * g_l1
+        g_aux = d_aux = None
+        if self.aux_class_weight > 0:  # AC-GAN: the head learns the classes on real images; G is scored by it
+            k = self._aux_feature
+            d_aux = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                label, tf.cast(self.aux_classifier(real_feats[k], training=training), tf.float32))
+            g_aux = tf.nn.sparse_softmax_cross_entropy_with_logits(
+                label, tf.cast(self.aux_classifier(fake_feats[k], training=training), tf.float32))
+            g_total = g_total + self.aux_class_weight * g_aux
         g_fm = None
         if self.feature_matching_weight > 0:
             if augment:  # the fake under the real pair's draw, so matched features are aligned
@@ -1270,9 +1347,11 @@ class Pix2Pix(tf.keras.Model):
             _, mis_logits = self._discriminate(*real_pair, wrong, training)
             d_mis = self._d_negative_fn(mis_logits)
             d = d + self.mismatch_weight * d_mis
-        return g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis
+        if d_aux is not None:
+            d = d + self.aux_class_weight * d_aux
+        return g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis, g_aux, d_aux
 
-    def _track(self, g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis=None):
+    def _track(self, g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis=None, g_aux=None, d_aux=None):
         """Feed per-example losses to the trackers (global means across replicas)."""
         self.g_loss_tracker.update_state(g_total)
         self.g_gan_tracker.update_state(g_gan)
@@ -1284,6 +1363,9 @@ class Pix2Pix(tf.keras.Model):
             self.g_cls_tracker.update_state(g_cls)
         if d_mis is not None:
             self.d_mis_tracker.update_state(d_mis)
+        if g_aux is not None:
+            self.g_aux_tracker.update_state(g_aux)
+            self.d_aux_tracker.update_state(d_aux)
         return {m.name: m.result() for m in self.metrics}
 
     @staticmethod
@@ -1299,16 +1381,16 @@ class Pix2Pix(tf.keras.Model):
     def train_step(self, data):
         """One discriminator and one generator Adam step on the batch (computed from one forward pass)."""
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
-            g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis = self._forward(data, training=True)
-            g_loss = self._scaled_loss(g_total, self.generator)
-            d_loss = self._scaled_loss(d, self.discriminator)
+            losses = self._forward(data, training=True)
+            g_loss = self._scaled_loss(losses[0], self.generator)
+            d_loss = self._scaled_loss(losses[5], self.discriminator)
         g_vars = self.generator.trainable_variables
-        d_vars = self.discriminator.trainable_variables
+        d_vars = self.d_trainable_variables
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
         self.g_optimizer.apply_gradients(zip(g_tape.gradient(g_loss, g_vars), g_vars))
         if self.ema_generator is not None:
             self._update_ema()
-        return self._track(g_total, g_gan, g_l1, g_fm, g_cls, d, d_mis)
+        return self._track(*losses)
 
     def _update_ema(self):
         """One EMA step of :attr:`ema_generator` towards the generator (call in replica context).

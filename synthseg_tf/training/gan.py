@@ -68,13 +68,14 @@ TENSORBOARD_DIR = "tensorboard"
 ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectral_norm", "base_filters",
                      "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
                      "upsample", "label_conditioning", "diffaugment", "ema_decay", "class_loss_weight",
-                     "class_loss_model", "mismatch_weight", "d_label_conditioning", "generator_arch", "d_scales")
+                     "class_loss_model", "mismatch_weight", "d_label_conditioning", "generator_arch", "d_scales",
+                     "aux_class_weight")
 # What a run whose config.json predates a key did (transposed-conv decoder, label at the
 # bottleneck, no DiffAugment, no EMA); see run_settings.
 LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
                    "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None,
                    "mismatch_weight": 0.0, "d_label_conditioning": "input", "generator_arch": "unet",
-                   "d_scales": 1}
+                   "d_scales": 1, "aux_class_weight": 0.0}
 
 LABEL_ONLY_KEYS = ("label_conditioning", "d_label_conditioning")  # None in a run without class labels
 
@@ -299,7 +300,8 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
                  gan_loss, l1_weight, feature_matching_weight, learning_rate, beta_1, upsample="transpose",
                  label_conditioning=None, diffaugment=None, ema_decay=None, class_model=None,
                  class_loss_weight: float = 0.0, mismatch_weight: float = 0.0,
-                 d_label_conditioning: str = "input", generator_arch: str = "unet", d_scales: int = 1) -> Pix2Pix:
+                 d_label_conditioning: str = "input", generator_arch: str = "unet", d_scales: int = 1,
+                 aux_class_weight: float = 0.0) -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
@@ -310,7 +312,8 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
         g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
                       feature_matching_weight=feature_matching_weight, class_model=class_model,
-                      class_loss_weight=class_loss_weight, mismatch_weight=mismatch_weight)
+                      class_loss_weight=class_loss_weight, mismatch_weight=mismatch_weight,
+                      aux_class_weight=aux_class_weight)
         model.build_optimizers()  # slots exist before a restore, so nothing is restored lazily
     return model
 
@@ -320,6 +323,8 @@ def _make_checkpoint(model: Pix2Pix, step: tf.Variable, iterator=None) -> tf.tra
                  g_optimizer=model.g_optimizer, d_optimizer=model.d_optimizer)
     if model.ema_generator is not None:
         parts["ema_generator"] = model.ema_generator
+    if model.aux_classifier is not None:
+        parts["aux_classifier"] = model.aux_classifier
     if model.augment_rng is not None:
         parts["augment_rng"] = model.augment_rng
     if iterator is not None:
@@ -616,7 +621,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None,
               class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0,
               mismatch_weight: float = 0.0, d_label_conditioning: Optional[str] = None,
-              generator_arch: str = "unet", d_scales: int = 1) -> TrainResult:
+              generator_arch: str = "unet", d_scales: int = 1, aux_class_weight: float = 0.0) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -667,7 +672,10 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     "spade" (a SPADE/GauGAN generator whose every normalisation the label map modulates; it
     needs ``upsample="resize"``). ``d_scales`` > 1: pix2pixHD's multi-scale discriminator, one
     PatchGAN per scale on the inputs pooled by 1, 2, ... ``2**(d_scales-1)`` (default 1: the single
-    PatchGAN). See :mod:`synthseg_tf.models.pix2pix`.
+    PatchGAN). ``aux_class_weight`` > 0 (class-conditional runs with ``d_label_conditioning="projection"``):
+    AC-GAN's auxiliary classifier, a head on the discriminator's last features that learns the
+    classes on the real images and scores the generated ones with that weight (checkpointed with the
+    discriminator). See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
@@ -715,6 +723,11 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     if mismatch_weight > 0.0 and not num_labels:
         raise ValueError("mismatch_weight > 0 needs a class-conditional GAN (num_labels): the discriminator learns "
                          "to refuse real images under a wrong class label")
+    aux_class_weight = loss_weight("aux_class_weight", aux_class_weight)
+    if aux_class_weight > 0.0 and d_label_conditioning != "projection":
+        raise ValueError("aux_class_weight > 0 needs a class-conditional GAN (num_labels) with "
+                         "d_label_conditioning='projection': the auxiliary classifier reads the discriminator's "
+                         "features, which must not be given the class label at the input")
     class_loss_weight, class_loss_model, class_model = _class_loss(class_loss_weight, class_loss_model, num_labels,
                                                                    (extra_config or {}).get("label_names"))
     config = dict(model="pix2pix", num_classes=int(num_classes), image_size=image_size,
@@ -726,7 +739,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                   upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                   ema_decay=ema_decay, class_loss_weight=class_loss_weight, class_loss_model=class_loss_model,
                   mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
-                  generator_arch=generator_arch, d_scales=d_scales,
+                  generator_arch=generator_arch, d_scales=d_scales, aux_class_weight=aux_class_weight,
                   generator_inputs=["mask", "label"] if num_labels else ["mask"],
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
@@ -740,7 +753,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                          upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                          ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight,
                          mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
-                         generator_arch=generator_arch, d_scales=d_scales)
+                         generator_arch=generator_arch, d_scales=d_scales, aux_class_weight=aux_class_weight)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
