@@ -677,9 +677,9 @@ def test_a_projection_discriminator_takes_the_matching_aware_loss(d_scales):
 
 @pytest.mark.parametrize("d_scales", [1, 2])
 def test_auxiliary_classifier_learns_the_real_classes_and_scores_the_generated_images(d_scales):
-    """compile(aux_class_weight=w) (AC-GAN): a patch-wise head on the full-resolution PatchGAN's last
-    features; d adds w * CE(head(real), label), g_total w * CE(head(fake), label), each averaged over
-    the patches; the discriminator's
+    """compile(aux_class_weight=w) (AC-GAN): a head on the full-resolution PatchGAN's last convolution
+    (pooled, before its normalisation); d adds w * CE(head(real), label), g_total w * CE(head(fake),
+    label); feature matching does not see the head's input; the discriminator's
     optimiser trains the head (and its gradient reaches the trunk); discriminator steps lower d_aux."""
     tf.keras.utils.set_random_seed(0)
     model = P.build_pix2pix(4, 32, base_filters=4, norm="instance", num_labels=3, dropout=0.0,
@@ -688,7 +688,7 @@ def test_auxiliary_classifier_learns_the_real_classes_and_scores_the_generated_i
     model.compile(*P.default_optimizers(2e-3), aux_class_weight=0.5)  # 10x pix2pix's rate: a short test
     model.build_optimizers()
     assert [m.name for m in model.metrics][-2:] == ["g_aux", "d_aux"]
-    assert P.last_trunk_feature(model.discriminator) == "d_feat_3"
+    assert P.last_trunk_conv(model.discriminator) == "d3_conv"
     assert model.aux_classifier.input_shape == (None, 4, 4, 32)
     head = model.aux_classifier.trainable_variables
     assert len(head) == 2 and all(any(v is w for w in model.d_trainable_variables) for v in head)
@@ -696,15 +696,16 @@ def test_auxiliary_classifier_learns_the_real_classes_and_scores_the_generated_i
     g_total, g_gan, g_l1, _, _, d, _, g_aux, d_aux = model._forward(b, training=False)
     mask = tf.cast(b["mask"], tf.int32)
     real = b["image"] * 2.0 - 1.0
+    feats, _, _ = model._discriminate(mask, real, b["label"], False)  # what feature matching compares
+    assert len(feats) == len([l for l in model.discriminator.layers if l.name.startswith(P.FEATURE_PREFIX)])
     fake = model.generator({"mask": mask, "label": b["label"]}, training=False)
-    trunk = tf.keras.Model(model.discriminator.inputs, model.discriminator.get_layer("d_feat_3").output)
+    # the head reads the last trunk convolution before its instance norm, averaged over the patches
+    trunk = tf.keras.Model(model.discriminator.inputs, model.discriminator.get_layer("d3_conv").output)
 
     def ce(image):
-        logits = model.aux_classifier(trunk({"mask": mask, "image": image, "label": b["label"]}))  # [B,4,4,3]
-        assert logits.shape == (6, 4, 4, 3)
-        per_patch = [[tf.nn.sparse_softmax_cross_entropy_with_logits(b["label"], logits[:, i, j])
-                      for j in range(4)] for i in range(4)]
-        return tf.reduce_mean(tf.stack([tf.stack(row, -1) for row in per_patch], -1), axis=[1, 2])
+        conv = trunk({"mask": mask, "image": image, "label": b["label"]})
+        dense = model.aux_classifier.get_layer("d_aux_classifier_logits")
+        return tf.nn.sparse_softmax_cross_entropy_with_logits(b["label"], dense(tf.reduce_mean(conv, axis=[1, 2])))
 
     np.testing.assert_allclose(d_aux.numpy(), ce(real).numpy(), rtol=1e-5)
     np.testing.assert_allclose(g_aux.numpy(), ce(fake).numpy(), rtol=1e-5)
@@ -721,7 +722,7 @@ def test_auxiliary_classifier_learns_the_real_classes_and_scores_the_generated_i
 
     before = [v.numpy().copy() for v in head]
     first_d, last_d = first_and_last_metric(model, b, model.d_aux_tracker, steps=30)
-    assert last_d < 0.8 * first_d  # instance-normalised features: a pooled head stayed at ln(3)
+    assert last_d < 0.8 * first_d
     assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, head))
 
 

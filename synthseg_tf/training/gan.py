@@ -936,6 +936,8 @@ class _TrainLoop:
         variables = model.generator.variables + model.discriminator.variables
         if model.ema_generator is not None:
             variables = variables + model.ema_generator.variables
+        if model.aux_classifier is not None:
+            variables = variables + model.aux_classifier.variables
         if not _all_finite(variables):
             self._diverged(s, {k: v for k, v in metrics.items() if not k.startswith("_")},
                            "non-finite weights before saving the checkpoint")
