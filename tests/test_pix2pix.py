@@ -736,3 +736,11 @@ def test_auxiliary_classifier_is_refused_where_the_head_would_read_the_label():
         labelled.compile(aux_class_weight=-1.0)
     labelled.compile(aux_class_weight=0.0)
     assert labelled.aux_classifier is None and "g_aux" not in [m.name for m in labelled.metrics]
+    projection = P.build_pix2pix(4, 32, base_filters=4, num_labels=3, d_label_conditioning="projection")
+    projection.compile(aux_class_weight=1.0)
+    projection.compile(aux_class_weight=0.0)  # compiled again without it: the head stays but is not trained
+    assert projection.aux_classifier is not None and "g_aux" not in [m.name for m in projection.metrics]
+    assert len(projection.d_trainable_variables) == len(projection.discriminator.trainable_variables)
+    b = batch(n=2, num_labels=3)
+    assert projection._forward(b, training=False)[-1] is None
+    tf.function(projection.train_step)(b)

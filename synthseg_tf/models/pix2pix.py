@@ -1078,14 +1078,14 @@ class Pix2Pix(tf.keras.Model):
     class loss it uses no external classifier, so a confidence filter stays independent of it.
 
     Auxiliary classifier (``compile(aux_class_weight=w)``; AC-GAN, Odena et al. 2017): a head
-    (:func:`build_aux_classifier`, :attr:`aux_classifier`) on the discriminator's last full-resolution
-    convolution (its output before the normalisation) predicts each image's class. The
-    discriminator (trunk and head, one optimiser) also minimises ``w`` times its cross-entropy on the real images (``d_aux``), and the generator
-    ``w`` times its cross-entropy on the generated ones under their intended labels (``g_aux``), so
-    the generator is pushed towards what tells the classes apart in the real images. Unlike the
-    class loss, the classifier trains with the GAN on its images only. The head is trained on real
-    images only (as in many AC-GAN variants), so it cannot learn the generator's own mistakes as a
-    class. It needs a class-conditional generator and a discriminator that does not take the label
+    (:func:`build_aux_classifier`, :attr:`aux_classifier`) on the discriminator's last
+    full-resolution convolution (its output before the normalisation) predicts each image's class.
+    The discriminator (trunk and head, one optimiser) also minimises ``w`` times its cross-entropy
+    on the real images (``d_aux``), and the generator ``w`` times its cross-entropy on the generated
+    ones under their intended labels (``g_aux``), so the generator is pushed towards what tells the
+    classes apart in the real images. Unlike the class loss, the classifier trains with the GAN, on
+    its images only. The head learns from real images only (as in many AC-GAN variants), so it
+    cannot learn the generator's own mistakes as a class. It needs a class-conditional generator and a discriminator that does not take the label
     at its input (``label_conditioning="projection"``): with the label beside the image, the head
     would read the label, not the image.
 
@@ -1242,7 +1242,7 @@ class Pix2Pix(tf.keras.Model):
         return trackers
 
     def _make_aux_classifier(self):
-        """Make :attr:`aux_classifier` (once) on the discriminator's last full-resolution features."""
+        """Make :attr:`aux_classifier` (once) on the discriminator's last full-resolution convolution."""
         if self.aux_classifier is not None:
             return
         if not self.conditional or not self.num_labels:
@@ -1261,7 +1261,7 @@ class Pix2Pix(tf.keras.Model):
     @property
     def d_trainable_variables(self) -> List[tf.Variable]:
         """What the discriminator's optimiser trains: the discriminator and, with one, the auxiliary head."""
-        head = self.aux_classifier.trainable_variables if self.aux_classifier is not None else []
+        head = self.aux_classifier.trainable_variables if self.aux_class_weight > 0 else []
         return self.discriminator.trainable_variables + head
 
     def build_optimizers(self):
@@ -1295,8 +1295,8 @@ class Pix2Pix(tf.keras.Model):
         *feats, logits = self._d_features(inputs, training=training)
         if self.aux_classifier is None:
             return feats, logits, None
-        *feats, head_input = feats
-        return feats, logits, self.aux_classifier(head_input, training=training)
+        *feats, head_input = feats  # (a head made by an earlier compile is unused at weight 0)
+        return feats, logits, self.aux_classifier(head_input, training=training) if self.aux_class_weight > 0 else None
 
     def _forward(self, data, training: bool, generator: Optional[tf.keras.Model] = None):
         """Run G and D on a batch; returns per-example losses
@@ -1342,7 +1342,7 @@ class Pix2Pix(tf.keras.Model):
         if self.feature_matching_weight > 0:
             if augment:  # the fake under the real pair's draw, so matched features are aligned
                 fake_feats, _, _ = self._discriminate(*diffaugment_pair(mask, fake, real_draw, self.diffaugment),
-                                                   label, training)
+                                                      label, training)
             g_fm = feature_matching_per_example(real_feats, fake_feats)
             g_total = g_total + self.feature_matching_weight * g_fm
         g_cls = None
