@@ -223,6 +223,13 @@ done
 .venv/bin/synthseg experiment classification --data classfolders:"$(dirname "$CAMVID")/sign_digits" --fractions 0.05 \
   --seeds 3 --subset-seed 0 --settings real,real+synthetic,real+synthetic@0.1 --synthetic-ratio 0.25 \
   --out "$OUT/sign_f0.05"
+# 35. AC-GAN's auxiliary classifier on the projection discriminator of step 30 (a head on the last
+#     trunk convolution, trained on the real subset images; the generator also minimises its
+#     cross-entropy), GAN draws 0 and 1, full schedule, mixed at 0.25 and 0.1.
+for seed in 0 1; do
+  .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+    --gan-d-label-conditioning projection --gan-aux-class 1 --gan-seed $seed --out "$OUT/cls_ac_gan$seed"
+done
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -246,4 +253,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_cedges/report/report.html $OUT/cls_cedges_gan1/report/report.html" \
   "$OUT/cls_spade_gan0/report/report.html $OUT/cls_spade_gan1/report/report.html" \
   "$OUT/sign_f0.1/report/report.html $OUT/cls_ms2_gan0/report/report.html" \
-  "$OUT/cls_ms2_gan1/report/report.html $OUT/sign_f0.05/report/report.html"
+  "$OUT/cls_ms2_gan1/report/report.html $OUT/sign_f0.05/report/report.html" \
+  "$OUT/cls_ac_gan0/report/report.html $OUT/cls_ac_gan1/report/report.html"
