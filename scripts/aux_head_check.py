@@ -28,8 +28,9 @@ def run(gd, head_kind: str, steps: int = 300):
     d = P.build_discriminator(gd.classes.num_classes, SIZE, base_filters=32, norm="instance",
                               num_labels=gd.num_labels, label_conditioning="projection")
     if head_kind == "patch":
-        layer = max((l.name for l in d.layers if l.name.startswith(P.FEATURE_PREFIX) and l.name[7:].isdigit()),
-                    key=lambda n: int(n[7:]))
+        k = len(P.FEATURE_PREFIX)  # the full-resolution trunk's d_feat_<i>, not a scale's d_feat_s<s>_<i>
+        layer = max((l.name for l in d.layers if l.name.startswith(P.FEATURE_PREFIX) and l.name[k:].isdigit()),
+                    key=lambda n: int(n[k:]))
     else:
         layer = P.last_trunk_conv(d)
     trunk = tf.keras.Model(d.inputs, d.get_layer(layer).output)
