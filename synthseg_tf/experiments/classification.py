@@ -379,7 +379,8 @@ def run_classification_experiment(
     if synthetic is not None and generator is not None:
         raise ValueError("give synthetic (a folder of generated samples) or generator, not both")
     calibrated_cap(dict(GENERATION_DEFAULTS, **(generation or {})).get("min_confidence"))  # fails early
-    if float((gan or {}).get("aux_class_weight") or 0.0) > 0.0 and (gan or {}).get("d_label_conditioning") != "projection":
+    gan_opts = gan or {}
+    if float(gan_opts.get("aux_class_weight") or 0.0) > 0.0 and gan_opts.get("d_label_conditioning") != "projection":
         raise ValueError("the GAN's auxiliary classifier (aux_class_weight > 0) needs d_label_conditioning "
                          "'projection' (--gan-d-label-conditioning projection): with the label at the "
                          "discriminator's input, the head would read the label, not the image")

@@ -1085,9 +1085,10 @@ class Pix2Pix(tf.keras.Model):
     ones under their intended labels (``g_aux``), so the generator is pushed towards what tells the
     classes apart in the real images. Unlike the class loss, the classifier trains with the GAN, on
     its images only. The head learns from real images only (as in many AC-GAN variants), so it
-    cannot learn the generator's own mistakes as a class. It needs a class-conditional generator and a discriminator that does not take the label
-    at its input (``label_conditioning="projection"``): with the label beside the image, the head
-    would read the label, not the image.
+    cannot learn the generator's own mistakes as a class. It needs a class-conditional generator
+    and a discriminator that does not take the label at its input
+    (``label_conditioning="projection"``): with the label beside the image, the head would read the
+    label, not the image.
 
     ``diffaugment`` (policy, see :func:`parse_diffaugment`; default off): during training the
     discriminator sees DiffAugment-ed (label map, image) pairs, real and fake each with their
