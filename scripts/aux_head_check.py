@@ -3,7 +3,8 @@
 Trains the projection PatchGAN's trunk (as ``synthseg experiment classification`` builds it:
 64x64, 32 base filters, instance norm) plus a class head as a plain classifier on the edge-map
 pairs of a quarter of demo-classes (``fraction(0.25, seed=0)``, 275 images), with DiffAugment,
-for 300 Adam(2e-4, 0.5) steps, and prints the mean cross-entropy of each block of 50 steps (ln 37 = 3.61 is a uniform guess), for:
+for 300 Adam(2e-4, 0.5) steps, and prints the mean cross-entropy of each block of 50 steps
+(ln 37 = 3.61 is a uniform guess), for:
 
 - ``patch``: a 1x1-convolution head on every patch of the last *normalised* features
   (``d_feat_<n>``), cross-entropy averaged over the patches;
