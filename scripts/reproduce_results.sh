@@ -230,6 +230,9 @@ for seed in 0 1; do
   .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
     --gan-d-label-conditioning projection --gan-aux-class 1 --gan-seed $seed --out "$OUT/cls_ac_gan$seed"
 done
+# ... and at three times the weight, GAN draw 0.
+.venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+  --gan-d-label-conditioning projection --gan-aux-class 3 --out "$OUT/cls_ac3_gan0"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -254,4 +257,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_spade_gan0/report/report.html $OUT/cls_spade_gan1/report/report.html" \
   "$OUT/sign_f0.1/report/report.html $OUT/cls_ms2_gan0/report/report.html" \
   "$OUT/cls_ms2_gan1/report/report.html $OUT/sign_f0.05/report/report.html" \
-  "$OUT/cls_ac_gan0/report/report.html $OUT/cls_ac_gan1/report/report.html"
+  "$OUT/cls_ac_gan0/report/report.html $OUT/cls_ac_gan1/report/report.html" \
+  "$OUT/cls_ac3_gan0/report/report.html"
