@@ -591,9 +591,10 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
 
 
 def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
-    """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss, --gan-mismatch, --gan-aux-class ... reach the GAN
-    options and --borrow-maps the generation options; a bad policy fails before any run; a
-    segmentation experiment refuses the class loss and the matching-aware discriminator."""
+    """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss, --gan-mismatch, --gan-aux-class
+    and the other --gan-* options reach the GAN options and --borrow-maps the generation options; a
+    bad policy fails before any run; a segmentation experiment refuses the class-conditional options,
+    and a classification experiment the auxiliary classifier without a projection discriminator."""
     import synthseg_tf.experiments.classification as exp
     from synthseg_tf.experiments.segmentation import run_segmentation_experiment
 

@@ -672,10 +672,10 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     "spade" (a SPADE/GauGAN generator whose every normalisation the label map modulates; it
     needs ``upsample="resize"``). ``d_scales`` > 1: pix2pixHD's multi-scale discriminator, one
     PatchGAN per scale on the inputs pooled by 1, 2, ... ``2**(d_scales-1)`` (default 1: the single
-    PatchGAN). ``aux_class_weight`` > 0 (class-conditional runs with ``d_label_conditioning="projection"``):
-    AC-GAN's auxiliary classifier, a head on the discriminator's last features that learns the
-    classes on the real images and scores the generated ones with that weight (checkpointed with the
-    discriminator). See :mod:`synthseg_tf.models.pix2pix`.
+    PatchGAN). ``aux_class_weight`` > 0 (class-conditional runs with
+    ``d_label_conditioning="projection"``): AC-GAN's auxiliary classifier, a head on the
+    discriminator's last trunk convolution that learns the classes on the real images and scores
+    the generated ones with that weight (checkpointed with the discriminator). See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
