@@ -893,8 +893,9 @@ def build_aux_classifier(feature_shape, num_labels: int, name: str = "d_aux_clas
 
     :class:`Pix2Pix` feeds it the last trunk convolution's output *before* its normalisation:
     instance (or batch) norm removes each image's channel means, which is where a global colour
-    lives, and a head on the normalised activations barely learned (``scripts/aux_head_check.py``: on
-    demo-classes, 300 classifier steps from ln 37 = 3.61 to 3.47 per patch; pooled before the norm, 2.56).
+    lives, and a head on the normalised activations barely learned (``scripts/aux_head_check.py``:
+    on demo-classes, 300 classifier steps from ln 37 = 3.61 to 3.47 per patch; pooled before the
+    norm, 2.56).
     """
     feats = tf.keras.Input(tuple(feature_shape), name="features")
     pooled = tf.keras.layers.GlobalAveragePooling2D(name=f"{name}_pool")(feats)
@@ -1287,9 +1288,10 @@ class Pix2Pix(tf.keras.Model):
     def call(self, inputs, training=None):
         return self.generator(self.generator_inputs(inputs), training=training)
 
-    def _discriminate(self, mask, image, label, training):
+    def _discriminate(self, mask, image, label, training, head: bool = True):
         """``(features, logits, aux)`` of the discriminator on one (label map, image) batch; ``aux``:
-        the auxiliary classifier's logits (``None`` without one)."""
+        the auxiliary classifier's logits (``None`` without one, or with ``head=False``: passes
+        whose class prediction is not used)."""
         inputs = {"mask": mask, "image": image}
         if self.conditional:
             inputs["label"] = label
@@ -1297,7 +1299,9 @@ class Pix2Pix(tf.keras.Model):
         if self.aux_classifier is None:
             return feats, logits, None
         *feats, head_input = feats  # (a head made by an earlier compile is unused at weight 0)
-        return feats, logits, self.aux_classifier(head_input, training=training) if self.aux_class_weight > 0 else None
+        if not head or self.aux_class_weight <= 0:
+            return feats, logits, None
+        return feats, logits, self.aux_classifier(head_input, training=training)
 
     def _forward(self, data, training: bool, generator: Optional[tf.keras.Model] = None):
         """Run G and D on a batch; returns per-example losses
@@ -1343,7 +1347,7 @@ class Pix2Pix(tf.keras.Model):
         if self.feature_matching_weight > 0:
             if augment:  # the fake under the real pair's draw, so matched features are aligned
                 fake_feats, _, _ = self._discriminate(*diffaugment_pair(mask, fake, real_draw, self.diffaugment),
-                                                      label, training)
+                                                      label, training, head=False)
             g_fm = feature_matching_per_example(real_feats, fake_feats)
             g_total = g_total + self.feature_matching_weight * g_fm
         g_cls = None
@@ -1356,7 +1360,7 @@ class Pix2Pix(tf.keras.Model):
         if self.mismatch_weight > 0:  # the real pair (as augmented above) under a wrong class label
             seed = tf.stack([tf.constant(self.mismatch_seed, tf.int64), tf.cast(self.d_optimizer.iterations, tf.int64)])
             wrong = mismatched_labels(label, self.num_labels, seed)
-            _, mis_logits, _ = self._discriminate(*real_pair, wrong, training)
+            _, mis_logits, _ = self._discriminate(*real_pair, wrong, training, head=False)
             d_mis = self._d_negative_fn(mis_logits)
             d = d + self.mismatch_weight * d_mis
         if d_aux is not None:
@@ -1394,8 +1398,9 @@ class Pix2Pix(tf.keras.Model):
         """One discriminator and one generator Adam step on the batch (computed from one forward pass)."""
         with tf.GradientTape() as g_tape, tf.GradientTape() as d_tape:
             losses = self._forward(data, training=True)
-            g_loss = self._scaled_loss(losses[0], self.generator)
-            d_loss = self._scaled_loss(losses[5], self.discriminator)
+            g_total, d = losses[0], losses[5]  # (see _forward for the order)
+            g_loss = self._scaled_loss(g_total, self.generator)
+            d_loss = self._scaled_loss(d, self.discriminator)
         g_vars = self.generator.trainable_variables
         d_vars = self.d_trainable_variables
         self.d_optimizer.apply_gradients(zip(d_tape.gradient(d_loss, d_vars), d_vars))
