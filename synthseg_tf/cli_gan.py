@@ -72,7 +72,7 @@ def cmd_gan_train(args) -> int:
                         class_loss_model=args.class_loss_model, class_loss_weight=args.class_loss,
                         mismatch_weight=args.mismatch, aux_class_weight=args.aux_class,
                         d_label_conditioning=args.d_label_conditioning if gd.num_labels else None,
-                        generator_arch=args.generator_arch, d_scales=args.d_scales,
+                        generator_arch=args.generator_arch, d_scales=args.d_scales, style_dim=args.style_dim,
                         extra_config=dict(data=absolute_spec(args.data), conditioning=gd.conditioning,
                                           label_names=ds.classes.names if gd.num_labels else None,
                                           fraction=args.fraction, subset_seed=args.subset_seed, **gd.provenance()))
@@ -225,6 +225,11 @@ def register(sub, spec_help: str) -> None:
                    help="class-conditional GANs: how the discriminator takes the class label: an embedding tiled "
                         "beside the label map (default) or a projection discriminator (the label's embedding "
                         "dotted with each patch's last features, added to its logit)")
+    t.add_argument("--style-dim", type=int, default=0, metavar="N",
+                   help="U-Net generators: also condition on a reference image, encoded to N numbers that FiLM the "
+                        "decoder, so a rendered image takes a real image's colours, textures and background; each "
+                        "training image (flipped and shifted) is its own reference, `synthseg generate` passes a "
+                        "real image of each candidate's class (default 0: off)")
     t.add_argument("--d-scales", type=int, default=1, choices=range(1, 5), metavar="N",
                    help="pix2pixHD's multi-scale discriminator: one PatchGAN per scale on the inputs pooled by "
                         "1, 2, ... 2**(N-1), 1 to 4 (default 1: the single PatchGAN)")

@@ -460,6 +460,10 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-generator-arch", choices=("unet", "spade"),
                    help="the GAN's generator: 'unet' (default, pix2pix) or 'spade' (a SPADE/GauGAN decoder modulated "
                         "by the label or edge map, and the class, at every scale)")
+    g.add_argument("--gan-style-dim", type=int, metavar="N",
+                   help="the GAN's generator also takes a reference image (a real subset image of the candidate's "
+                        "class, the one its map came from), encoded to N numbers that FiLM its decoder; default 0 "
+                        "(off)")
     g.add_argument("--gan-d-scales", type=int, choices=range(1, 5), metavar="N",
                    help="the GAN's discriminator scales: 1 (default, one PatchGAN) to 4 (pix2pixHD's multi-scale "
                         "discriminator, one PatchGAN per scale on the inputs pooled by 1, 2, ... 2**(N-1))")
@@ -477,10 +481,12 @@ def _gan_options(args) -> Optional[dict]:
                       ("class_loss_weight", "gan_class_loss"), ("mismatch_weight", "gan_mismatch"),
                       ("aux_class_weight", "gan_aux_class"),
                       ("d_label_conditioning", "gan_d_label_conditioning"), ("conditioning", "gan_conditioning"),
-                      ("generator_arch", "gan_generator_arch"), ("d_scales", "gan_d_scales")):
+                      ("generator_arch", "gan_generator_arch"), ("d_scales", "gan_d_scales"),
+                      ("style_dim", "gan_style_dim")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
-    for key, default in (("d_label_conditioning", "input"), ("generator_arch", "unet"), ("d_scales", 1)):
+    for key, default in (("d_label_conditioning", "input"), ("generator_arch", "unet"), ("d_scales", 1),
+                         ("style_dim", 0)):
         if opts.get(key) == default:  # the default: the experiment's identity stays as before
             del opts[key]
     if "diffaugment" in opts:  # a bad policy fails here, not after the experiment's first runs
@@ -490,6 +496,13 @@ def _gan_options(args) -> Optional[dict]:
             opts["diffaugment"] = parse_diffaugment(opts["diffaugment"])
         except ValueError as err:
             raise CliError(f"--gan-{err}") from err
+    if "style_dim" in opts:  # likewise: a negative size or a SPADE generator fails before any run
+        from synthseg_tf.models.pix2pix import check_style_dim
+
+        try:
+            check_style_dim(opts["style_dim"], opts.get("generator_arch", "unet"))
+        except ValueError as err:
+            raise CliError(f"--gan-style-dim: {err}") from err
     return opts or None
 
 

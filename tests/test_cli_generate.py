@@ -18,17 +18,18 @@ VAL = [f"v{i}" for i in range(4)]
 GAN_IDS = ["t0", "t1", "t2", "t3"]  # the generator trained on a subset of the train split
 
 
-def _save_generator(run, config, num_classes=3, num_labels=None, table=None):
+def _save_generator(run, config, num_classes=3, num_labels=None, table=None, style_dim=0):
     import tensorflow as tf
 
     from synthseg_tf.models.pix2pix import build_generator
     from synthseg_tf.training.gan import save_generator
 
     tf.keras.utils.set_random_seed(0)
-    gen = build_generator(num_classes, (32, 32), base_filters=8, norm="instance", num_labels=num_labels)
+    gen = build_generator(num_classes, (32, 32), base_filters=8, norm="instance", num_labels=num_labels,
+                          style_dim=style_dim)
     save_generator(gen, str(run / "generator"))
     (run / "config.json").write_text(json.dumps({"num_classes": num_classes, "image_size": [32, 32],
-                                                 "num_labels": num_labels, **config}))
+                                                 "num_labels": num_labels, "style_dim": style_dim, **config}))
     (table or ClassTable(names=["a", "b", "c"])).save(str(run / "classes.json"))
     return str(run)
 
@@ -211,12 +212,53 @@ def conditional(tmp_path_factory):
     egen = _save_generator(root / "egen", {"data": f"classfolders:{root / 'cf'}", "conditioning": "edges",
                                            "train_source_ids": sorted(ids)},
                            num_classes=2, num_labels=3, table=EDGE_CLASSES)
+    rgen = _save_generator(root / "rgen", {"data": f"classfolders:{root / 'cf'}", "conditioning": "edges",
+                                           "train_source_ids": sorted(ids)},
+                           num_classes=2, num_labels=3, table=EDGE_CLASSES, style_dim=4)
     import tensorflow as tf
 
     tf.keras.utils.set_random_seed(1)
     clf = build_classifier(3, (32, 32, 3), filters=(4,), dense_units=(8,), dropout=0.0)
     export_classifier(clf, str(root / "clf"), ["cat", "dog", "fox"], (32, 32))
-    return {"gen": gen, "egen": egen, "clf": str(root / "clf")}
+    return {"gen": gen, "egen": egen, "rgen": rgen, "clf": str(root / "clf"), "cf": root / "cf"}
+
+
+def test_reference_images_are_the_candidates_own_class_training_images(conditional, tmp_path):
+    """A generator trained with a reference image renders each candidate with one: the training image
+    its edge map came from or, for a borrowed map, an image of the candidate's own class. It is
+    recorded (reference_id, among the source_ids) and is the one the stored image was rendered with."""
+    from synthseg_tf.data.io import read_image, read_mask_raw
+    from synthseg_tf.generation.renderer import load_renderer
+
+    gc = _gen_config(conditional["rgen"])
+    members = {0: {f"cat/cat{i}" for i in range(4)}, 1: {"dog/dog0", "dog/dog1"}, 2: {"fox/fox0"}}
+    cfg = GenerationConfig(generator=conditional["rgen"], out="x", n=1, labels="rare", seed=3, borrow_maps=0.5)
+    src = MapSource(cfg, gc, 2, plan_map_source(cfg, gc))
+    borrowed = 0
+    for i in range(60):
+        m, label, prov = src.get(i)
+        ref = prov["reference_id"]
+        assert ref in members[label] and ref in prov["source_ids"]
+        if "borrowed_from" in prov:
+            borrowed += 1
+            assert prov["source_ids"][:-1] and set(prov["source_ids"][:-1]) <= members[prov["borrowed_from"]]
+        else:
+            assert prov["source_ids"] == [ref] == [prov["source_ids"][0]]  # the image the map was drawn from
+        want = read_image(str(conditional["cf"] / f"{ref}.png"))[0]
+        assert np.array_equal(src.reference(prov), want)
+    assert borrowed > 5
+
+    out = tmp_path / "r"
+    assert main(["generate", "--generator", conditional["rgen"], "--out", str(out), "--n", "12",
+                 "--samples-per-shard", "6", "--labels", "rare", "--seed", "3", "--borrow-maps", "0.5"]) == 0
+    entries = _manifest(str(out))
+    r = load_renderer(conditional["rgen"])
+    for e in entries:
+        assert e["reference_id"] in members[e["label"]] and e["reference_id"] in e["source_ids"]
+        edges = read_mask_raw(os.path.join(out, e["mask"]))[0]
+        ref = read_image(str(conditional["cf"] / f"{e['reference_id']}.png"))[0]
+        rendered = r.render(edges[None], np.array([e["label"]]), ref[None])[0].astype(int)
+        assert np.abs(read_image(os.path.join(out, e["image"]))[0].astype(int) - rendered).max() <= 1  # (batch of 1)
 
 
 def test_borrowed_edge_maps_come_from_other_classes(conditional, tmp_path, capsys):

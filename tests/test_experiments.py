@@ -610,6 +610,7 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
                        (["--gan-generator-arch", "spade"], {"generator_arch": "spade"}),
                        (["--gan-generator-arch", "unet", "--gan-seed", "2"], {"seed": 2}),
                        (["--gan-d-scales", "2"], {"d_scales": 2}), (["--gan-d-scales", "1"], None),
+                       (["--gan-style-dim", "16"], {"style_dim": 16}), (["--gan-style-dim", "0"], None),
                        (["--gan-aux-class", "1", "--gan-d-label-conditioning", "projection"],
                         {"aux_class_weight": 1.0, "d_label_conditioning": "projection"})):
         args = p.parse_args(base + extra)
@@ -626,6 +627,11 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     n = len(calls)
     with pytest.raises(CliError, match="--gan-diffaugment: unknown op"):
         args.func(args)
+    for bad, match in ((["--gan-style-dim", "-1"], "whole number"),
+                       (["--gan-style-dim", "8", "--gan-generator-arch", "spade"], "U-Net generator")):
+        args = p.parse_args(base + bad)
+        with pytest.raises(CliError, match=f"--gan-style-dim: .*{match}"):
+            args.func(args)
     assert len(calls) == n
     with pytest.raises(ValueError, match="class loss is for classification"):
         run_segmentation_experiment("demo", "x", gan={"class_loss_weight": 1.0})

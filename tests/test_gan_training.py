@@ -245,13 +245,51 @@ def test_gan_options_together_are_recorded_fixed_on_resume_and_render(tmp_path):
     assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
 
 
+def test_reference_image_run_is_recorded_fixed_on_resume_and_renders_its_references(tmp_path):
+    """style_dim > 0 on a label-map GAN (the reference's code is the decoder's only FiLM input): recorded,
+    a resume without it is refused, the sample grid is drawn, and the renderer needs one reference per
+    map and gives the saved generator's output for it; the export is refused by name."""
+    from synthseg_tf.export.generator import export_generator
+    from synthseg_tf.generation.renderer import load_renderer
+
+    out = str(tmp_path / "run")
+    kw = dict(SMALL, class_table=None, style_dim=4)
+    res = gan.train_gan(dataset(), out, K, SIZE, steps=2, batch_size=B, **kw)
+    with open(os.path.join(out, "config.json")) as f:
+        cfg = json.load(f)
+    assert cfg["style_dim"] == 4 and cfg["generator_inputs"] == ["mask", "reference"]
+    assert os.listdir(os.path.join(out, "samples"))
+    with pytest.raises(ValueError, match="style_dim: run has 4, asked 0"):
+        gan.train_gan(dataset(), out, K, SIZE, steps=4, batch_size=B, resume=True, **dict(kw, style_dim=0))
+    generator, _ = gan.load_generator(out)
+    assert generator.input_names == ["mask", "reference"]
+    data = blob_data()
+    maps = data["mask"][:2]
+    refs = np.clip(np.round(data["image"][:2] * 255), 0, 255).astype(np.uint8)
+    r = load_renderer(out)
+    assert r.reference_conditioned and not r.conditional
+    with pytest.raises(ValueError, match="pass one real image per label map"):
+        r.render(maps)
+    with pytest.raises(ValueError, match="matching the label maps"):
+        r.render(maps, references=refs[:1])
+    img = r.render(maps, references=refs)
+    raw = generator({"mask": tf.constant(maps, tf.int32),
+                     "reference": tf.constant(refs.astype(np.float32) / 255.0)}).numpy()
+    want = np.clip(np.round((raw + 1) * 127.5), 0, 255)
+    assert np.abs(img.astype(int) - want.astype(int)).max() <= 1
+    assert not np.array_equal(r.render(maps, references=255 - refs), img)  # the reference matters
+    with pytest.raises(ValueError, match="takes a reference image"):
+        export_generator(res.model.inference_generator, str(tmp_path / "export"), (SIZE, SIZE))
+    assert not os.path.exists(tmp_path / "export")
+
+
 def test_option_defaults_of_older_runs():
     """A config.json from before an option counts as the option off (see LEGACY_DEFAULTS);
     d_label_conditioning only applies to class-conditional runs."""
     old = gan.run_settings({"num_labels": 2})
     keys = ("class_loss_weight", "class_loss_model", "mismatch_weight", "d_label_conditioning", "d_scales",
-            "generator_arch", "aux_class_weight")
-    assert tuple(old[k] for k in keys) == (0.0, None, 0.0, "input", 1, "unet", 0.0)
+            "generator_arch", "aux_class_weight", "style_dim")
+    assert tuple(old[k] for k in keys) == (0.0, None, 0.0, "input", 1, "unet", 0.0, 0)
     assert gan.run_settings({"num_labels": None})["d_label_conditioning"] is None
 
 
@@ -278,6 +316,10 @@ def test_gan_options_are_refused_before_the_run_folder_is_written(tmp_path):
         (dict(SMALL, generator_arch="spade", upsample="transpose"), "upsamples by nearest resizing"),
         (dict(SMALL, generator_arch="x"), "generator_arch must be one of"),
         (dict(SMALL, generator_arch="spade", image_size=(9, 9)), "too small or odd for a SPADE generator"),
+        (dict(SMALL, style_dim=-1), "whole number"),
+        (dict(SMALL, style_dim=2.5), "whole number"),
+        (dict(SMALL, generator_arch="spade", style_dim=4), "for the U-Net generator"),
+        (dict(labelled, label_conditioning="bottleneck", style_dim=4), "label_conditioning='film'"),
     ]
     for i, (kw, match) in enumerate(cases):
         kw = dict(kw)

@@ -744,3 +744,54 @@ def test_auxiliary_classifier_is_refused_where_the_head_would_read_the_label():
     b = batch(n=2, num_labels=3)
     assert projection._forward(b, training=False)[-1] is None
     tf.function(projection.train_step)(b)
+
+
+@pytest.mark.parametrize("num_labels", [None, 3])
+def test_reference_image_gives_the_generator_its_appearance(num_labels):
+    """style_dim > 0: the generator takes a reference image (a third input, or the second without class
+    labels) whose encoded appearance changes its output; a training step uses each image, flipped and
+    rolled (statelessly from the seed and the step), as its own reference and trains the encoder."""
+    b = batch(n=4, num_labels=num_labels, seed=1)
+    tf.keras.utils.set_random_seed(0)
+    model = P.build_pix2pix(4, 32, base_filters=8, num_labels=num_labels, style_dim=6, norm="instance")
+    names = ["mask"] + (["label"] if num_labels else []) + ["reference"]
+    assert model.generator.input_names == names and model.reference_conditioned
+    model.compile()
+    model.build_optimizers()
+    same = model(b)
+    assert np.array_equal(model(dict(b, reference=b["image"])).numpy(), same.numpy())  # default: the image itself
+    other = model(dict(b, reference=1.0 - b["image"])).numpy()
+    assert np.abs(other - same.numpy()).max() > 1e-4
+
+    moved = model.training_reference(b["image"]).numpy()
+    assert np.array_equal(moved, model.training_reference(b["image"]).numpy())  # deterministic per step
+    image = b["image"].numpy()
+    for m, x in zip(moved, image):  # the same pixels, moved
+        assert np.array_equal(np.sort(m.ravel()), np.sort(x.ravel()))
+    assert not np.array_equal(moved, image)
+    seed = tf.constant([model.reference_seed, 0], tf.int64)
+    assert np.array_equal(moved, P.moved_reference(b["image"], seed).numpy())
+
+    encoder = [v for v in model.generator.trainable_variables if "g_ref_" in v.name]
+    assert len(encoder) == 2 * 3 + 2  # at 32 px: 3 convolutions (kernel, bias), then the dense layer
+    before = [v.numpy() for v in encoder]
+    model.train_step(b)
+    assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, encoder))
+    assert not np.array_equal(model.training_reference(b["image"]).numpy(), moved)  # the next step's draw
+
+
+def test_reference_image_is_refused_where_it_cannot_apply():
+    with pytest.raises(ValueError, match="whole number"):
+        P.build_generator(4, 32, style_dim=-1)
+    with pytest.raises(ValueError, match="whole number"):
+        P.build_generator(4, 32, style_dim=True)
+    with pytest.raises(ValueError, match="for the U-Net generator"):
+        P.build_generator(4, 32, arch="spade", style_dim=4)
+    with pytest.raises(ValueError, match="label_conditioning='film'"):
+        P.build_generator(4, 32, num_labels=3, label_conditioning="bottleneck", style_dim=4)
+    g = P.build_generator(4, 32, base_filters=8, style_dim=4)
+    model = P.Pix2Pix(g, P.build_discriminator(4, 32, base_filters=8))
+    with pytest.raises(ValueError, match="takes a reference image"):
+        model(tf.zeros((1, 32, 32), tf.int32))
+    with pytest.raises(ValueError, match="no 'reference' or 'image'"):
+        model({"mask": tf.zeros((1, 32, 32), tf.int32)})

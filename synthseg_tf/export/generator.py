@@ -99,6 +99,10 @@ class _GeneratorModule(tf.Module):
 def export_generator(generator: tf.keras.Model, export_dir: str, image_size, classes: Optional[ClassTable] = None,
                      config: Optional[Dict] = None, overwrite: bool = False) -> str:
     """Write the generator SavedModel (atomically) and return ``export_dir``."""
+    if "reference" in generator.input_names:
+        raise ValueError(f"{generator.name} takes a reference image (trained with style_dim > 0); its serving "
+                         "signatures are not built yet: render it from its run folder (`synthseg generate "
+                         "--generator RUN_DIR`)")
     conditional = len(generator.inputs) > 1
     module = _GeneratorModule(generator, image_size, conditional)
     maps = tf.TensorSpec([None, None, None], tf.uint8, name="label_map")

@@ -266,6 +266,11 @@ class MapSource:
     and ``class_mean_loss`` for ``hardness``) fixes the source samples; without it the plan is
     made here. Provenance ``source_ids`` lists every source map a candidate was built from:
     the base map, a cut-mix partner and every copy-paste donor.
+
+    For a generator trained with a reference image (``style_dim`` > 0), each candidate also gets
+    one (:meth:`reference`): the real image whose label map its map was made from, or, when the map
+    was borrowed from another class, an image of the candidate's own class drawn from its index.
+    Its ``source_id`` is the provenance's ``reference_id`` and is among its ``source_ids``.
     """
 
     def __init__(self, cfg: GenerationConfig, gen_config: Dict, num_classes: int, plan: Optional[Dict] = None):
@@ -283,6 +288,9 @@ class MapSource:
         ds = load(spec)
         if plan.get("source_ids") is not None:
             ds, _ = select_source_ids(ds, plan["source_ids"], cfg.generator)
+        self.images = None  # the real images at the generator's size, for a generator with a reference input
+        if gen_config.get("style_dim"):
+            self.images = [self._read_image(ds, s) for s in ds.samples]
         if self.conditioning == "labelmap":
             if ds.task != "segmentation":
                 raise ValueError(f"--masks {spec}: needs a segmentation dataset with label maps")
@@ -295,12 +303,14 @@ class MapSource:
             if ds.task != "classification" or ds.num_classes != self.num_labels:
                 raise ValueError(f"--masks {spec}: the generator is conditioned on {self.num_labels} image "
                                  "classes; pass its classification dataset")
-            maps = [self._condition_map(ds, s) for s in ds.samples]
+            maps = [self._condition_map(ds, s, None if self.images is None else self.images[j])
+                    for j, s in enumerate(ds.samples)]
             groups = {}
             for j, s in enumerate(ds.samples):
                 groups.setdefault(s.label, []).append(j)
         self.maps, self.groups = maps, groups
         self.source_ids = [s.source_id for s in ds.samples]
+        self._index_of = {sid: j for j, sid in enumerate(self.source_ids)}
         self.borrow = float(cfg.borrow_maps or 0.0)
         from synthseg_tf.data.conditioning import EDGE_CONDITIONINGS
 
@@ -327,16 +337,25 @@ class MapSource:
                                                      seed=cfg.seed, class_balance=cfg.class_balance,
                                                      size=self.size, ops=ops, map_weights=w)
 
-    def _condition_map(self, ds, sample):
+    def _read_image(self, ds, sample) -> np.ndarray:
         import cv2
 
+        image, _ = ds.read_image(sample)
+        return cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
+
+    def _condition_map(self, ds, sample, image=None):
         from synthseg_tf.data.conditioning import edge_map
 
         if self.conditioning == "class":
             return np.zeros(self.size, np.uint8)
-        image, _ = ds.read_image(sample)
-        image = cv2.resize(image, (self.size[1], self.size[0]), interpolation=cv2.INTER_AREA)
-        return edge_map(image, self.conditioning)
+        return edge_map(self._read_image(ds, sample) if image is None else image, self.conditioning)
+
+    def reference(self, prov: Dict) -> Optional[np.ndarray]:
+        """The reference image (uint8 ``[H,W,3]``) of a candidate from its provenance (``None`` for a
+        generator without a reference input)."""
+        if self.images is None:
+            return None
+        return self.images[self._index_of[prov["reference_id"]]]
 
     def label_for(self, i: int) -> Optional[int]:
         if not self.num_labels:
@@ -383,6 +402,15 @@ class MapSource:
             m, prov = self.maps[j], {"map": "source", "source_ids": [self.source_ids[j]]}
         if key is not None and key != label:
             prov["borrowed_from"] = int(key)
+        if self.images is not None:
+            if key is not None and key != label:  # a borrowed map: the appearance of an image of the own class
+                own = self.groups[label]
+                ref = own[int(np.random.default_rng([self.seed, i, 17]).integers(len(own)))]
+            else:
+                ref = idx[info["base_map"]] if self.sampling else j
+            prov["reference_id"] = self.source_ids[ref]
+            if prov["reference_id"] not in prov["source_ids"]:
+                prov["source_ids"] = prov["source_ids"] + [prov["reference_id"]]
         return m, label, prov
 
 
@@ -467,15 +495,19 @@ def inference_batches(indices: List[int], per: int, k: int) -> List[tuple]:
 
 
 def _pad_batch(items: List[Dict], positions: List[int], k: int):
-    """``(maps [k,H,W], labels [k] or None)`` with each item at its position, empty maps elsewhere."""
+    """``(maps [k,H,W], labels [k] or None, references [k,H,W,3] or None)`` with each item at its
+    position, empty maps (and black references) elsewhere."""
     shape = items[0]["map"].shape
     maps = np.zeros((k,) + tuple(shape), np.uint8)
     labels = None if items[0]["label"] is None else np.zeros(k, np.int64)
+    refs = None if items[0].get("reference") is None else np.zeros((k,) + tuple(shape) + (3,), np.uint8)
     for pos, it in zip(positions, items):
         maps[pos] = it["map"]
         if labels is not None:
             labels[pos] = it["label"]
-    return maps, labels
+        if refs is not None:
+            refs[pos] = it["reference"]
+    return maps, labels, refs
 
 
 class ShardMaker:
@@ -512,14 +544,15 @@ class ShardMaker:
         out = []
         for index in indices:
             m, label, prov = self.source.get(index)
-            out.append({"index": index, "map": m, "label": label, "prov": prov})
+            out.append({"index": index, "map": m, "label": label, "prov": prov,
+                        "reference": self.source.reference(prov)})
         return out
 
     def _render(self, batch: List[Dict], positions: List[int]) -> List[Dict]:
         """Render and score one fixed inference batch; kept samples carry their image/mask arrays."""
         cfg, k = self.cfg, self.cfg.inference_batch
-        pmaps, plabels = _pad_batch(batch, positions, k)
-        images = self.renderer.render(pmaps, plabels)
+        pmaps, plabels, prefs = _pad_batch(batch, positions, k)
+        images = self.renderer.render(pmaps, plabels, prefs)
         masks, voided = pmaps, None
         if self.scorer is None:
             scores = [None] * k

@@ -1,7 +1,9 @@
 """A trained generator, loaded from a ``gan train`` run folder or an exported SavedModel.
 
 Both give the same call: ``render(label_maps uint8 [B,H,W], labels int [B] | None) -> uint8
-[B,H,W,3]``. Rendering is deterministic (dropout off), so a label map and class id fix the image.
+[B,H,W,3]``; a generator trained with a reference image (``style_dim`` > 0, run folders only) also
+takes ``references`` uint8 ``[B,H,W,3]``. Rendering is deterministic (dropout off), so a label map,
+class id (and reference) fix the image.
 """
 from __future__ import annotations
 
@@ -83,6 +85,7 @@ class GeneratorInfo:
         self.image_size = tuple(size) if size else None
         self.num_labels = self.config.get("num_labels")
         self._conditional = bool(self.num_labels)
+        self.reference_conditioned = bool(self.config.get("style_dim"))
 
     @property
     def conditional(self) -> bool:
@@ -146,16 +149,27 @@ class Renderer(GeneratorInfo):
             from synthseg_tf.models.pix2pix import fused_generator  # (also registers the custom layers)
 
             self._model = load_keras_model(model_dir, what="pix2pix generator (Keras SavedModel)")  # safe mode
-            self._conditional = len(self._model.inputs) > 1
+            names = list(self._model.input_names)
+            self._conditional = "label" in names or (len(names) > 1 and "reference" not in names)
+            self.reference_conditioned = "reference" in names
             # the same weights with each (nearest 2x -> 3x3 conv) pair as one transposed conv: the
             # same function (to float rounding: at most 1 grey level) in fewer multiply-adds
             fast = fused_generator(self._model)
             self.fused = fast is not None
             net = fast if fast is not None else self._model
-            self._fn = tf.function(lambda m, l=None: net([m, l] if l is not None else m, training=False))
+
+            known = set(names) <= {"mask", "label", "reference"}
+
+            def call(m, l=None, r=None):  # positional, in the generator's input order (the twin's is the same)
+                given = {"mask": m, "label": l, "reference": r}
+                args = [given[n] for n in names] if known else [m, l][:len(names)]
+                return net(args if len(args) > 1 else args[0], training=False)
+
+            self._fn = tf.function(call)
         self.num_labels = self.config.get("num_labels") if self._conditional else None  # (from the model)
 
-    def render(self, label_maps: np.ndarray, labels: Optional[np.ndarray] = None) -> np.ndarray:
+    def render(self, label_maps: np.ndarray, labels: Optional[np.ndarray] = None,
+               references: Optional[np.ndarray] = None) -> np.ndarray:
         import tensorflow as tf
 
         maps = np.asarray(label_maps, dtype=np.uint8)
@@ -168,12 +182,24 @@ class Renderer(GeneratorInfo):
             if labels is None:
                 raise ValueError("this generator is class-conditional: pass a class id per label map")
             lab = tf.constant(np.asarray(labels, dtype=np.int32).reshape(-1))
+        ref = None
+        if self.reference_conditioned:
+            if references is None:
+                raise ValueError("this generator was trained with a reference image (style_dim > 0): pass one real "
+                                 "image per label map (references uint8 [B,H,W,3])")
+            r = np.asarray(references)
+            if r.shape != maps.shape + (3,):
+                raise ValueError(f"references must be uint8 [B,H,W,3] matching the label maps {maps.shape}, "
+                                 f"got {r.shape}")
+            ref = tf.constant(r.astype(np.float32) / 255.0)
+        elif references is not None:
+            raise ValueError("this generator takes no reference image")
         if self.kind == "export":
             kw = {"label_map": tf.constant(maps)}
             if self._conditional:
                 kw["class_id"] = lab
             return self._fn(**kw)["image"].numpy()
-        out = self._fn(tf.constant(maps), lab) if self._conditional else self._fn(tf.constant(maps))
+        out = self._fn(tf.constant(maps), lab if self._conditional else None, ref)
         return np.clip(np.round((out.numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 

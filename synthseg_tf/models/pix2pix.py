@@ -322,7 +322,8 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
                     norm: str = "batch", num_labels: Optional[int] = None, label_embed_dim: int = 32,
                     max_filters: int = 512, depth: Optional[int] = None, dropout: float = 0.5,
                     dropout_blocks: Optional[int] = None, name: str = "generator", upsample: str = "resize",
-                    label_conditioning: Optional[str] = None, arch: str = "unet") -> tf.keras.Model:
+                    label_conditioning: Optional[str] = None, arch: str = "unet",
+                    style_dim: int = 0) -> tf.keras.Model:
     """The pix2pix U-Net generator: label map (+ optional class label) -> RGB in ``[-1, 1]``.
 
     ``arch="spade"`` builds :func:`build_spade_generator` instead (same inputs and output;
@@ -349,7 +350,18 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
     decoder block after its normalisation with a :class:`ClassFiLM` layer (``bottleneck_film``,
     ``up<j>_film``); "bottleneck" concatenates the tiled embedding to the bottleneck only (the
     original design; the U-Net skips bypass it).
+
+    ``style_dim`` > 0 (the U-Net only): a third input ``reference``, float32 ``[B,H,W,3]`` in
+    ``[0, 1]``, a real image whose appearance (colours, textures, background) the output should
+    take, as GauGAN's style encoder gives it (Park et al. 2019; exemplar guidance). A small
+    encoder (:func:`reference_encoder`: strided convolutions without normalisation, so colour
+    means survive, then global average pooling, so the reference's layout does not) turns it into
+    ``style_dim`` numbers, which FiLM every decoder block and the bottleneck, beside the class
+    embedding when there is one. :class:`Pix2Pix` trains it with each target image, flipped and
+    shifted, as its own reference; generation passes a real image of the candidate's class (the one
+    its label map was sampled from).
     """
+    style_dim = check_style_dim(style_dim, arch, label_conditioning if num_labels else None)
     if arch not in GENERATOR_ARCHS:
         raise ValueError(f"generator arch must be one of {GENERATOR_ARCHS}, got {arch!r}")
     if arch == "spade":
@@ -390,11 +402,17 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
         if label_conditioning == "film":
             film = tf.keras.layers.Embedding(int(num_labels), int(label_embed_dim), name="g_label_embed",
                                              embeddings_initializer=tf.keras.initializers.RandomNormal(0.0, 1.0))(label)
-            x = ClassFiLM(name="bottleneck_film")([x, film])
         else:
             bh, bw = h // 2**depth, w // 2**depth
             lab = _broadcast_label(label, int(num_labels), int(label_embed_dim), bh, bw, name="g_label")
             x = tf.keras.layers.Concatenate(name="bottleneck_label")([x, lab])
+    if style_dim:
+        reference = tf.keras.Input((h, w, 3), dtype=tf.float32, name="reference")
+        inputs.append(reference)
+        style = reference_encoder(reference, style_dim, base_filters, max_filters)
+        film = style if film is None else tf.keras.layers.Concatenate(name="g_film_condition")([film, style])
+    if film is not None:
+        x = ClassFiLM(name="bottleneck_film")([x, film])
 
     for j, i in enumerate(reversed(range(depth - 1))):  # decoder block j mirrors encoder block i
         x = _up_block(x, filters[i], norm, dropout if j < dropout_blocks else 0.0, name=f"up{j}",
@@ -407,7 +425,43 @@ def build_generator(num_classes: int, image_size: ImageSize = (256, 256), base_f
         rgb = tf.keras.layers.Conv2D(3, 3, padding="same", kernel_initializer=_init(), activation="tanh", name="rgb")(x)
     else:
         rgb = _upsample_conv(x, 3, upsample, "rgb", use_bias=True, activation="tanh", conv_name="rgb")
-    return tf.keras.Model(inputs if num_labels else mask, rgb, name=name)
+    return tf.keras.Model(inputs if len(inputs) > 1 else mask, rgb, name=name)
+
+
+STYLE_ENCODER_MAX_DOWN = 4  # the reference encoder's stride-2 convolutions (fewer on small images)
+
+
+def check_style_dim(style_dim, arch: str = "unet", label_conditioning: Optional[str] = None) -> int:
+    """``style_dim`` as an int (0: no reference input); ValueError where it cannot apply."""
+    if isinstance(style_dim, bool) or not isinstance(style_dim, (int, np.integer)) or style_dim < 0:
+        raise ValueError(f"style_dim must be a whole number >= 0 (0: no reference image), got {style_dim!r}")
+    style_dim = int(style_dim)
+    if style_dim and arch != "unet":
+        raise ValueError(f"a reference image (style_dim > 0) is built for the U-Net generator, not {arch!r}")
+    if style_dim and label_conditioning == "bottleneck":
+        raise ValueError("a reference image (style_dim > 0) modulates the decoder with FiLM; it needs "
+                         "label_conditioning='film' (the default), not 'bottleneck'")
+    return style_dim
+
+
+def reference_encoder(reference, style_dim: int, base_filters: int = 64, max_filters: int = 512):
+    """``[B, style_dim]`` appearance code of a ``[B,H,W,3]`` image in ``[0, 1]`` (``g_ref_*`` layers).
+
+    Stride-2 4x4 convolutions with leaky ReLU and no normalisation (an instance norm would remove
+    each image's channel means, which is where a class's colour lives), global average pooling
+    (the code keeps what the image looks like, not where things are), one dense layer. He and
+    Glorot initialisation keep the code of order one from the start, as the class embedding is (with
+    pix2pix's N(0, 0.02) the code of a 4-layer encoder starts near 1e-5 and the decoder ignores it).
+    """
+    h, w = int(reference.shape[1]), int(reference.shape[2])
+    n_down = max(1, min(STYLE_ENCODER_MAX_DOWN, int(math.log2(max(2, min(h, w)))) - 2))
+    x = tf.keras.layers.Rescaling(2.0, offset=-1.0, name="g_ref_scale")(reference)
+    for i in range(n_down):
+        x = tf.keras.layers.Conv2D(min(base_filters * 2**i, max_filters), 4, strides=2, padding="same",
+                                   kernel_initializer="he_uniform", name=f"g_ref_conv{i}")(x)
+        x = tf.keras.layers.LeakyReLU(0.2, name=f"g_ref_lrelu{i}")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D(name="g_ref_pool")(x)
+    return tf.keras.layers.Dense(int(style_dim), name="g_ref_style")(x)
 
 
 # --------------------------------------------------------------------------- SPADE generator
@@ -913,6 +967,20 @@ def mismatched_labels(label, num_labels: int, seed):
     return (label + shift) % num_labels
 
 
+def moved_reference(image, seed):
+    """``image`` ``[B,H,W,3]`` with each example flipped left-right and up-down with probability 1/2
+    and the batch rolled by a random (dy, dx), all drawn statelessly from ``seed`` (2 int64s)."""
+    n = tf.shape(image)[0]
+    h, w = image.shape[1], image.shape[2]
+    draws = tf.random.stateless_uniform([n, 2], seed=seed)
+    lr = tf.reshape(draws[:, 0] < 0.5, [-1, 1, 1, 1])
+    ud = tf.reshape(draws[:, 1] < 0.5, [-1, 1, 1, 1])
+    image = tf.where(lr, tf.reverse(image, [2]), image)
+    image = tf.where(ud, tf.reverse(image, [1]), image)
+    shift = tf.random.stateless_uniform([2], seed=seed + 1, maxval=2**30, dtype=tf.int32)
+    return tf.roll(image, [shift[0] % h, shift[1] % w], axis=[1, 2])
+
+
 def masked_l1_per_example(real, fake, mask, ignore_id: int = IGNORE_ID):
     """Mean absolute error per example over non-void pixels (``mask != ignore_id``) -> ``[B]``.
 
@@ -1130,6 +1198,7 @@ class Pix2Pix(tf.keras.Model):
         # tracking so checkpoints and the model's layers are unchanged.
         object.__setattr__(self, "_train_generator", fused_generator(generator) if fused_upsample else None)
         self.conditional = "label" in generator.input_names
+        self.reference_conditioned = "reference" in generator.input_names
         self._d_features = discriminator_features(discriminator)
         self.g_loss_tracker = tf.keras.metrics.Mean(name="g_loss")
         self.g_gan_tracker = tf.keras.metrics.Mean(name="g_gan")
@@ -1157,6 +1226,9 @@ class Pix2Pix(tf.keras.Model):
             # Drawn from Python's RNG (seeded by tf.keras.utils.set_random_seed) when not given.
             self.augment_seed = int(augment_seed) if augment_seed is not None else random.randrange(2**31)
             self.augment_rng = tf.random.Generator.from_seed(self.augment_seed)
+        # seeds the flips and shifts of each training reference, with the step (drawn only here, so
+        # generators without a reference input draw as before)
+        self.reference_seed = random.randrange(2**31) if self.reference_conditioned else None
 
         self.ema_decay = None if ema_decay is None else float(ema_decay)
         self.ema_generator = None
@@ -1272,18 +1344,39 @@ class Pix2Pix(tf.keras.Model):
         self.d_optimizer.build(self.d_trainable_variables)
 
     # ---------------------------------------------------------------- forward passes
-    def generator_inputs(self, data):
-        """The generator's inputs taken from a batch dict (or a bare mask tensor)."""
+    def generator_inputs(self, data, reference=None):
+        """The generator's inputs taken from a batch dict (or a bare mask tensor).
+
+        A generator with a ``reference`` input (``style_dim`` > 0) gets ``reference`` when given,
+        else the batch's ``reference``, else its ``image`` (each image its own reference)."""
         if not isinstance(data, dict):
             if self.conditional:
                 raise ValueError("this generator is class-conditional: pass {'mask': ..., 'label': ...}")
+            if self.reference_conditioned:
+                raise ValueError("this generator takes a reference image: pass {'mask': ..., 'reference': ...}")
             return tf.cast(data, tf.int32)
         mask = tf.cast(data["mask"], tf.int32)
-        if not self.conditional:
+        if not self.conditional and not self.reference_conditioned:
             return mask
-        if "label" not in data:
-            raise ValueError("this generator is class-conditional but the batch has no 'label'")
-        return {"mask": mask, "label": tf.cast(data["label"], tf.int32)}
+        out = {"mask": mask}
+        if self.conditional:
+            if "label" not in data:
+                raise ValueError("this generator is class-conditional but the batch has no 'label'")
+            out["label"] = tf.cast(data["label"], tf.int32)
+        if self.reference_conditioned:
+            if reference is None:
+                reference = data.get("reference", data.get("image"))
+            if reference is None:
+                raise ValueError("this generator takes a reference image but the batch has no 'reference' or 'image'")
+            out["reference"] = tf.cast(reference, tf.float32)
+        return out
+
+    def training_reference(self, image):
+        """Each training image as its own reference, moved so that only its appearance carries over:
+        flipped left-right and up-down at random per example and rolled by a random shift (per step),
+        drawn statelessly from ``reference_seed`` and the step."""
+        seed = tf.stack([tf.constant(self.reference_seed, tf.int64), tf.cast(self.g_optimizer.iterations, tf.int64)])
+        return moved_reference(tf.cast(image, tf.float32), seed)
 
     def call(self, inputs, training=None):
         return self.generator(self.generator_inputs(inputs), training=training)
@@ -1320,7 +1413,8 @@ class Pix2Pix(tf.keras.Model):
             generator = self.generator
             if training and self._train_generator is not None:
                 generator = self._train_generator  # same function and variables, fewer multiply-adds
-        fake = generator(self.generator_inputs(data), training=training)
+        reference = self.training_reference(data["image"]) if training and self.reference_conditioned else None
+        fake = generator(self.generator_inputs(data, reference), training=training)
         augment = training and self.diffaugment is not None
         real_pair = (mask, real)
         if augment:

@@ -50,8 +50,8 @@ from synthseg_tf.data.classes import CLASS_TABLE_FILE, IGNORE_ID, ClassTable
 from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
 from synthseg_tf.models.pix2pix import (D_LABEL_CONDITIONINGS, DEFAULT_DIFFAUGMENT, GENERATOR_ARCHS, LABEL_CONDITIONINGS,
                                         UPSAMPLES, Pix2Pix, build_pix2pix, check_discriminator_scales,
-                                        check_spade_generator, default_optimizers, generator_depth, loss_weight,
-                                        parse_diffaugment)
+                                        check_spade_generator, check_style_dim, default_optimizers, generator_depth,
+                                        loss_weight, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -69,13 +69,13 @@ ARCHITECTURE_KEYS = ("num_classes", "image_size", "num_labels", "norm", "spectra
                      "dropout", "gan_loss", "l1_weight", "feature_matching_weight", "learning_rate", "beta_1",
                      "upsample", "label_conditioning", "diffaugment", "ema_decay", "class_loss_weight",
                      "class_loss_model", "mismatch_weight", "d_label_conditioning", "generator_arch", "d_scales",
-                     "aux_class_weight")
+                     "aux_class_weight", "style_dim")
 # What a run whose config.json predates a key did (transposed-conv decoder, label at the
 # bottleneck, no DiffAugment, no EMA); see run_settings.
 LEGACY_DEFAULTS = {"upsample": "transpose", "label_conditioning": "bottleneck", "diffaugment": None,
                    "ema_decay": None, "class_loss_weight": 0.0, "class_loss_model": None,
                    "mismatch_weight": 0.0, "d_label_conditioning": "input", "generator_arch": "unet",
-                   "d_scales": 1, "aux_class_weight": 0.0}
+                   "d_scales": 1, "aux_class_weight": 0.0, "style_dim": 0}
 
 LABEL_ONLY_KEYS = ("label_conditioning", "d_label_conditioning")  # None in a run without class labels
 
@@ -281,8 +281,12 @@ def sample_grid(generator: tf.keras.Model, batch: Dict, palette: np.ndarray) -> 
     """``uint8 [rows*H, 3*W, 3]``: one row per example, columns label map | real | generated."""
     mask = np.asarray(batch["mask"]).astype(np.int64)
     inputs = tf.constant(mask, tf.int32)
-    if "label" in generator.input_names:
-        inputs = {"mask": inputs, "label": tf.constant(np.asarray(batch["label"]), tf.int32)}
+    if len(generator.input_names) > 1:
+        inputs = {"mask": inputs}
+        if "label" in generator.input_names:
+            inputs["label"] = tf.constant(np.asarray(batch["label"]), tf.int32)
+        if "reference" in generator.input_names:  # each image its own reference (its appearance, its pose)
+            inputs["reference"] = tf.constant(np.asarray(batch["image"]), tf.float32)
     fake = generator(inputs, training=False).numpy()
     fake = np.clip((fake + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     real = np.clip(np.asarray(batch["image"]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
@@ -301,14 +305,14 @@ def _build_model(strategy, num_classes, image_size, num_labels, norm, spectral_n
                  label_conditioning=None, diffaugment=None, ema_decay=None, class_model=None,
                  class_loss_weight: float = 0.0, mismatch_weight: float = 0.0,
                  d_label_conditioning: str = "input", generator_arch: str = "unet", d_scales: int = 1,
-                 aux_class_weight: float = 0.0) -> Pix2Pix:
+                 aux_class_weight: float = 0.0, style_dim: int = 0) -> Pix2Pix:
     """Pix2Pix with compiled, already built optimisers, inside ``strategy.scope()``."""
     with strategy.scope():
         model = build_pix2pix(num_classes, image_size, base_filters=base_filters, norm=norm,
                               spectral_norm=spectral_norm, num_labels=num_labels, dropout=dropout,
                               upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                               ema_decay=ema_decay, d_label_conditioning=d_label_conditioning or "input",
-                              arch=generator_arch or "unet", d_scales=d_scales)
+                              arch=generator_arch or "unet", d_scales=d_scales, style_dim=style_dim)
         g_opt, d_opt = default_optimizers(learning_rate, beta_1)
         model.compile(g_opt, d_opt, gan_loss=gan_loss, l1_weight=l1_weight,
                       feature_matching_weight=feature_matching_weight, class_model=class_model,
@@ -621,7 +625,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
               ema_decay: Optional[float] = 0.999, max_checkpoints: Optional[int] = None,
               class_loss_model: Optional[str] = None, class_loss_weight: float = 0.0,
               mismatch_weight: float = 0.0, d_label_conditioning: Optional[str] = None,
-              generator_arch: str = "unet", d_scales: int = 1, aux_class_weight: float = 0.0) -> TrainResult:
+              generator_arch: str = "unet", d_scales: int = 1, aux_class_weight: float = 0.0,
+              style_dim: int = 0) -> TrainResult:
     """Train pix2pix for ``steps`` global steps (total, counting resumed ones) into ``out_dir``.
 
     ``train_ds``: a repeating ``tf.data.Dataset`` of *global* batches (``batch_size`` examples,
@@ -675,7 +680,11 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     PatchGAN). ``aux_class_weight`` > 0 (class-conditional runs with
     ``d_label_conditioning="projection"``): AC-GAN's auxiliary classifier, a head on the
     discriminator's last trunk convolution that learns the classes on the real images and scores
-    the generated ones with that weight (checkpointed with the discriminator). See :mod:`synthseg_tf.models.pix2pix`.
+    the generated ones with that weight (checkpointed with the discriminator). ``style_dim`` > 0
+    (U-Net generators): the generator also takes a reference image, encoded to ``style_dim``
+    numbers that FiLM its decoder, and learns to give its output the reference's appearance; each
+    training image, flipped and shifted, is its own reference (generation passes a real training
+    image of the candidate's class). See :mod:`synthseg_tf.models.pix2pix`.
     """
     out_dir = os.path.abspath(out_dir)
     if max_checkpoints is not None:
@@ -704,6 +713,7 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
         label_conditioning = None  # nothing to condition on
     if generator_arch == "spade":
         check_spade_generator(image_size, num_labels, label_conditioning, upsample)
+    style_dim = check_style_dim(style_dim, generator_arch, label_conditioning)  # before the run folder is written
     diffaugment = parse_diffaugment(diffaugment)
     if ema_decay is not None and not 0.0 < float(ema_decay) < 1.0:
         raise ValueError(f"ema_decay must be in (0, 1) or None, got {ema_decay}")
@@ -740,7 +750,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                   ema_decay=ema_decay, class_loss_weight=class_loss_weight, class_loss_model=class_loss_model,
                   mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
                   generator_arch=generator_arch, d_scales=d_scales, aux_class_weight=aux_class_weight,
-                  generator_inputs=["mask", "label"] if num_labels else ["mask"],
+                  style_dim=style_dim,
+                  generator_inputs=["mask"] + (["label"] if num_labels else []) + (["reference"] if style_dim else []),
                   generator_output="RGB in [-1, 1] (tanh)",
                   class_names=class_table.names if class_table else None, **(extra_config or {}))
     saved = _prepare_run_dir(out_dir, resume, config, class_table)
@@ -753,7 +764,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
                          upsample=upsample, label_conditioning=label_conditioning, diffaugment=diffaugment,
                          ema_decay=ema_decay, class_model=class_model, class_loss_weight=class_loss_weight,
                          mismatch_weight=mismatch_weight, d_label_conditioning=d_label_conditioning,
-                         generator_arch=generator_arch, d_scales=d_scales, aux_class_weight=aux_class_weight)
+                         generator_arch=generator_arch, d_scales=d_scales, aux_class_weight=aux_class_weight,
+                         style_dim=style_dim)
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="step")
 
     val_ds = _as_dataset(val_ds)
