@@ -39,6 +39,9 @@ Quality levers (each optional, see the functions' docstrings):
   (:attr:`Pix2Pix.ema_generator`), the generator to deliver.
 - ``arch="spade"``: a SPADE generator (Park et al. 2019, GauGAN) instead of the U-Net, see
   :func:`build_spade_generator`: the label map modulates every normalisation of the decoder.
+- ``style_dim``: a reference image whose appearance code (:func:`reference_encoder`, GauGAN's
+  style encoder used as exemplar guidance) FiLMs the U-Net decoder; :class:`Pix2Pix` trains it
+  with each image, moved (:func:`moved_reference`), as its own reference.
 """
 from __future__ import annotations
 
@@ -1158,6 +1161,12 @@ class Pix2Pix(tf.keras.Model):
     and a discriminator that does not take the label at its input
     (``label_conditioning="projection"``): with the label beside the image, the head would read the
     label, not the image.
+
+    Reference image (a generator built with ``style_dim`` > 0): the generator's ``reference``
+    input is the batch's ``reference`` when it has one, else its ``image``. In training steps it is
+    each target image moved by :meth:`training_reference` (flips and a roll drawn statelessly from
+    ``reference_seed`` and the step), so the encoder can carry the image's appearance (colours,
+    textures, background) but not where things are, which the label map gives.
 
     ``diffaugment`` (policy, see :func:`parse_diffaugment`; default off): during training the
     discriminator sees DiffAugment-ed (label map, image) pairs, real and fake each with their
