@@ -119,7 +119,7 @@ def test_legacy_run_settings_and_resume(tmp_path):
                                                    "ema_decay": None, "class_loss_weight": 0.0,
                                                    "class_loss_model": None, "mismatch_weight": 0.0,
                                                    "d_label_conditioning": "input", "generator_arch": "unet",
-                                                   "d_scales": 1, "aux_class_weight": 0.0}
+                                                   "d_scales": 1, "aux_class_weight": 0.0, "style_dim": 0}
     assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
