@@ -233,6 +233,13 @@ done
 # ... and at three times the weight, GAN draw 0.
 .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
   --gan-d-label-conditioning projection --gan-aux-class 3 --out "$OUT/cls_ac3_gan0"
+# 36. A reference image (GauGAN's style encoder as exemplar guidance, --gan-style-dim 32): the generator
+#     also takes a real subset image of the candidate's class (the one its edge map came from), whose
+#     appearance code FiLMs the decoder; GAN draws 0 and 1, full schedule, mixed at 0.25 and 0.1.
+for seed in 0 1; do
+  .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+    --gan-style-dim 32 --gan-seed $seed --out "$OUT/cls_style_gan$seed"
+done
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -258,4 +265,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/sign_f0.1/report/report.html $OUT/cls_ms2_gan0/report/report.html" \
   "$OUT/cls_ms2_gan1/report/report.html $OUT/sign_f0.05/report/report.html" \
   "$OUT/cls_ac_gan0/report/report.html $OUT/cls_ac_gan1/report/report.html" \
-  "$OUT/cls_ac3_gan0/report/report.html"
+  "$OUT/cls_ac3_gan0/report/report.html $OUT/cls_style_gan0/report/report.html" \
+  "$OUT/cls_style_gan1/report/report.html"

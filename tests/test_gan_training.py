@@ -248,8 +248,9 @@ def test_gan_options_together_are_recorded_fixed_on_resume_and_render(tmp_path):
 def test_reference_image_run_is_recorded_fixed_on_resume_and_renders_its_references(tmp_path):
     """style_dim > 0 on a label-map GAN (the reference's code is the decoder's only FiLM input): recorded,
     a resume without it is refused, the sample grid is drawn, and the renderer needs one reference per
-    map and gives the saved generator's output for it; the export is refused by name."""
+    map and gives the saved generator's output for it; the export and the FCN-score are refused by name."""
     from synthseg_tf.export.generator import export_generator
+    from synthseg_tf.generation.evaluate import evaluate_generator
     from synthseg_tf.generation.renderer import load_renderer
 
     out = str(tmp_path / "run")
@@ -281,6 +282,8 @@ def test_reference_image_run_is_recorded_fixed_on_resume_and_renders_its_referen
     with pytest.raises(ValueError, match="takes a reference image"):
         export_generator(res.model.inference_generator, str(tmp_path / "export"), (SIZE, SIZE))
     assert not os.path.exists(tmp_path / "export")
+    with pytest.raises(ValueError, match="takes a reference image .* FCN-score is not defined"):
+        evaluate_generator(out, str(tmp_path / "no-segmenter"), "demo-scenes")
 
 
 def test_option_defaults_of_older_runs():

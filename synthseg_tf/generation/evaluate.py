@@ -51,6 +51,9 @@ def evaluate_generator(generator: str, segmenter: str, data: str, max_images: Op
     from synthseg_tf.utils import atomic_write_text
 
     r = Renderer(generator)
+    if r.reference_conditioned:  # (each image's own photo as its reference would hand it the answer)
+        raise ValueError(f"{generator} takes a reference image (style_dim > 0); the FCN-score is not defined "
+                         "for it yet: it would need references other than the evaluated images themselves")
     seg = load_segmenter(segmenter)
     ds = load(data)
     if ds.num_classes != r.config.get("num_classes") or ds.num_classes != seg.num_classes:
