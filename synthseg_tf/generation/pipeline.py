@@ -552,7 +552,8 @@ class ShardMaker:
         """Render and score one fixed inference batch; kept samples carry their image/mask arrays."""
         cfg, k = self.cfg, self.cfg.inference_batch
         pmaps, plabels, prefs = _pad_batch(batch, positions, k)
-        images = self.renderer.render(pmaps, plabels, prefs)
+        # (references only to a generator that takes them: render's older two-argument call stays valid)
+        images = self.renderer.render(pmaps, plabels) if prefs is None else self.renderer.render(pmaps, plabels, prefs)
         masks, voided = pmaps, None
         if self.scorer is None:
             scores = [None] * k
