@@ -970,6 +970,36 @@ def mismatched_labels(label, num_labels: int, seed):
     return (label + shift) % num_labels
 
 
+def generator_inputs(generator: tf.keras.Model, data, reference=None):
+    """``generator``'s inputs taken from a batch dict (or a bare mask tensor): the mask, the
+    ``label`` of a class-conditional generator and, for one with a ``reference`` input
+    (``style_dim`` > 0), ``reference`` when given, else the batch's ``reference``, else its
+    ``image`` (each image its own reference)."""
+    conditional = "label" in generator.input_names
+    takes_reference = "reference" in generator.input_names
+    if not isinstance(data, dict):
+        if conditional:
+            raise ValueError("this generator is class-conditional: pass {'mask': ..., 'label': ...}")
+        if takes_reference:
+            raise ValueError("this generator takes a reference image: pass {'mask': ..., 'reference': ...}")
+        return tf.cast(data, tf.int32)
+    mask = tf.cast(data["mask"], tf.int32)
+    if not conditional and not takes_reference:
+        return mask
+    out = {"mask": mask}
+    if conditional:
+        if "label" not in data:
+            raise ValueError("this generator is class-conditional but the batch has no 'label'")
+        out["label"] = tf.cast(data["label"], tf.int32)
+    if takes_reference:
+        if reference is None:
+            reference = data.get("reference", data.get("image"))
+        if reference is None:
+            raise ValueError("this generator takes a reference image but the batch has no 'reference' or 'image'")
+        out["reference"] = tf.cast(reference, tf.float32)
+    return out
+
+
 def moved_reference(image, seed):
     """``image`` ``[B,H,W,3]`` with each example flipped left-right and up-down with probability 1/2
     and the batch rolled by a random (dy, dx), all drawn statelessly from ``seed`` (2 int64s)."""
@@ -1354,31 +1384,9 @@ class Pix2Pix(tf.keras.Model):
 
     # ---------------------------------------------------------------- forward passes
     def generator_inputs(self, data, reference=None):
-        """The generator's inputs taken from a batch dict (or a bare mask tensor).
-
-        A generator with a ``reference`` input (``style_dim`` > 0) gets ``reference`` when given,
-        else the batch's ``reference``, else its ``image`` (each image its own reference)."""
-        if not isinstance(data, dict):
-            if self.conditional:
-                raise ValueError("this generator is class-conditional: pass {'mask': ..., 'label': ...}")
-            if self.reference_conditioned:
-                raise ValueError("this generator takes a reference image: pass {'mask': ..., 'reference': ...}")
-            return tf.cast(data, tf.int32)
-        mask = tf.cast(data["mask"], tf.int32)
-        if not self.conditional and not self.reference_conditioned:
-            return mask
-        out = {"mask": mask}
-        if self.conditional:
-            if "label" not in data:
-                raise ValueError("this generator is class-conditional but the batch has no 'label'")
-            out["label"] = tf.cast(data["label"], tf.int32)
-        if self.reference_conditioned:
-            if reference is None:
-                reference = data.get("reference", data.get("image"))
-            if reference is None:
-                raise ValueError("this generator takes a reference image but the batch has no 'reference' or 'image'")
-            out["reference"] = tf.cast(reference, tf.float32)
-        return out
+        """The generator's inputs taken from a batch dict (or a bare mask tensor); see
+        :func:`generator_inputs`."""
+        return generator_inputs(self.generator, data, reference)
 
     def training_reference(self, image):
         """Each training image as its own reference, moved so that only its appearance carries over:

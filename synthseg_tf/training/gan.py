@@ -51,7 +51,7 @@ from synthseg_tf.errors import ModelLoadError, StorageError, TrainingDiverged
 from synthseg_tf.models.pix2pix import (D_LABEL_CONDITIONINGS, DEFAULT_DIFFAUGMENT, GENERATOR_ARCHS, LABEL_CONDITIONINGS,
                                         UPSAMPLES, Pix2Pix, build_pix2pix, check_discriminator_scales,
                                         check_spade_generator, check_style_dim, default_optimizers, generator_depth,
-                                        loss_weight, parse_diffaugment)
+                                        generator_inputs, loss_weight, parse_diffaugment)
 from synthseg_tf.utils import atomic_directory, atomic_write_bytes, atomic_write_text
 
 CONFIG_FILE = "config.json"
@@ -280,14 +280,8 @@ def _palette(num_classes: int, class_table: Optional[ClassTable]) -> np.ndarray:
 def sample_grid(generator: tf.keras.Model, batch: Dict, palette: np.ndarray) -> np.ndarray:
     """``uint8 [rows*H, 3*W, 3]``: one row per example, columns label map | real | generated."""
     mask = np.asarray(batch["mask"]).astype(np.int64)
-    inputs = tf.constant(mask, tf.int32)
-    if len(generator.input_names) > 1:
-        inputs = {"mask": inputs}
-        if "label" in generator.input_names:
-            inputs["label"] = tf.constant(np.asarray(batch["label"]), tf.int32)
-        if "reference" in generator.input_names:  # each image its own reference (its appearance, its pose)
-            inputs["reference"] = tf.constant(np.asarray(batch["image"]), tf.float32)
-    fake = generator(inputs, training=False).numpy()
+    # (a reference-image generator takes each image as its own reference: its appearance, its pose)
+    fake = generator(generator_inputs(generator, batch), training=False).numpy()
     fake = np.clip((fake + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
     real = np.clip(np.asarray(batch["image"]) * 255.0 + 0.5, 0, 255).astype(np.uint8)
     colour = palette[np.clip(mask, 0, 255)]
