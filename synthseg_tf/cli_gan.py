@@ -159,7 +159,7 @@ def cmd_generate(args) -> int:
                            beam_args=args.beam_args, pixel_filter=args.pixel_filter, hardness=args.hardness,
                            allow_weak_quality_model=args.allow_weak_quality_model,
                            class_min_quality=_class_thresholds(args.class_min_quality),
-                           borrow_maps=args.borrow_maps)
+                           borrow_maps=args.borrow_maps, reference_swap=args.reference_swap)
     from synthseg_tf.errors import is_expected
 
     try:
@@ -306,6 +306,10 @@ def register(sub, spec_help: str) -> None:
                      help="class-conditional generator on edge maps: condition a candidate of class C, with "
                           "probability P, on an edge map of a training image of another class (pose borrowing; "
                           "pair it with a classifier --quality-model, which judges whether the image shows C)")
+    gen.add_argument("--reference-swap", type=float, default=0.0, metavar="P",
+                     help="generator trained with a reference image (--style-dim): give a candidate, with "
+                          "probability P, another training image of its class as its reference than the one its "
+                          "map came from (one image's layout or pose, another's appearance; default 0)")
     gen.add_argument("--samples-per-shard", type=int, default=200)
     gen.add_argument("--batch-size", type=int, default=16,
                      help="batch of the quality model when it computes the real loss statistics of --pixel-filter/"

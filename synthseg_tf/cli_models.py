@@ -372,6 +372,10 @@ def cmd_experiment_classification(args) -> int:
         gen["class_hardness"] = True
     if args.borrow_maps:
         gen["borrow_maps"] = args.borrow_maps
+    if args.reference_swap:
+        if not getattr(args, "gan_style_dim", None):
+            raise CliError("--reference-swap needs a GAN trained with a reference image (--gan-style-dim N)")
+        gen["reference_swap"] = args.reference_swap
     extra = {"ema": args.ema} if args.ema is not None else {}  # (absent: the identity of earlier folders holds)
     if args.real_passes:
         extra["real_passes"] = True
@@ -703,6 +707,9 @@ def register(sub, spec_help: str) -> None:
                    help="condition a share P of the generated images on an edge map of another class's subset "
                         "image (pose borrowing; the confidence filter decides whether the image still shows its "
                         "class; default 0)")
+    k.add_argument("--reference-swap", type=_ratio, default=None, metavar="P",
+                   help="with --gan-style-dim: give a share P of the generated images another subset image of "
+                        "their class as their reference than the one their edge map came from (default 0)")
     _ema_argument(k, "each classifier's")
     _bn_momentum_argument(k)
     k.add_argument("--synthetic-soft-labels", type=_ratio, default=None, metavar="ALPHA",

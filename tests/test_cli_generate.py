@@ -261,6 +261,52 @@ def test_reference_images_are_the_candidates_own_class_training_images(condition
         assert np.abs(read_image(os.path.join(out, e["image"]))[0].astype(int) - rendered).max() <= 1  # (batch of 1)
 
 
+def test_reference_swap_gives_another_image_of_the_class(conditional, tmp_path):
+    """--reference-swap P: with probability P a candidate's reference is another training image of its
+    own class than the one its edge map came from (a class with one image keeps its own); recorded
+    (reference_swapped, reference_id among the source_ids), in the identity, refused where it cannot apply."""
+    from synthseg_tf.generation.pipeline import run_generation
+
+    gc = _gen_config(conditional["rgen"])
+    members = {0: {f"cat/cat{i}" for i in range(4)}, 1: {"dog/dog0", "dog/dog1"}, 2: {"fox/fox0"}}
+    cfg = GenerationConfig(generator=conditional["rgen"], out="x", n=1, labels="rare", seed=3, reference_swap=0.5)
+    src = MapSource(cfg, gc, 2, plan_map_source(cfg, gc))
+    plain = MapSource(GenerationConfig(generator=conditional["rgen"], out="x", n=1, labels="rare", seed=3), gc, 2,
+                      plan_map_source(cfg, gc))
+    swapped, kept, multi = 0, 0, 0
+    for i in range(200):
+        m, label, prov = src.get(i)
+        m0, label0, prov0 = plain.get(i)
+        assert label == label0 and np.array_equal(m, m0)  # the map and class do not change, only the reference
+        ref, map_id = prov["reference_id"], prov0["reference_id"]
+        assert ref in members[label] and ref in prov["source_ids"] and map_id in prov["source_ids"]
+        if len(members[label]) > 1:
+            multi += 1
+        if prov.get("reference_swapped"):
+            swapped += 1
+            assert ref != map_id and prov["source_ids"] == [map_id, ref]
+        else:
+            kept += 1
+            assert ref == map_id and prov == prov0
+        again = src.get(i)  # deterministic per candidate
+        assert np.array_equal(again[0], m) and again[2] == prov
+    assert 0.35 * multi <= swapped <= 0.65 * multi and kept > 0
+
+    out = tmp_path / "s"
+    assert main(["generate", "--generator", conditional["rgen"], "--out", str(out), "--n", "12",
+                 "--samples-per-shard", "6", "--labels", "rare", "--seed", "3", "--reference-swap", "0.5"]) == 0
+    with open(os.path.join(out, "generation.json")) as f:
+        assert json.load(f)["identity"]["reference_swap"] == 0.5
+    entries = _manifest(str(out))
+    assert any(e.get("reference_swapped") for e in entries)
+    assert all(e["reference_id"] in members[e["label"]] and e["reference_id"] in e["source_ids"] for e in entries)
+    for bad, gen in ((0.5, conditional["egen"]), (1.5, conditional["rgen"])):
+        with pytest.raises(ValueError, match="reference-swap"):
+            run_generation(GenerationConfig(generator=gen, out=str(tmp_path / "bad"), n=2, labels="rare",
+                                            reference_swap=bad), log=lambda m: None)
+    assert not os.path.exists(tmp_path / "bad")
+
+
 def test_borrowed_edge_maps_come_from_other_classes(conditional, tmp_path, capsys):
     """--borrow-maps P: with probability P a candidate of class c is conditioned on an edge map of another
     class's training image, drawn in proportion to the other classes' image counts; recorded per sample."""

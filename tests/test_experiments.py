@@ -592,7 +592,7 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
 
 def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     """--gan-diffaugment (canonical, 'none' = off), --gan-class-loss, --gan-mismatch, --gan-aux-class
-    and the other --gan-* options reach the GAN options and --borrow-maps the generation options; a
+    and the other --gan-* options reach the GAN options and --borrow-maps, --reference-swap the generation options; a
     bad policy fails before any run; a segmentation experiment refuses the class-conditional options,
     and a classification experiment the auxiliary classifier without a projection discriminator."""
     import synthseg_tf.experiments.classification as exp
@@ -623,6 +623,10 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     assert calls[-1]["generation"] == {"borrow_maps": 0.5}
     with pytest.raises(SystemExit):
         p.parse_args(base + ["--borrow-maps", "2"])
+    args = p.parse_args(base + ["--gan-style-dim", "8", "--reference-swap", "1"])
+    with pytest.raises(Stop):
+        args.func(args)
+    assert calls[-1]["generation"] == {"reference_swap": 1.0} and calls[-1]["gan"] == {"style_dim": 8}
     args = p.parse_args(base + ["--gan-diffaugment", "colour"])
     n = len(calls)
     with pytest.raises(CliError, match="--gan-diffaugment: unknown op"):
@@ -632,6 +636,9 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
         args = p.parse_args(base + bad)
         with pytest.raises(CliError, match=f"--gan-style-dim: .*{match}"):
             args.func(args)
+    args = p.parse_args(base + ["--reference-swap", "0.5"])  # no reference image to swap
+    with pytest.raises(CliError, match="--reference-swap needs .*--gan-style-dim"):
+        args.func(args)
     assert len(calls) == n
     with pytest.raises(ValueError, match="class loss is for classification"):
         run_segmentation_experiment("demo", "x", gan={"class_loss_weight": 1.0})

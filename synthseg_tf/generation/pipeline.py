@@ -121,6 +121,13 @@ class GenerationConfig:
     the result still looks like ``c``, so use it with a classifier ``quality_model``. Deterministic
     per candidate; the manifest records the donor class (``borrowed_from``).
 
+    ``reference_swap`` (generators trained with a reference image, ``style_dim`` > 0): the
+    probability that candidate ``i`` takes as its reference **another** training image of its own
+    class than the one its map was made from (for a label-map generator: another training image),
+    so the image combines one image's layout or pose with another's appearance (background,
+    colours) instead of re-rendering one real image. Deterministic per candidate; the manifest
+    records ``reference_swapped``.
+
     ``inference_batch``: the generator and the quality model always run on batches of exactly
     this many consecutive candidates of a shard (the last one padded with empty maps), each at a
     fixed position, so a sample's bytes do not depend on ``workers``, the runner or how
@@ -151,6 +158,7 @@ class GenerationConfig:
     class_min_quality: Optional[List[float]] = None  # per-class thresholds (class-conditional + classifier)
     class_weights: Optional[List[float]] = None  # per-class factors on labels="rare"'s draw probabilities
     borrow_maps: float = 0.0  # edge-conditioned class generators: P(a candidate's map comes from another class)
+    reference_swap: float = 0.0  # reference-image generators: P(the reference is another image than the map's)
 
     # Settings that change the output; the others (runner, workers, ...) may differ on resume.
     def identity(self, fingerprint: str, map_sources: Optional[Dict] = None) -> Dict:
@@ -163,6 +171,8 @@ class GenerationConfig:
             d["class_weights"] = [float(v) for v in self.class_weights]
         if self.borrow_maps:  # (likewise)
             d["borrow_maps"] = float(self.borrow_maps)
+        if self.reference_swap:  # (likewise)
+            d["reference_swap"] = float(self.reference_swap)
         d["generator_fingerprint"] = fingerprint
         d["quality_model"] = os.path.abspath(self.quality_model) if self.quality_model else None
         d["map_sources"] = map_sources
@@ -269,7 +279,8 @@ class MapSource:
 
     For a generator trained with a reference image (``style_dim`` > 0), each candidate also gets
     one (:meth:`reference`): the real image whose label map its map was made from, or, when the map
-    was borrowed from another class, an image of the candidate's own class drawn from its index.
+    was borrowed from another class or with probability ``reference_swap``, another image of the
+    candidate's own class (any other image for a label-map generator) drawn from its index.
     Its ``source_id`` is the provenance's ``reference_id`` and is among its ``source_ids``.
     """
 
@@ -312,6 +323,7 @@ class MapSource:
         self.source_ids = [s.source_id for s in ds.samples]
         self._index_of = {sid: j for j, sid in enumerate(self.source_ids)}
         self.borrow = float(cfg.borrow_maps or 0.0)
+        self.reference_swap = float(cfg.reference_swap or 0.0)
         from synthseg_tf.data.conditioning import EDGE_CONDITIONINGS
 
         if self.borrow and self.conditioning not in EDGE_CONDITIONINGS:
@@ -408,6 +420,12 @@ class MapSource:
                 ref = own[int(np.random.default_rng([self.seed, i, 17]).integers(len(own)))]
             else:
                 ref = idx[info["base_map"]] if self.sampling else j
+                own = self.groups[key]
+                rng = np.random.default_rng([self.seed, i, 19])
+                if self.reference_swap and len(own) > 1 and rng.random() < self.reference_swap:
+                    k = int(rng.integers(len(own) - 1))  # any image of the group but the map's own
+                    ref = own[k + (k >= own.index(ref))]
+                    prov["reference_swapped"] = True
             prov["reference_id"] = self.source_ids[ref]
             if prov["reference_id"] not in prov["source_ids"]:
                 prov["source_ids"] = prov["source_ids"] + [prov["reference_id"]]
@@ -1068,6 +1086,12 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
     borrow = cfg.borrow_maps
     if not (isinstance(borrow, (int, float)) and np.isfinite(borrow) and 0.0 <= borrow <= 1.0):
         raise ValueError(f"--borrow-maps must be a probability in [0, 1], got {borrow!r}")
+    swap = cfg.reference_swap
+    if not (isinstance(swap, (int, float)) and np.isfinite(swap) and 0.0 <= swap <= 1.0):
+        raise ValueError(f"--reference-swap must be a probability in [0, 1], got {swap!r}")
+    if swap and not renderer.reference_conditioned:
+        raise ValueError("--reference-swap gives candidates another image as their reference: it needs a generator "
+                         f"trained with a reference image (style_dim > 0); {cfg.generator} takes none")
     from synthseg_tf.data.conditioning import EDGE_CONDITIONINGS
 
     if borrow and (not renderer.conditional or renderer.config.get("conditioning") not in EDGE_CONDITIONINGS):
