@@ -240,6 +240,14 @@ for seed in 0 1; do
   .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
     --gan-style-dim 32 --gan-seed $seed --out "$OUT/cls_style_gan$seed"
 done
+# 37. Step 36's generators with swapped references (--reference-swap 1): each candidate's reference is
+#     another subset image of its class than the one its edge map came from (one image's pose,
+#     another's appearance). The GAN, filter classifier and real-only runs are trained as in step 36
+#     (same options and seeds); only the generated set differs.
+for seed in 0 1; do
+  .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+    --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --out "$OUT/cls_swap_gan$seed"
+done
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -266,4 +274,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_ms2_gan1/report/report.html $OUT/sign_f0.05/report/report.html" \
   "$OUT/cls_ac_gan0/report/report.html $OUT/cls_ac_gan1/report/report.html" \
   "$OUT/cls_ac3_gan0/report/report.html $OUT/cls_style_gan0/report/report.html" \
-  "$OUT/cls_style_gan1/report/report.html"
+  "$OUT/cls_style_gan1/report/report.html $OUT/cls_swap_gan0/report/report.html" \
+  "$OUT/cls_swap_gan1/report/report.html"
