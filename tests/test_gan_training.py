@@ -113,14 +113,16 @@ def test_resume_refuses_other_training_samples(finished_run, tmp_path):
 
 
 def test_legacy_run_settings_and_resume(tmp_path):
-    """A run whose config.json predates the quality options keeps its old behaviour."""
+    """A run whose config.json predates the quality options keeps its old behaviour: each missing
+    option counts as off (LEGACY_DEFAULTS), and a resume must keep it."""
     assert gan.run_settings({"num_labels": 3}) == {"num_labels": 3, "upsample": "transpose",
                                                    "label_conditioning": "bottleneck", "diffaugment": None,
                                                    "ema_decay": None, "class_loss_weight": 0.0,
                                                    "class_loss_model": None, "mismatch_weight": 0.0,
                                                    "d_label_conditioning": "input", "generator_arch": "unet",
                                                    "d_scales": 1, "aux_class_weight": 0.0, "style_dim": 0}
-    assert gan.run_settings({"num_labels": None})["label_conditioning"] is None
+    label_map_gan = gan.run_settings({"num_labels": None})  # the class options apply to class-conditional runs
+    assert label_map_gan["label_conditioning"] is None and label_map_gan["d_label_conditioning"] is None
     assert gan.run_settings({"upsample": "resize"})["upsample"] == "resize"
     out = str(tmp_path / "old")
     old = dict(SMALL, upsample="transpose", diffaugment=None, ema_decay=None)
@@ -284,16 +286,6 @@ def test_reference_image_run_is_recorded_fixed_on_resume_and_renders_its_referen
     assert not os.path.exists(tmp_path / "export")
     with pytest.raises(ValueError, match="takes a reference image .* FCN-score is not defined"):
         evaluate_generator(out, str(tmp_path / "no-segmenter"), "demo-scenes")
-
-
-def test_option_defaults_of_older_runs():
-    """A config.json from before an option counts as the option off (see LEGACY_DEFAULTS);
-    d_label_conditioning only applies to class-conditional runs."""
-    old = gan.run_settings({"num_labels": 2})
-    keys = ("class_loss_weight", "class_loss_model", "mismatch_weight", "d_label_conditioning", "d_scales",
-            "generator_arch", "aux_class_weight", "style_dim")
-    assert tuple(old[k] for k in keys) == (0.0, None, 0.0, "input", 1, "unet", 0.0, 0)
-    assert gan.run_settings({"num_labels": None})["d_label_conditioning"] is None
 
 
 def test_gan_options_are_refused_before_the_run_folder_is_written(tmp_path):

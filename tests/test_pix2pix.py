@@ -323,7 +323,7 @@ REPLICA_SCRIPT = textwrap.dedent(r"""
             tf.keras.utils.set_random_seed(1)
             m = P.build_pix2pix(4, 32, base_filters=8, norm="instance", dropout=0.0,
                                 num_labels=cfg.get("num_labels"), spectral_norm=cfg.get("sn", False),
-                                ema_decay=cfg.get("ema"))
+                                ema_decay=cfg.get("ema"), style_dim=cfg.get("style_dim", 0))
             m.compile(tf.keras.optimizers.SGD(0.01), tf.keras.optimizers.SGD(0.01), gan_loss=cfg["loss"],
                       feature_matching_weight=cfg.get("fm", 0.0))
         return m
@@ -341,7 +341,8 @@ REPLICA_SCRIPT = textwrap.dedent(r"""
     ds = tf.data.Dataset.from_tensor_slices(data).batch(B)
     two_replicas = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])  # one per process (collective keys)
     report = []
-    for cfg in [dict(loss="bce", fm=10.0), dict(loss="lsgan", sn=True, num_labels=3), dict(loss="bce", ema=0.9)]:
+    for cfg in [dict(loss="bce", fm=10.0), dict(loss="lsgan", sn=True, num_labels=3), dict(loss="bce", ema=0.9),
+                dict(loss="bce", num_labels=3, style_dim=4)]:  # (each replica's references moved as on one)
         one = make(tf.distribute.get_strategy(), cfg)
         two = make(two_replicas, cfg)
         two.generator.set_weights(one.generator.get_weights())
@@ -370,7 +371,7 @@ def test_one_and_two_replicas_give_the_same_losses_and_updates():
     lines = [l for l in proc.stdout.splitlines() if l.startswith("REPORT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     report = json.loads(lines[-1][len("REPORT"):])
-    assert len(report) == 6
+    assert len(report) == 8
     assert all(r["ema_update"] > 1e-4 for r in report if r["cfg"].get("ema"))  # the EMA copy moved too
     for r in report:
         assert r["replicas"] == 2
@@ -750,7 +751,8 @@ def test_auxiliary_classifier_is_refused_where_the_head_would_read_the_label():
 def test_reference_image_gives_the_generator_its_appearance(num_labels):
     """style_dim > 0: the generator takes a reference image (a third input, or the second without class
     labels) whose encoded appearance changes its output; a training step uses each image, flipped and
-    rolled (statelessly from the seed and the step), as its own reference and trains the encoder."""
+    rolled (statelessly from the seed and the step), as its own reference and trains the encoder; the
+    validation step moves it too, by one draw fixed across steps."""
     b = batch(n=4, num_labels=num_labels, seed=1)
     tf.keras.utils.set_random_seed(0)
     model = P.build_pix2pix(4, 32, base_filters=8, num_labels=num_labels, style_dim=6, norm="instance")
@@ -771,6 +773,16 @@ def test_reference_image_gives_the_generator_its_appearance(num_labels):
     assert not np.array_equal(moved, image)
     seed = tf.constant([model.reference_seed, 0], tf.int64)
     assert np.array_equal(moved, P.moved_reference(b["image"], seed).numpy())
+    held_out = model.evaluation_reference(b["image"]).numpy()  # validation: moved too, by one fixed draw
+    for m, x in zip(held_out, image):
+        assert np.array_equal(np.sort(m.ravel()), np.sort(x.ravel()))
+    assert not np.array_equal(held_out, image)
+    used = []
+    evaluation_reference = model.evaluation_reference
+    model.evaluation_reference = lambda im: used.append(1) or evaluation_reference(im)
+    model.test_step(b)
+    assert used  # test_step renders from the moved image, not the image itself
+    del model.evaluation_reference
 
     encoder = [v for v in model.generator.trainable_variables if "g_ref_" in v.name]
     assert len(encoder) == 2 * 3 + 2  # at 32 px: 3 convolutions (kernel, bias), then the dense layer
@@ -778,6 +790,7 @@ def test_reference_image_gives_the_generator_its_appearance(num_labels):
     model.train_step(b)
     assert all(not np.array_equal(a, v.numpy()) for a, v in zip(before, encoder))
     assert not np.array_equal(model.training_reference(b["image"]).numpy(), moved)  # the next step's draw
+    assert np.array_equal(model.evaluation_reference(b["image"]).numpy(), held_out)  # the same at every step
 
 
 def test_reference_image_is_refused_where_it_cannot_apply():

@@ -1000,18 +1000,34 @@ def generator_inputs(generator: tf.keras.Model, data, reference=None):
     return out
 
 
-def moved_reference(image, seed):
+def moved_reference(image, seed, replica=0, num_replicas: int = 1):
     """``image`` ``[B,H,W,3]`` with each example flipped left-right and up-down with probability 1/2
-    and the batch rolled by a random (dy, dx), all drawn statelessly from ``seed`` (2 int64s)."""
+    and the batch rolled by a random (dy, dx), all drawn statelessly from ``seed`` (2 int64s).
+
+    Under a distribution strategy, ``image`` is replica ``replica``'s share of a global batch of
+    ``num_replicas`` equal shares: the flips are drawn for the global batch and this share's rows
+    taken, so every example gets the flips it would get on one replica (not the same as the
+    other replicas' examples at its position)."""
     n = tf.shape(image)[0]
     h, w = image.shape[1], image.shape[2]
-    draws = tf.random.stateless_uniform([n, 2], seed=seed)
+    if num_replicas == 1:
+        draws = tf.random.stateless_uniform([n, 2], seed=seed)
+    else:
+        draws = tf.random.stateless_uniform([n * num_replicas, 2], seed=seed)[replica * n:(replica + 1) * n]
     lr = tf.reshape(draws[:, 0] < 0.5, [-1, 1, 1, 1])
     ud = tf.reshape(draws[:, 1] < 0.5, [-1, 1, 1, 1])
     image = tf.where(lr, tf.reverse(image, [2]), image)
     image = tf.where(ud, tf.reverse(image, [1]), image)
     shift = tf.random.stateless_uniform([2], seed=seed + 1, maxval=2**30, dtype=tf.int32)
     return tf.roll(image, [shift[0] % h, shift[1] % w], axis=[1, 2])
+
+
+def _replica():
+    """``(replica id, number of replicas)`` of the calling replica (``(0, 1)`` outside a strategy)."""
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or ctx.num_replicas_in_sync == 1:
+        return 0, 1
+    return ctx.replica_id_in_sync_group, ctx.num_replicas_in_sync
 
 
 def masked_l1_per_example(real, fake, mask, ignore_id: int = IGNORE_ID):
@@ -1393,7 +1409,14 @@ class Pix2Pix(tf.keras.Model):
         flipped left-right and up-down at random per example and rolled by a random shift (per step),
         drawn statelessly from ``reference_seed`` and the step."""
         seed = tf.stack([tf.constant(self.reference_seed, tf.int64), tf.cast(self.g_optimizer.iterations, tf.int64)])
-        return moved_reference(tf.cast(image, tf.float32), seed)
+        return moved_reference(tf.cast(image, tf.float32), seed, *_replica())
+
+    def evaluation_reference(self, image):
+        """Each evaluated image as its own reference, moved as in training but by one fixed draw
+        (from ``reference_seed`` alone), so the validation losses of every epoch see the same
+        references and none is handed the image's layout."""
+        seed = tf.constant([self.reference_seed, -1], tf.int64)
+        return moved_reference(tf.cast(image, tf.float32), seed, *_replica())
 
     def call(self, inputs, training=None):
         return self.generator(self.generator_inputs(inputs), training=training)
@@ -1430,7 +1453,9 @@ class Pix2Pix(tf.keras.Model):
             generator = self.generator
             if training and self._train_generator is not None:
                 generator = self._train_generator  # same function and variables, fewer multiply-adds
-        reference = self.training_reference(data["image"]) if training and self.reference_conditioned else None
+        reference = None
+        if self.reference_conditioned:  # (moved in evaluation too: the unmoved image would hand over its layout)
+            reference = self.training_reference(data["image"]) if training else self.evaluation_reference(data["image"])
         fake = generator(self.generator_inputs(data, reference), training=training)
         augment = training and self.diffaugment is not None
         real_pair = (mask, real)
