@@ -243,11 +243,14 @@ done
 # 37. Step 36's generators with swapped references (--reference-swap 1): each candidate's reference is
 #     another subset image of its class than the one its edge map came from (one image's pose,
 #     another's appearance). The GAN, filter classifier and real-only runs are trained as in step 36
-#     (same options and seeds); only the generated set differs.
-for seed in 0 1; do
+#     (same options and seeds); only the generated set differs. GAN draws 0, 1 and 2, and step 36's
+#     unswapped setting on draw 2 for the paired comparison.
+for seed in 0 1 2; do
   .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
     --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --out "$OUT/cls_swap_gan$seed"
 done
+.venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+  --gan-style-dim 32 --gan-seed 2 --out "$OUT/cls_style_gan2"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -275,4 +278,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_ac_gan0/report/report.html $OUT/cls_ac_gan1/report/report.html" \
   "$OUT/cls_ac3_gan0/report/report.html $OUT/cls_style_gan0/report/report.html" \
   "$OUT/cls_style_gan1/report/report.html $OUT/cls_swap_gan0/report/report.html" \
-  "$OUT/cls_swap_gan1/report/report.html"
+  "$OUT/cls_swap_gan1/report/report.html $OUT/cls_swap_gan2/report/report.html" \
+  "$OUT/cls_style_gan2/report/report.html"
