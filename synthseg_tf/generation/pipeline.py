@@ -421,8 +421,8 @@ class MapSource:
             else:
                 ref = idx[info["base_map"]] if self.sampling else j
                 own = self.groups[key]
-                rng = np.random.default_rng([self.seed, i, 19])
-                if self.reference_swap and len(own) > 1 and rng.random() < self.reference_swap:
+                rng = np.random.default_rng([self.seed, i, 19]) if self.reference_swap and len(own) > 1 else None
+                if rng is not None and rng.random() < self.reference_swap:
                     k = int(rng.integers(len(own) - 1))  # any image of the group but the map's own
                     ref = own[k + (k >= own.index(ref))]
                     prov["reference_swapped"] = True
@@ -1083,12 +1083,10 @@ def _check_options(cfg: GenerationConfig, renderer) -> Optional[str]:
                              f"generator and labels='rare' (got labels={cfg.labels!r})")
         rare_label_weights({c: 1 for c in range(int(renderer.num_labels))}, int(renderer.num_labels),
                            cfg.class_weights)  # the values' checks, before any work
-    borrow = cfg.borrow_maps
-    if not (isinstance(borrow, (int, float)) and np.isfinite(borrow) and 0.0 <= borrow <= 1.0):
-        raise ValueError(f"--borrow-maps must be a probability in [0, 1], got {borrow!r}")
-    swap = cfg.reference_swap
-    if not (isinstance(swap, (int, float)) and np.isfinite(swap) and 0.0 <= swap <= 1.0):
-        raise ValueError(f"--reference-swap must be a probability in [0, 1], got {swap!r}")
+    for flag, p in (("--borrow-maps", cfg.borrow_maps), ("--reference-swap", cfg.reference_swap)):
+        if not (isinstance(p, (int, float)) and np.isfinite(p) and 0.0 <= p <= 1.0):
+            raise ValueError(f"{flag} must be a probability in [0, 1], got {p!r}")
+    borrow, swap = cfg.borrow_maps, cfg.reference_swap
     if swap and not renderer.reference_conditioned:
         raise ValueError("--reference-swap gives candidates another image as their reference: it needs a generator "
                          f"trained with a reference image (style_dim > 0); {cfg.generator} takes none")
