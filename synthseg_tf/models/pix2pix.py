@@ -1010,10 +1010,7 @@ def moved_reference(image, seed, replica=0, num_replicas: int = 1):
     other replicas' examples at its position)."""
     n = tf.shape(image)[0]
     h, w = image.shape[1], image.shape[2]
-    if num_replicas == 1:
-        draws = tf.random.stateless_uniform([n, 2], seed=seed)
-    else:
-        draws = tf.random.stateless_uniform([n * num_replicas, 2], seed=seed)[replica * n:(replica + 1) * n]
+    draws = tf.random.stateless_uniform([n * num_replicas, 2], seed=seed)[replica * n:(replica + 1) * n]
     lr = tf.reshape(draws[:, 0] < 0.5, [-1, 1, 1, 1])
     ud = tf.reshape(draws[:, 1] < 0.5, [-1, 1, 1, 1])
     image = tf.where(lr, tf.reverse(image, [2]), image)
