@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 from typing import List, Optional
 
@@ -93,6 +94,16 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_int(text: str) -> int:
     return _whole_number(text, 0)
+
+
+def _loss_weight(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return v
 
 
 def _class_weights(text: str):
@@ -444,6 +455,13 @@ def _generator_args(p, what: str):
     g.add_argument("--gan-diffaugment", metavar="POLICY",
                    help="DiffAugment policy of the pix2pix discriminator's inputs: comma-separated color, "
                         "translation, cutout, or 'none' (default color,translation,cutout)")
+    g.add_argument("--gan-l1-weight", type=_loss_weight, metavar="W",
+                   help="weight of the generator's L1 reconstruction loss (default 100, pix2pix's); a lower one "
+                        "leaves more to the adversarial and feature-matching terms, which blur less")
+    g.add_argument("--gan-feature-matching", type=_loss_weight, metavar="W",
+                   help="weight of pix2pixHD's discriminator feature-matching loss on the generator (the mean L1 "
+                        "between the discriminator's activations on the real and the generated pair); default 0 "
+                        "(off)")
     g.add_argument("--gan-class-loss", type=float, metavar="W",
                    help="classification: weight of a class loss on the generator (the cross-entropy of each "
                         "generated image's class under the confidence filter's classifier, trained on the same "
@@ -486,11 +504,12 @@ def _gan_options(args) -> Optional[dict]:
                       ("aux_class_weight", "gan_aux_class"),
                       ("d_label_conditioning", "gan_d_label_conditioning"), ("conditioning", "gan_conditioning"),
                       ("generator_arch", "gan_generator_arch"), ("d_scales", "gan_d_scales"),
-                      ("style_dim", "gan_style_dim")):
+                      ("style_dim", "gan_style_dim"), ("l1_weight", "gan_l1_weight"),
+                      ("feature_matching_weight", "gan_feature_matching")):
         if getattr(args, attr, None) is not None:
             opts[key] = getattr(args, attr)
     for key, default in (("d_label_conditioning", "input"), ("generator_arch", "unet"), ("d_scales", 1),
-                         ("style_dim", 0)):
+                         ("style_dim", 0), ("l1_weight", 100.0), ("feature_matching_weight", 0.0)):
         if opts.get(key) == default:  # the default: the experiment's identity stays as before
             del opts[key]
     if "diffaugment" in opts:  # a bad policy fails here, not after the experiment's first runs

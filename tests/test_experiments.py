@@ -611,6 +611,9 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
                        (["--gan-generator-arch", "unet", "--gan-seed", "2"], {"seed": 2}),
                        (["--gan-d-scales", "2"], {"d_scales": 2}), (["--gan-d-scales", "1"], None),
                        (["--gan-style-dim", "16"], {"style_dim": 16}), (["--gan-style-dim", "0"], None),
+                       (["--gan-l1-weight", "10", "--gan-feature-matching", "10"],
+                        {"l1_weight": 10.0, "feature_matching_weight": 10.0}),
+                       (["--gan-l1-weight", "100", "--gan-feature-matching", "0"], None),
                        (["--gan-aux-class", "1", "--gan-d-label-conditioning", "projection"],
                         {"aux_class_weight": 1.0, "d_label_conditioning": "projection"})):
         args = p.parse_args(base + extra)
@@ -621,8 +624,9 @@ def test_cli_experiment_gan_quality_options(monkeypatch, capsys):
     with pytest.raises(Stop):
         args.func(args)
     assert calls[-1]["generation"] == {"borrow_maps": 0.5}
-    with pytest.raises(SystemExit):
-        p.parse_args(base + ["--borrow-maps", "2"])
+    for bad in (["--borrow-maps", "2"], ["--gan-l1-weight", "-1"], ["--gan-feature-matching", "nan"]):
+        with pytest.raises(SystemExit):
+            p.parse_args(base + bad)
     args = p.parse_args(base + ["--gan-style-dim", "8", "--reference-swap", "1"])
     with pytest.raises(Stop):
         args.func(args)
