@@ -300,6 +300,8 @@ def test_gan_options_are_refused_before_the_run_folder_is_written(tmp_path):
          "names other classes"),
         (dict(SMALL, mismatch_weight=1.0), "needs a class-conditional GAN"),
         (dict(labelled, mismatch_weight=-1), ">= 0"),
+        (dict(SMALL, l1_weight=-1.0), "l1_weight must be a finite number >= 0"),
+        (dict(SMALL, feature_matching_weight=float("inf")), "feature_matching_weight must be a finite"),
         (dict(SMALL, d_label_conditioning="projection"), "needs a class-conditional GAN"),
         (dict(labelled, aux_class_weight=1.0), "d_label_conditioning='projection'"),
         (dict(SMALL, aux_class_weight=1.0), "d_label_conditioning='projection'"),

@@ -723,6 +723,8 @@ def train_gan(train_ds: DatasetLike, out_dir: str, num_classes: int, image_size,
     else:
         d_label_conditioning = None
     d_scales = check_discriminator_scales(d_scales, image_size)  # fail fast, before the run folder is written
+    l1_weight = loss_weight("l1_weight", l1_weight)
+    feature_matching_weight = loss_weight("feature_matching_weight", feature_matching_weight)
     mismatch_weight = loss_weight("mismatch_weight", mismatch_weight)
     if mismatch_weight > 0.0 and not num_labels:
         raise ValueError("mismatch_weight > 0 needs a class-conditional GAN (num_labels): the discriminator learns "
