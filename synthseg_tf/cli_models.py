@@ -201,12 +201,16 @@ def cmd_classifier_train(args) -> int:
                        "export trained on the real training images)")
     if args.teacher and not args.synthetic_soft_labels:
         raise CliError("--teacher is only read with --synthetic-soft-labels ALPHA > 0")
+    if args.synthetic_bn == "separate" and not (args.synthetic and args.synthetic_ratio is not None
+                                                and 0 < args.synthetic_ratio < 1):
+        raise CliError("--synthetic-bn separate needs --synthetic and a --synthetic-ratio between 0 and 1: it "
+                       "separates the statistics of batches that mix real and synthetic images")
     # options left unset use train_classifier's defaults (one source of truth)
     optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
                 "lr_schedule": args.lr_schedule, "ema": args.ema, "min_patience_steps": args.min_patience_steps,
                 "real_passes": args.real_passes, "synthetic_soft_labels": args.synthetic_soft_labels,
-                "teacher": args.teacher, "bn_momentum": args.bn_momentum}
+                "teacher": args.teacher, "bn_momentum": args.bn_momentum, "synthetic_bn": args.synthetic_bn}
     res = train_classifier(
         args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
         synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
@@ -394,6 +398,8 @@ def cmd_experiment_classification(args) -> int:
         extra["synthetic_soft_labels"] = args.synthetic_soft_labels
     if args.bn_momentum is not None:
         extra["bn_momentum"] = args.bn_momentum
+    if args.synthetic_bn == "separate":  # (shared, the default: the identity of earlier folders holds)
+        extra["synthetic_bn"] = "separate"
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
         **opts, **extra)
@@ -429,6 +435,10 @@ def _bn_momentum_argument(p):
                    help="the classifier's batch-norm momentum (default auto: 0.99 for runs of 1,000 steps or "
                         "more, lower for shorter runs, down to 0.9, so the statistics settle; give 0.99 for the "
                         "behaviour of releases before 2026-12-03)")
+    p.add_argument("--synthetic-bn", choices=("shared", "separate"), default=None,
+                   help="batch-norm statistics of mixed batches (with --synthetic-ratio below 1): 'shared' (default) "
+                        "or 'separate' (each batch is its real images then round(ratio x batch) synthetic ones, each "
+                        "part normalised by its own statistics; only the real part moves those used at inference)")
 
 
 def _common_training(p, image_size: str, batch_size: int):

@@ -359,17 +359,105 @@ def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
     p, calls = cli_spy(monkeypatch, tc, "train_classifier")
     base = ["classifier", "train", "--data", "demo-classes", "--synthetic", "syn", "--out", "x"]
     for extra, want in (([], {}), (["--synthetic-soft-labels", "0.3", "--teacher", "t/model"],
-                                   {"synthetic_soft_labels": 0.3, "teacher": "t/model"})):
+                                   {"synthetic_soft_labels": 0.3, "teacher": "t/model"}),
+                        (["--synthetic-ratio", "0.25", "--synthetic-bn", "separate"], {"synthetic_bn": "separate"})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
-        assert {k: calls[-1][k] for k in ("synthetic_soft_labels", "teacher") if k in calls[-1]} == want
+        keys = ("synthetic_soft_labels", "teacher", "synthetic_bn")
+        assert {k: calls[-1][k] for k in keys if k in calls[-1]} == want
     with pytest.raises(SystemExit):
         p.parse_args(base + ["--synthetic-soft-labels", "1.5"])
     n = len(calls)
     for extra, problem in ((["--synthetic-soft-labels", "0.3"], "needs --synthetic"),
-                           (["--teacher", "t/model"], "only read with")):
+                           (["--teacher", "t/model"], "only read with"),
+                           (["--synthetic-bn", "separate"], "needs --synthetic and a --synthetic-ratio"),
+                           (["--synthetic-ratio", "1", "--synthetic-bn", "separate"], "between 0 and 1")):
         args = p.parse_args(base + extra)
         with pytest.raises(CliError, match=problem):  # refused before any training
             args.func(args)
     assert len(calls) == n
+
+
+def test_separate_synthetic_statistics_normalise_each_part_by_its_own_batch():
+    """One step of SeparateSyntheticStatistics: the real rows and the synthetic rows are each normalised
+    by their own batch statistics (the loss is that of the two parts run apart), only the real rows move
+    the moving statistics, the momentum is restored, and the step differs from a shared-statistics one."""
+    import tensorflow as tf
+
+    from synthseg_tf.models.classifier import SeparateSyntheticStatistics, build_classifier, compile_classifier
+
+    def make():
+        tf.keras.utils.set_random_seed(3)
+        m = build_classifier(3, (16, 16, 3), filters=(4,), dense_units=(8,), dropout=0.0, batch_norm=True,
+                             bn_momentum=0.9)
+        return compile_classifier(m, learning_rate=0.0)
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 16, 16, 3)).astype(np.float32)
+    x[4:] = x[4:] * 0.3 + 0.6  # the "synthetic" rows: other statistics
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    bn_names = [layer.name for layer in make().layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+
+    twin = make()  # the expected step, written out: the two parts apart, the real part's statistics kept
+    pred = twin(x[:4], training=True)
+    moving_after_real = [twin.get_layer(n).moving_mean.numpy().copy() for n in bn_names]
+    pred = tf.concat([pred, twin(x[4:], training=True)], 0)
+    want_loss = float(tf.keras.losses.CategoricalCrossentropy()(y, pred))  # compile_classifier's, no smoothing
+
+    clf = make()
+    sep = SeparateSyntheticStatistics(clf, real_rows=4)
+    compile_classifier(sep, learning_rate=0.0)
+    assert [w.name for w in sep.weights] == [w.name for w in clf.weights]
+    hist = sep.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0)
+    assert hist.history["loss"][0] == pytest.approx(want_loss, rel=1e-5)
+    for name, want in zip(bn_names, moving_after_real):
+        np.testing.assert_allclose(clf.get_layer(name).moving_mean.numpy(), want, rtol=1e-5, atol=1e-7)
+        assert clf.get_layer(name).momentum == 0.9
+
+    shared = make()
+    compile_classifier(shared, learning_rate=0.0)
+    shared_loss = shared.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    assert abs(shared_loss - want_loss) > 1e-3  # the separation is what the test sees
+    assert not np.allclose(shared.get_layer(bn_names[0]).moving_mean.numpy(), moving_after_real[0])
+    with pytest.raises(ValueError, match="batch normalisation"):
+        SeparateSyntheticStatistics(build_classifier(3, (16, 16, 3), filters=(4,), dense_units=(8,)), 4)
+
+
+def test_separate_synthetic_bn_stacks_real_then_synthetic_rows(cls_data, tmp_path):
+    """synthetic_bn='separate': every batch is the real rows then round(ratio x batch) synthetic ones;
+    recorded in config.json; runs without mixed batches train as 'shared'; refused without batch norm."""
+    from synthseg_tf.data.layouts import load
+    from synthseg_tf.models.classifier import synthetic_rows
+    from synthseg_tf.training.classification import _raw, _train_pipeline, split_classification, train_classifier
+
+    assert [synthetic_rows(32, r) for r in (0.25, 0.1, 0.01, 0.99)] == [8, 3, 1, 31]
+    for bad in ((1, 0.5), (8, 0.0), (8, 1.0)):
+        with pytest.raises(ValueError):
+            synthetic_rows(*bad)
+    syn = _sharded_synthetic(str(tmp_path / "syn"))
+    train, _, _ = split_classification(load(cls_data["spec"]), (0.6, 0.2, 0.2))
+    labels = np.array([int(el["label"]) for el in _raw(syn).as_numpy_iterator()])
+    targets = np.full((9, 3), 0.1, np.float32)
+    targets[np.arange(9), labels] = 0.8  # synthetic targets never one-hot: each row tells its source
+    for augment in (True, False):
+        ds, _ = _train_pipeline(train, syn, 9, 0.25, (32, 32), 8, augment, 0, False, 3, (labels, targets),
+                                synthetic_rows=2)
+        for x, y in ds.take(3):
+            assert x.shape == (8, 32, 32, 3)
+            assert np.isclose(y.numpy().max(axis=1), 0.8).tolist() == [False] * 6 + [True] * 2
+
+    kw = dict(image_size=32, batch_size=8, epochs=1, fractions=(0.6, 0.2, 0.2), min_patience_steps=0, verbose=0,
+              export=False, **SMALL)
+    res = train_classifier(cls_data["spec"], str(tmp_path / "sep"), synthetic=syn, synthetic_ratio=0.25,
+                           synthetic_bn="separate", **kw)
+    assert res["config"]["synthetic_bn"] == "separate" and res["config"]["synthetic_rows_per_batch"] == 2
+    assert res["metrics"]["test"]["num_samples"] == 6
+    res = train_classifier(cls_data["spec"], str(tmp_path / "append"), synthetic=syn, synthetic_bn="separate", **kw)
+    assert res["config"]["synthetic_rows_per_batch"] is None
+    with pytest.raises(ValueError, match="needs batch_norm"):
+        train_classifier(cls_data["spec"], str(tmp_path / "nobn"), synthetic=syn, synthetic_ratio=0.25,
+                         synthetic_bn="separate", **dict(kw, batch_norm=False))
+    with pytest.raises(ValueError, match="synthetic_bn must be one of"):
+        train_classifier(cls_data["spec"], str(tmp_path / "bad"), synthetic_bn="split", **kw)
+    assert not (tmp_path / "nobn").exists() and not (tmp_path / "bad").exists()

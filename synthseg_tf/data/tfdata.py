@@ -286,6 +286,20 @@ def make_dataset(source: Source, image_size=(256, 256), batch_size: int = 8, aug
                      deterministic=True).prefetch(AUTOTUNE)
 
 
+def stacked_batches(datasets: Sequence[tf.data.Dataset], rows: Sequence[int]) -> tf.data.Dataset:
+    """Batches of ``rows[0]`` elements of ``datasets[0]``, then ``rows[1]`` of ``datasets[1]``, ...
+    stacked in that order (the entries all of them have). Each dataset should repeat; a batch is
+    only made while every one has ``rows[i]`` elements left."""
+    if len(datasets) != len(rows) or not datasets:
+        raise ValueError(f"one row count per dataset is needed, got {len(datasets)} datasets and {len(rows)} counts")
+    if any(int(r) < 1 for r in rows):
+        raise ValueError(f"row counts must be >= 1, got {list(rows)}")
+    keys = set.intersection(*[set(ds.element_spec) for ds in datasets])
+    parts = tuple(ds.map(lambda el: {k: el[k] for k in keys}).batch(int(r), drop_remainder=True)
+                  for ds, r in zip(datasets, rows))
+    return tf.data.Dataset.zip(parts).map(lambda *bs: {k: tf.concat([b[k] for b in bs], 0) for k in keys})
+
+
 def mix_datasets(datasets: Sequence[tf.data.Dataset], weights: Sequence[float], seed: Optional[int] = None
                  ) -> tf.data.Dataset:
     """Sample elements from several (repeated, unbatched) datasets with the given weights."""

@@ -142,6 +142,70 @@ def to_classifier_inputs(batch: Mapping[str, tf.Tensor], num_classes: int) -> Tu
     return tf.cast(batch["image"], tf.float32), tf.one_hot(labels, int(num_classes), dtype=tf.float32)
 
 
+# ============================================================================ separate statistics
+SYNTHETIC_BN = ("shared", "separate")
+
+
+def synthetic_rows(batch_size: int, synthetic_ratio: float) -> int:
+    """Synthetic images per batch of ``batch_size`` when each batch holds a fixed share of them:
+    ``round(ratio x batch)``, at least 1 and leaving at least 1 real image."""
+    batch_size = int(batch_size)
+    if batch_size < 2:
+        raise ValueError(f"a batch of real and synthetic images needs at least 2 rows, got {batch_size}")
+    if not 0.0 < float(synthetic_ratio) < 1.0:
+        raise ValueError(f"synthetic_ratio must be in (0, 1) for batches of both, got {synthetic_ratio}")
+    return min(batch_size - 1, max(1, int(round(float(synthetic_ratio) * batch_size))))
+
+
+class SeparateSyntheticStatistics(tf.keras.Model):
+    """Trains ``classifier`` on batches whose first ``real_rows`` rows are real images and the rest
+    synthetic, normalising each part by its own batch statistics (as AdvProp's auxiliary batch norm
+    does for adversarial examples, with shared scales and offsets). Only the real part updates the
+    moving statistics, so inference normalises as the real images alone would.
+
+    Everything else is the classifier's: the loss is the compiled loss over the whole batch (each row
+    weighted as in a shared-statistics step), ``weights`` are the classifier's, in its order, and
+    calling the model calls the classifier. Export and save ``classifier`` itself.
+    """
+
+    def __init__(self, classifier: tf.keras.Model, real_rows: int, **kwargs):
+        super().__init__(name=kwargs.pop("name", "separate_synthetic_statistics"), **kwargs)
+        if int(real_rows) < 1:
+            raise ValueError(f"real_rows must be >= 1, got {real_rows}")
+        self.classifier = classifier
+        self.real_rows = int(real_rows)
+        self._norms = [layer for layer in classifier.layers if isinstance(layer, tf.keras.layers.BatchNormalization)]
+        if not self._norms:
+            raise ValueError("separate synthetic statistics need a classifier with batch normalisation "
+                             "(batch_norm=True)")
+
+    def call(self, inputs, training=None):
+        return self.classifier(inputs, training=training)
+
+    def _synthetic_forward(self, images):
+        """The classifier on synthetic rows: batch statistics in training, moving statistics untouched
+        (momentum 1 while this call is traced)."""
+        saved = [layer.momentum for layer in self._norms]
+        try:
+            for layer in self._norms:
+                layer.momentum = 1.0
+            return self.classifier(images, training=True)
+        finally:
+            for layer, momentum in zip(self._norms, saved):
+                layer.momentum = momentum
+
+    def train_step(self, data):
+        x, y = data[0], data[1]
+        n = self.real_rows
+        with tf.GradientTape() as tape:
+            real = self.classifier(x[:n], training=True)
+            synthetic = self._synthetic_forward(x[n:])
+            y_pred = tf.concat([real, synthetic], 0)
+            loss = self.compute_loss(x, y, y_pred)
+        self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
+        return self.compute_metrics(x, y, y_pred, None)
+
+
 # ============================================================================ splits
 def _allocate(n: int, fractions: np.ndarray) -> np.ndarray:
     """Split ``n`` samples of one class into per-split counts (see :func:`stratified_split`)."""

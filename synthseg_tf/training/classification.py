@@ -266,10 +266,12 @@ def _with_targets(raw, labels: np.ndarray, targets: np.ndarray):
 
 def _train_pipeline(train: Dataset, synthetic: Optional[str], n_syn: int, synthetic_ratio: Optional[float],
                     image_size, batch_size: int, augment, seed: int, cache: bool, num_classes: int,
-                    soft: Optional[Tuple[np.ndarray, np.ndarray]] = None):
+                    soft: Optional[Tuple[np.ndarray, np.ndarray]] = None, synthetic_rows: int = 0):
+    """``synthetic_rows`` > 0 (mixing only): every batch is ``batch_size - synthetic_rows`` real images
+    followed by ``synthetic_rows`` synthetic ones, instead of drawing each element's source at the ratio."""
     import tensorflow as tf
 
-    from synthseg_tf.data.tfdata import mix_datasets, prepare
+    from synthseg_tf.data.tfdata import mix_datasets, prepare, stacked_batches
     from synthseg_tf.models.classifier import to_classifier_inputs
 
     real = _raw(train)
@@ -286,6 +288,12 @@ def _train_pipeline(train: Dataset, synthetic: Optional[str], n_syn: int, synthe
         real = real.concatenate(syn_raw)
         n += n_syn
     real = real.shuffle(max(1, min(n, 4096)), seed=seed, reshuffle_each_iteration=True).repeat()
+    if synthetic_rows:
+        syn = syn_raw.shuffle(max(1, min(n_syn, 4096)), seed=seed + 1).repeat()
+        ds = stacked_batches([prepare(real, image_size, augment=augment, seed=seed),
+                              prepare(syn, image_size, augment=augment, seed=seed + 3)],
+                             [batch_size - synthetic_rows, synthetic_rows])
+        return ds.map(lambda b: to_classifier_inputs(b, num_classes)).prefetch(tf.data.AUTOTUNE), n
     if synthetic is not None and synthetic_ratio is not None:
         syn = syn_raw.shuffle(max(1, min(n_syn, 4096)), seed=seed + 1).repeat()
         parts = [real, syn] if synthetic_ratio < 1.0 else [syn]
@@ -349,6 +357,7 @@ def train_classifier(
     real_passes: bool = False,
     synthetic_soft_labels: float = 0.0,
     teacher: Optional[str] = None,
+    synthetic_bn: str = "shared",
     extra_config: Optional[Dict] = None,
     report_test: bool = True,
 ) -> Dict:
@@ -390,6 +399,15 @@ def train_classifier(
     ``teacher`` a classifier export trained on the real training images (the experiment passes its
     confidence filter's classifier); real images keep one-hot targets. ``0``: one-hot everywhere.
 
+    ``synthetic_bn``: ``"shared"`` (default) or ``"separate"``. With ``"separate"`` and a
+    ``synthetic_ratio`` in (0, 1), every batch holds ``round(ratio x batch_size)`` synthetic images
+    (:func:`~synthseg_tf.models.classifier.synthetic_rows`) after the real ones, and the real and the
+    synthetic part are each normalised by their own batch statistics; only the real part moves the
+    batch-norm statistics used at inference
+    (:class:`~synthseg_tf.models.classifier.SeparateSyntheticStatistics`). Runs without mixed batches
+    (no synthetic set, appended, or synthetic only) train as with ``"shared"``; ``config.json``
+    records ``synthetic_rows_per_batch`` (``None`` then). Needs ``batch_norm``.
+
     ``report_test=False``: the test split is never scored (``metrics`` has no ``"test"``), for a
     model that only serves another step (an experiment's confidence filter, teacher or
     pretraining), so nothing but the reported runs reads the test images.
@@ -405,7 +423,8 @@ def train_classifier(
 
     from synthseg_tf.data.layouts import load
     from synthseg_tf.data.tfdata import augment_level
-    from synthseg_tf.models.classifier import build_classifier, compile_classifier, early_stopping, export_classifier
+    from synthseg_tf.models.classifier import (SYNTHETIC_BN, SeparateSyntheticStatistics, build_classifier,
+                                               compile_classifier, early_stopping, export_classifier, synthetic_rows)
     from synthseg_tf.utils import atomic_directory
 
     t0 = time.time()
@@ -424,6 +443,11 @@ def train_classifier(
     alpha = float(synthetic_soft_labels)
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"synthetic_soft_labels must be in [0, 1], got {synthetic_soft_labels}")
+    if synthetic_bn not in SYNTHETIC_BN:
+        raise ValueError(f"synthetic_bn must be one of {', '.join(SYNTHETIC_BN)}, got {synthetic_bn!r}")
+    if synthetic_bn == "separate" and not batch_norm:
+        raise ValueError("synthetic_bn='separate' needs batch_norm=True: without batch normalisation there are no "
+                         "statistics to separate")
     if alpha > 0.0 and synthetic is not None and teacher is None:
         raise ValueError("synthetic_soft_labels needs a teacher: a classifier export trained on the real images")
     patience_epochs(patience, 1, min_patience_steps)  # checks both before the run folder is made
@@ -458,9 +482,11 @@ def train_classifier(
                              "labels; the folder changed while it was read")
         agree = float(np.mean(np.argmax(soft[1], axis=1) == soft[0])) if soft[0].size else 1.0
         soft_desc = {"alpha": alpha, "teacher": os.fspath(teacher), "argmax_is_intended_class": round(agree, 4)}
+    mixed = syn_path is not None and synthetic_ratio is not None and 0.0 < float(synthetic_ratio) < 1.0
+    syn_rows = synthetic_rows(batch_size, synthetic_ratio) if synthetic_bn == "separate" and mixed else 0
     tf.keras.utils.set_random_seed(int(seed))
     train_ds, n_pool = _train_pipeline(train, syn_path, n_syn, synthetic_ratio, size, batch_size, augment,
-                                       int(seed), should_cache(train, len(train), cache), k, soft)
+                                       int(seed), should_cache(train, len(train), cache), k, soft, syn_rows)
     spe = mixed_steps_per_epoch(n_pool if synthetic_ratio is None else len(train), batch_size,
                                 synthetic_ratio if real_passes and syn_path is not None else None)
     val_ds = _eval_pipeline(val, size, batch_size, k)
@@ -474,6 +500,9 @@ def train_classifier(
                                                  "filters": list(filters), "dense_units": list(dense_units),
                                                  "pooling": pooling, "batch_norm": bool(batch_norm)},
                            what="classifier", needs="same class table, image size and architecture")
+    classifier = model  # what is reported, exported and saved
+    if syn_rows:
+        model = SeparateSyntheticStatistics(classifier, batch_size - syn_rows)
     lr = float(learning_rate)
     averager = weight_ema_callback(ema) if ema is not None else None
     # the average first: it is swapped in before any other callback reads a validation pass
@@ -508,6 +537,7 @@ def train_classifier(
         "lr_schedule": lr_schedule, "monitor": monitor, "seed": int(seed),
         "init_weights": None if init_weights is None else os.fspath(init_weights),
         "weight_ema": ema, "real_passes": bool(real_passes), "synthetic_soft_labels": soft_desc,
+        "synthetic_bn": synthetic_bn, "synthetic_rows_per_batch": syn_rows or None,
         "num_classes": k, "class_names": names, "environment": environment_info(),
         **dict(extra_config or {}),
     }
@@ -525,6 +555,7 @@ def train_classifier(
                      callbacks=callbacks, verbose=2 if verbose else 0)
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
 
+    model = classifier
     metrics = {
         **({"test": _report(model, test, size, batch_size, names)} if report_test else {}),
         "val": _report(model, val, size, batch_size, names),
