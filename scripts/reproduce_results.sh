@@ -251,6 +251,17 @@ for seed in 0 1 2; do
 done
 .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
   --gan-style-dim 32 --gan-seed 2 --out "$OUT/cls_style_gan2"
+# 38. Step 37's swapped-reference recipe with a lighter L1 (10) and pix2pixHD's feature matching (10):
+#     a new GAN, draw 0 (the filter classifier and real-only runs are step 37's).
+.venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+  --gan-style-dim 32 --reference-swap 1 --gan-l1-weight 10 --gan-feature-matching 10 --out "$OUT/cls_fm_gan0"
+# 39. Step 37's synthetic sets (GAN draws 0, 1, 2, swapped references), mixed runs retrained with separate
+#     batch statistics for the synthetic part of each batch (--synthetic-bn separate); the GANs, filter and
+#     real-only runs are step 37's.
+for seed in 0 1 2; do
+  .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
+    --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --synthetic-bn separate --out "$OUT/cls_sepbn_swap$seed"
+done
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -279,4 +290,6 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_ac3_gan0/report/report.html $OUT/cls_style_gan0/report/report.html" \
   "$OUT/cls_style_gan1/report/report.html $OUT/cls_swap_gan0/report/report.html" \
   "$OUT/cls_swap_gan1/report/report.html $OUT/cls_swap_gan2/report/report.html" \
-  "$OUT/cls_style_gan2/report/report.html"
+  "$OUT/cls_style_gan2/report/report.html $OUT/cls_fm_gan0/report/report.html" \
+  "$OUT/cls_sepbn_swap0/report/report.html $OUT/cls_sepbn_swap1/report/report.html" \
+  "$OUT/cls_sepbn_swap2/report/report.html"

@@ -123,3 +123,21 @@ def test_augment_option_is_checked(colour_coded):
         ["none", "none", "standard", "standard", "strong", "none"]
     with pytest.raises(ValueError, match="augment must be"):
         make_dataset(colour_coded, image_size=16, augment="heavy")
+
+
+def test_stacked_batches_put_each_sources_rows_in_order():
+    import tensorflow as tf
+
+    from synthseg_tf.data.tfdata import stacked_batches
+
+    a = tf.data.Dataset.range(100).map(lambda i: {"image": tf.fill([2], tf.cast(i, tf.float32)), "label": i,
+                                                   "mask": i})
+    b = tf.data.Dataset.range(1000, 1100).map(lambda i: {"image": tf.fill([2], tf.cast(i, tf.float32)), "label": i})
+    batches = list(stacked_batches([a, b], [3, 1]).take(2).as_numpy_iterator())
+    assert set(batches[0]) == {"image", "label"}  # the entries both have
+    assert batches[0]["label"].tolist() == [0, 1, 2, 1000] and batches[1]["label"].tolist() == [3, 4, 5, 1001]
+    assert batches[0]["image"].shape == (4, 2)
+    assert len(list(stacked_batches([a.take(7), b], [3, 1]).as_numpy_iterator())) == 2  # only whole batches
+    for datasets, rows in (([a, b], [3]), ([a, b], [3, 0]), ([], [])):
+        with pytest.raises(ValueError):
+            stacked_batches(datasets, rows)
