@@ -288,14 +288,14 @@ def _train_pipeline(train: Dataset, synthetic: Optional[str], n_syn: int, synthe
         real = real.concatenate(syn_raw)
         n += n_syn
     real = real.shuffle(max(1, min(n, 4096)), seed=seed, reshuffle_each_iteration=True).repeat()
-    if synthetic_rows:
+    if synthetic is not None and synthetic_ratio is not None:
         syn = syn_raw.shuffle(max(1, min(n_syn, 4096)), seed=seed + 1).repeat()
+    if synthetic_rows:
         ds = stacked_batches([prepare(real, image_size, augment=augment, seed=seed),
                               prepare(syn, image_size, augment=augment, seed=seed + 3)],
                              [batch_size - synthetic_rows, synthetic_rows])
         return ds.map(lambda b: to_classifier_inputs(b, num_classes)).prefetch(tf.data.AUTOTUNE), n
     if synthetic is not None and synthetic_ratio is not None:
-        syn = syn_raw.shuffle(max(1, min(n_syn, 4096)), seed=seed + 1).repeat()
         parts = [real, syn] if synthetic_ratio < 1.0 else [syn]
         real = mix_datasets(parts, [1.0 - synthetic_ratio, synthetic_ratio][-len(parts):], seed=seed + 2) \
             if len(parts) == 2 else syn
@@ -500,9 +500,8 @@ def train_classifier(
                                                  "filters": list(filters), "dense_units": list(dense_units),
                                                  "pooling": pooling, "batch_norm": bool(batch_norm)},
                            what="classifier", needs="same class table, image size and architecture")
-    classifier = model  # what is reported, exported and saved
-    if syn_rows:
-        model = SeparateSyntheticStatistics(classifier, batch_size - syn_rows)
+    # what fit() trains; the classifier itself is what is reported, exported and saved
+    trainer = SeparateSyntheticStatistics(model, batch_size - syn_rows) if syn_rows else model
     lr = float(learning_rate)
     averager = weight_ema_callback(ema) if ema is not None else None
     # the average first: it is swapped in before any other callback reads a validation pass
@@ -513,8 +512,8 @@ def train_classifier(
         callbacks.append(tf.keras.callbacks.ReduceLROnPlateau(
             monitor, factor=0.5, patience=max(1, wait // 3), min_lr=float(learning_rate) / 64,
             mode="min" if monitor == "val_loss" else "max"))
-    compile_classifier(model, learning_rate=lr, label_smoothing=label_smoothing, weight_decay=weight_decay)
-    model.run_eagerly = bool(run_eagerly)
+    compile_classifier(trainer, learning_rate=lr, label_smoothing=label_smoothing, weight_decay=weight_decay)
+    trainer.run_eagerly = bool(run_eagerly)
     keeper = keep_best_callback(monitor, "min" if monitor == "val_loss" else "max",
                                 averager.weights if averager is not None else None)
     callbacks.append(keeper)
@@ -551,11 +550,10 @@ def train_classifier(
             what = f"{len(train)} real samples"
         print(f"training classifier ({k} classes, {size[0]}x{size[1]}) on {what}; "
               f"val {len(val)}, test {len(test)}; up to {epochs} epochs x {spe} steps", flush=True)
-    hist = model.fit(train_ds, epochs=int(epochs), steps_per_epoch=spe, validation_data=val_ds,
-                     callbacks=callbacks, verbose=2 if verbose else 0)
+    hist = trainer.fit(train_ds, epochs=int(epochs), steps_per_epoch=spe, validation_data=val_ds,
+                       callbacks=callbacks, verbose=2 if verbose else 0)
     history = {key: [float(v) for v in vals] for key, vals in hist.history.items()}
 
-    model = classifier
     metrics = {
         **({"test": _report(model, test, size, batch_size, names)} if report_test else {}),
         "val": _report(model, val, size, batch_size, names),
