@@ -201,16 +201,18 @@ def cmd_classifier_train(args) -> int:
                        "export trained on the real training images)")
     if args.teacher and not args.synthetic_soft_labels:
         raise CliError("--teacher is only read with --synthetic-soft-labels ALPHA > 0")
-    if args.synthetic_bn == "separate" and not (args.synthetic and args.synthetic_ratio is not None
-                                                and 0 < args.synthetic_ratio < 1):
-        raise CliError("--synthetic-bn separate needs --synthetic and a --synthetic-ratio between 0 and 1: it "
-                       "separates the statistics of batches that mix real and synthetic images")
+    for flag, value in (("--synthetic-bn", args.synthetic_bn), ("--synthetic-batches", args.synthetic_batches)):
+        if value in ("separate", "fixed") and not (args.synthetic and args.synthetic_ratio is not None
+                                                   and 0 < args.synthetic_ratio < 1):
+            raise CliError(f"{flag} {value} needs --synthetic and a --synthetic-ratio between 0 and 1: it "
+                           "shapes batches that mix real and synthetic images")
     # options left unset use train_classifier's defaults (one source of truth)
     optional = {"epochs": args.epochs, "patience": args.patience, "learning_rate": args.lr,
                 "augment": False if args.no_augment else args.augment, "label_smoothing": args.label_smoothing,
                 "lr_schedule": args.lr_schedule, "ema": args.ema, "min_patience_steps": args.min_patience_steps,
                 "real_passes": args.real_passes, "synthetic_soft_labels": args.synthetic_soft_labels,
-                "teacher": args.teacher, "bn_momentum": args.bn_momentum, "synthetic_bn": args.synthetic_bn}
+                "teacher": args.teacher, "bn_momentum": args.bn_momentum, "synthetic_bn": args.synthetic_bn,
+                "synthetic_batches": args.synthetic_batches}
     res = train_classifier(
         args.data, args.out, image_size=args.image_size, batch_size=args.batch_size,
         synthetic=args.synthetic, synthetic_ratio=args.synthetic_ratio, seed=args.seed,
@@ -400,6 +402,8 @@ def cmd_experiment_classification(args) -> int:
         extra["bn_momentum"] = args.bn_momentum
     if args.synthetic_bn == "separate":  # (shared, the default: the identity of earlier folders holds)
         extra["synthetic_bn"] = "separate"
+    if args.synthetic_batches == "fixed":  # likewise
+        extra["synthetic_batches"] = "fixed"
     summary = run_classification_experiment(
         args.data, args.out, split_fractions=args.split, split_seed=args.split_seed, generation=gen or None,
         **opts, **extra)
@@ -439,6 +443,10 @@ def _bn_momentum_argument(p):
                    help="batch-norm statistics of mixed batches (with --synthetic-ratio below 1): 'shared' (default) "
                         "or 'separate' (each batch is its real images then round(ratio x batch) synthetic ones, each "
                         "part normalised by its own statistics; only the real part moves those used at inference)")
+    p.add_argument("--synthetic-batches", choices=("sampled", "fixed"), default=None,
+                   help="with --synthetic-ratio below 1: 'sampled' (default: each image's source drawn at the "
+                        "ratio) or 'fixed' (every batch its real images then round(ratio x batch) synthetic ones; "
+                        "what --synthetic-bn separate uses, here with shared statistics)")
 
 
 def _common_training(p, image_size: str, batch_size: int):

@@ -576,7 +576,8 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
     for extra, passes, soft, bn in (([], None, None, None), (["--real-passes"], True, None, None),
                                     (["--synthetic-soft-labels", "0.5"], None, 0.5, None),
                                     (["--synthetic-bn", "shared"], None, None, None),
-                                    (["--synthetic-bn", "separate"], None, None, "separate")):
+                                    (["--synthetic-bn", "separate"], None, None, "separate"),
+                                    (["--synthetic-batches", "fixed"], None, None, None)):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
@@ -584,6 +585,7 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
         # absent unless asked for, so the identity of earlier experiment folders still matches
         assert k.get("real_passes") is passes and k["synthetic_ratio"] == 0.25
         assert k.get("synthetic_soft_labels") == soft and k.get("synthetic_bn") == bn
+        assert k.get("synthetic_batches") == ("fixed" if "--synthetic-batches" in extra else None)
         assert list(k["settings"]) == ["real", "real+synthetic", "real+synthetic@0.1"]
         assert k.get("gan") is None  # the GAN's defaults, so earlier folders' identities still match
     args = p.parse_args(base + ["--gan-seed", "3", "--gan-steps", "9"])  # another GAN draw on the same subset

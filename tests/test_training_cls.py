@@ -360,11 +360,12 @@ def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
     base = ["classifier", "train", "--data", "demo-classes", "--synthetic", "syn", "--out", "x"]
     for extra, want in (([], {}), (["--synthetic-soft-labels", "0.3", "--teacher", "t/model"],
                                    {"synthetic_soft_labels": 0.3, "teacher": "t/model"}),
-                        (["--synthetic-ratio", "0.25", "--synthetic-bn", "separate"], {"synthetic_bn": "separate"})):
+                        (["--synthetic-ratio", "0.25", "--synthetic-bn", "separate"], {"synthetic_bn": "separate"}),
+                        (["--synthetic-ratio", "0.25", "--synthetic-batches", "fixed"], {"synthetic_batches": "fixed"})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
             args.func(args)
-        keys = ("synthetic_soft_labels", "teacher", "synthetic_bn")
+        keys = ("synthetic_soft_labels", "teacher", "synthetic_bn", "synthetic_batches")
         assert {k: calls[-1][k] for k in keys if k in calls[-1]} == want
     with pytest.raises(SystemExit):
         p.parse_args(base + ["--synthetic-soft-labels", "1.5"])
@@ -372,7 +373,8 @@ def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
     for extra, problem in ((["--synthetic-soft-labels", "0.3"], "needs --synthetic"),
                            (["--teacher", "t/model"], "only read with"),
                            (["--synthetic-bn", "separate"], "needs --synthetic and a --synthetic-ratio"),
-                           (["--synthetic-ratio", "1", "--synthetic-bn", "separate"], "between 0 and 1")):
+                           (["--synthetic-ratio", "1", "--synthetic-bn", "separate"], "between 0 and 1"),
+                           (["--synthetic-batches", "fixed"], "--synthetic-batches fixed needs")):
         args = p.parse_args(base + extra)
         with pytest.raises(CliError, match=problem):  # refused before any training
             args.func(args)
@@ -452,7 +454,13 @@ def test_separate_synthetic_bn_stacks_real_then_synthetic_rows(cls_data, tmp_pat
     res = train_classifier(cls_data["spec"], str(tmp_path / "sep"), synthetic=syn, synthetic_ratio=0.25,
                            synthetic_bn="separate", **kw)
     assert res["config"]["synthetic_bn"] == "separate" and res["config"]["synthetic_rows_per_batch"] == 2
+    assert res["config"]["synthetic_batches"] == "fixed"  # implied
     assert res["metrics"]["test"]["num_samples"] == 6
+    res = train_classifier(cls_data["spec"], str(tmp_path / "fixed"), synthetic=syn, synthetic_ratio=0.25,
+                           synthetic_batches="fixed", **kw)  # the same batches, shared statistics
+    assert res["config"]["synthetic_bn"] == "shared" and res["config"]["synthetic_rows_per_batch"] == 2
+    res = train_classifier(cls_data["spec"], str(tmp_path / "sampled"), synthetic=syn, synthetic_ratio=0.25, **kw)
+    assert res["config"]["synthetic_batches"] == "sampled" and res["config"]["synthetic_rows_per_batch"] is None
     res = train_classifier(cls_data["spec"], str(tmp_path / "append"), synthetic=syn, synthetic_bn="separate", **kw)
     assert res["config"]["synthetic_rows_per_batch"] is None
     with pytest.raises(ValueError, match="needs batch_norm"):
@@ -460,4 +468,6 @@ def test_separate_synthetic_bn_stacks_real_then_synthetic_rows(cls_data, tmp_pat
                          synthetic_bn="separate", **dict(kw, batch_norm=False))
     with pytest.raises(ValueError, match="synthetic_bn must be one of"):
         train_classifier(cls_data["spec"], str(tmp_path / "bad"), synthetic_bn="split", **kw)
-    assert not (tmp_path / "nobn").exists() and not (tmp_path / "bad").exists()
+    with pytest.raises(ValueError, match="synthetic_batches must be one of"):
+        train_classifier(cls_data["spec"], str(tmp_path / "bad2"), synthetic_batches="stacked", **kw)
+    assert not any((tmp_path / r).exists() for r in ("nobn", "bad", "bad2"))

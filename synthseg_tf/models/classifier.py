@@ -144,6 +144,7 @@ def to_classifier_inputs(batch: Mapping[str, tf.Tensor], num_classes: int) -> Tu
 
 # ============================================================================ separate statistics
 SYNTHETIC_BN = ("shared", "separate")
+SYNTHETIC_BATCHES = ("sampled", "fixed")
 
 
 def synthetic_rows(batch_size: int, synthetic_ratio: float) -> int:

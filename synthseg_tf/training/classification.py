@@ -358,6 +358,7 @@ def train_classifier(
     synthetic_soft_labels: float = 0.0,
     teacher: Optional[str] = None,
     synthetic_bn: str = "shared",
+    synthetic_batches: str = "sampled",
     extra_config: Optional[Dict] = None,
     report_test: bool = True,
 ) -> Dict:
@@ -399,14 +400,16 @@ def train_classifier(
     ``teacher`` a classifier export trained on the real training images (the experiment passes its
     confidence filter's classifier); real images keep one-hot targets. ``0``: one-hot everywhere.
 
-    ``synthetic_bn``: ``"shared"`` (default) or ``"separate"``. With ``"separate"`` and a
-    ``synthetic_ratio`` in (0, 1), every batch holds ``round(ratio x batch_size)`` synthetic images
-    (:func:`~synthseg_tf.models.classifier.synthetic_rows`) after the real ones, and the real and the
-    synthetic part are each normalised by their own batch statistics; only the real part moves the
-    batch-norm statistics used at inference
-    (:class:`~synthseg_tf.models.classifier.SeparateSyntheticStatistics`). Runs without mixed batches
-    (no synthetic set, appended, or synthetic only) train as with ``"shared"``; ``config.json``
-    records ``synthetic_rows_per_batch`` (``None`` then). Needs ``batch_norm``.
+    ``synthetic_batches``: with a ``synthetic_ratio`` in (0, 1), ``"sampled"`` (default) draws each
+    element's source at the ratio; ``"fixed"`` makes every batch its real images followed by
+    ``round(ratio x batch_size)`` synthetic ones (:func:`~synthseg_tf.models.classifier.synthetic_rows`).
+    ``synthetic_bn``: ``"shared"`` (default) or ``"separate"``, which implies fixed batches and
+    normalises their real and synthetic parts each by its own batch statistics; only the real part
+    moves the batch-norm statistics used at inference
+    (:class:`~synthseg_tf.models.classifier.SeparateSyntheticStatistics`; needs ``batch_norm``).
+    Runs without mixed batches (no synthetic set, appended, or synthetic only) are unaffected by
+    either; ``config.json`` records ``synthetic_rows_per_batch`` (``None`` for sampled or unmixed
+    batches).
 
     ``report_test=False``: the test split is never scored (``metrics`` has no ``"test"``), for a
     model that only serves another step (an experiment's confidence filter, teacher or
@@ -423,8 +426,9 @@ def train_classifier(
 
     from synthseg_tf.data.layouts import load
     from synthseg_tf.data.tfdata import augment_level
-    from synthseg_tf.models.classifier import (SYNTHETIC_BN, SeparateSyntheticStatistics, build_classifier,
-                                               compile_classifier, early_stopping, export_classifier, synthetic_rows)
+    from synthseg_tf.models.classifier import (SYNTHETIC_BATCHES, SYNTHETIC_BN, SeparateSyntheticStatistics,
+                                               build_classifier, compile_classifier, early_stopping,
+                                               export_classifier, synthetic_rows)
     from synthseg_tf.utils import atomic_directory
 
     t0 = time.time()
@@ -445,6 +449,8 @@ def train_classifier(
         raise ValueError(f"synthetic_soft_labels must be in [0, 1], got {synthetic_soft_labels}")
     if synthetic_bn not in SYNTHETIC_BN:
         raise ValueError(f"synthetic_bn must be one of {', '.join(SYNTHETIC_BN)}, got {synthetic_bn!r}")
+    if synthetic_batches not in SYNTHETIC_BATCHES:
+        raise ValueError(f"synthetic_batches must be one of {', '.join(SYNTHETIC_BATCHES)}, got {synthetic_batches!r}")
     if synthetic_bn == "separate" and not batch_norm:
         raise ValueError("synthetic_bn='separate' needs batch_norm=True: without batch normalisation there are no "
                          "statistics to separate")
@@ -483,7 +489,8 @@ def train_classifier(
         agree = float(np.mean(np.argmax(soft[1], axis=1) == soft[0])) if soft[0].size else 1.0
         soft_desc = {"alpha": alpha, "teacher": os.fspath(teacher), "argmax_is_intended_class": round(agree, 4)}
     mixed = syn_path is not None and synthetic_ratio is not None and 0.0 < float(synthetic_ratio) < 1.0
-    syn_rows = synthetic_rows(batch_size, synthetic_ratio) if synthetic_bn == "separate" and mixed else 0
+    fixed = synthetic_batches == "fixed" or synthetic_bn == "separate"
+    syn_rows = synthetic_rows(batch_size, synthetic_ratio) if fixed and mixed else 0
     tf.keras.utils.set_random_seed(int(seed))
     train_ds, n_pool = _train_pipeline(train, syn_path, n_syn, synthetic_ratio, size, batch_size, augment,
                                        int(seed), should_cache(train, len(train), cache), k, soft, syn_rows)
@@ -501,7 +508,8 @@ def train_classifier(
                                                  "pooling": pooling, "batch_norm": bool(batch_norm)},
                            what="classifier", needs="same class table, image size and architecture")
     # what fit() trains; the classifier itself is what is reported, exported and saved
-    trainer = SeparateSyntheticStatistics(model, batch_size - syn_rows) if syn_rows else model
+    trainer = SeparateSyntheticStatistics(model, batch_size - syn_rows) if synthetic_bn == "separate" and syn_rows \
+        else model
     lr = float(learning_rate)
     averager = weight_ema_callback(ema) if ema is not None else None
     # the average first: it is swapped in before any other callback reads a validation pass
@@ -536,7 +544,8 @@ def train_classifier(
         "lr_schedule": lr_schedule, "monitor": monitor, "seed": int(seed),
         "init_weights": None if init_weights is None else os.fspath(init_weights),
         "weight_ema": ema, "real_passes": bool(real_passes), "synthetic_soft_labels": soft_desc,
-        "synthetic_bn": synthetic_bn, "synthetic_rows_per_batch": syn_rows or None,
+        "synthetic_bn": synthetic_bn, "synthetic_batches": "fixed" if fixed else "sampled",
+        "synthetic_rows_per_batch": syn_rows or None,
         "num_classes": k, "class_names": names, "environment": environment_info(),
         **dict(extra_config or {}),
     }
