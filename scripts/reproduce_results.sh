@@ -262,6 +262,11 @@ for seed in 0 1 2; do
   .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
     --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --synthetic-bn separate --out "$OUT/cls_sepbn_swap$seed"
 done
+# ... and the control for draws 0 and 1: the same fixed batches (29 real + 3 synthetic at 0.1), shared statistics.
+for seed in 0 1; do
+  .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic@0.1 \
+    --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --synthetic-batches fixed --out "$OUT/cls_fixed_swap$seed"
+done
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -292,4 +297,5 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_swap_gan1/report/report.html $OUT/cls_swap_gan2/report/report.html" \
   "$OUT/cls_style_gan2/report/report.html $OUT/cls_fm_gan0/report/report.html" \
   "$OUT/cls_sepbn_swap0/report/report.html $OUT/cls_sepbn_swap1/report/report.html" \
-  "$OUT/cls_sepbn_swap2/report/report.html"
+  "$OUT/cls_sepbn_swap2/report/report.html $OUT/cls_fixed_swap0/report/report.html" \
+  "$OUT/cls_fixed_swap1/report/report.html"
