@@ -202,7 +202,7 @@ def cmd_classifier_train(args) -> int:
     if args.teacher and not args.synthetic_soft_labels:
         raise CliError("--teacher is only read with --synthetic-soft-labels ALPHA > 0")
     for flag, value in (("--synthetic-bn", args.synthetic_bn), ("--synthetic-batches", args.synthetic_batches)):
-        if value in ("separate", "fixed") and not (args.synthetic and args.synthetic_ratio is not None
+        if value in ("separate", "auxiliary", "fixed") and not (args.synthetic and args.synthetic_ratio is not None
                                                    and 0 < args.synthetic_ratio < 1):
             raise CliError(f"{flag} {value} needs --synthetic and a --synthetic-ratio between 0 and 1: it "
                            "shapes batches that mix real and synthetic images")
@@ -400,8 +400,8 @@ def cmd_experiment_classification(args) -> int:
         extra["synthetic_soft_labels"] = args.synthetic_soft_labels
     if args.bn_momentum is not None:
         extra["bn_momentum"] = args.bn_momentum
-    if args.synthetic_bn == "separate":  # (shared, the default: the identity of earlier folders holds)
-        extra["synthetic_bn"] = "separate"
+    if args.synthetic_bn in ("separate", "auxiliary"):  # (shared, the default: earlier folders' identity holds)
+        extra["synthetic_bn"] = args.synthetic_bn
     if args.synthetic_batches == "fixed":  # likewise
         extra["synthetic_batches"] = "fixed"
     summary = run_classification_experiment(
@@ -439,10 +439,12 @@ def _bn_momentum_argument(p):
                    help="the classifier's batch-norm momentum (default auto: 0.99 for runs of 1,000 steps or "
                         "more, lower for shorter runs, down to 0.9, so the statistics settle; give 0.99 for the "
                         "behaviour of releases before 2026-12-03)")
-    p.add_argument("--synthetic-bn", choices=("shared", "separate"), default=None,
-                   help="batch-norm statistics of mixed batches (with --synthetic-ratio below 1): 'shared' (default) "
-                        "or 'separate' (each batch is its real images then round(ratio x batch) synthetic ones, each "
-                        "part normalised by its own statistics; only the real part moves those used at inference)")
+    p.add_argument("--synthetic-bn", choices=("shared", "separate", "auxiliary"), default=None,
+                   help="batch-norm statistics of mixed batches (with --synthetic-ratio below 1): 'shared' (default), "
+                        "'separate' (each batch is its real images then round(ratio x batch) synthetic ones, each "
+                        "part normalised by its own statistics; only the real part moves those used at inference) "
+                        "or 'auxiliary' (AdvProp: as separate, and the synthetic part also has its own batch-norm "
+                        "scales and offsets, left out of the exported classifier)")
     p.add_argument("--synthetic-batches", choices=("sampled", "fixed"), default=None,
                    help="with --synthetic-ratio below 1: 'sampled' (default: each image's source drawn at the "
                         "ratio) or 'fixed' (every batch its real images then round(ratio x batch) synthetic ones; "

@@ -577,6 +577,7 @@ def test_cli_experiment_classification_passes_ratio_settings_and_real_passes(mon
                                     (["--synthetic-soft-labels", "0.5"], None, 0.5, None),
                                     (["--synthetic-bn", "shared"], None, None, None),
                                     (["--synthetic-bn", "separate"], None, None, "separate"),
+                                    (["--synthetic-bn", "auxiliary"], None, None, "auxiliary"),
                                     (["--synthetic-batches", "fixed"], None, None, None)):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):

@@ -361,6 +361,7 @@ def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
     for extra, want in (([], {}), (["--synthetic-soft-labels", "0.3", "--teacher", "t/model"],
                                    {"synthetic_soft_labels": 0.3, "teacher": "t/model"}),
                         (["--synthetic-ratio", "0.25", "--synthetic-bn", "separate"], {"synthetic_bn": "separate"}),
+                        (["--synthetic-ratio", "0.1", "--synthetic-bn", "auxiliary"], {"synthetic_bn": "auxiliary"}),
                         (["--synthetic-ratio", "0.25", "--synthetic-batches", "fixed"], {"synthetic_batches": "fixed"})):
         args = p.parse_args(base + extra)
         with pytest.raises(Stop):
@@ -374,6 +375,7 @@ def test_cli_classifier_train_passes_soft_labels_and_teacher(monkeypatch):
                            (["--teacher", "t/model"], "only read with"),
                            (["--synthetic-bn", "separate"], "needs --synthetic and a --synthetic-ratio"),
                            (["--synthetic-ratio", "1", "--synthetic-bn", "separate"], "between 0 and 1"),
+                           (["--synthetic-bn", "auxiliary"], "--synthetic-bn auxiliary needs"),
                            (["--synthetic-batches", "fixed"], "--synthetic-batches fixed needs")):
         args = p.parse_args(base + extra)
         with pytest.raises(CliError, match=problem):  # refused before any training
@@ -426,6 +428,65 @@ def test_separate_synthetic_statistics_normalise_each_part_by_its_own_batch():
         SeparateSyntheticStatistics(build_classifier(3, (16, 16, 3), filters=(4,), dense_units=(8,)), 4)
 
 
+def test_auxiliary_batch_norms_train_on_synthetic_rows_only():
+    """SeparateSyntheticStatistics(auxiliary=True), AdvProp's auxiliary batch norm: the synthetic rows
+    go through copies of the batch norms (started from the classifier's) and every other layer shared.
+    A step's loss is that of the two parts run apart; the copies' scales move with the synthetic rows'
+    gradient only, the classifier's with the real rows' only; the convolutions see both."""
+    import tensorflow as tf
+
+    from synthseg_tf.models.classifier import SeparateSyntheticStatistics, build_classifier, compile_classifier
+
+    def make(lr):
+        tf.keras.utils.set_random_seed(3)
+        m = build_classifier(3, (16, 16, 3), filters=(4,), dense_units=(8,), dropout=0.0, batch_norm=True,
+                             bn_momentum=0.9)
+        return compile_classifier(m, learning_rate=lr)
+
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 16, 16, 3)).astype(np.float32)
+    x[4:] = x[4:] * 0.3 + 0.6
+    y = np.eye(3, dtype=np.float32)[[0, 1, 2, 0, 1, 2]]
+    bn = tf.keras.layers.BatchNormalization
+
+    twin = make(0.0)
+    pred = tf.concat([twin(x[:4], training=True), twin(x[4:], training=True)], 0)
+    want_loss = float(tf.keras.losses.CategoricalCrossentropy()(y, pred))
+
+    clf = make(0.0)
+    clf.get_layer([l.name for l in clf.layers if isinstance(l, bn)][0]).gamma.assign(tf.fill([4], 1.5))
+    aux = SeparateSyntheticStatistics(clf, real_rows=4, auxiliary=True)
+    branch = aux.synthetic_branch
+    pairs = [(l, branch.get_layer(f"{l.name}_synthetic")) for l in clf.layers if isinstance(l, bn)]
+    assert pairs and all(np.allclose(a.gamma.numpy(), b.gamma.numpy()) for a, b in pairs)  # started from clf's
+    assert all(a is not b for a, b in pairs)
+    conv = [l for l in clf.layers if isinstance(l, tf.keras.layers.Conv2D)][0]
+    assert branch.get_layer(conv.name) is conv  # shared, not copied
+    assert [w.name for w in aux.weights][:len(clf.weights)] == [w.name for w in clf.weights]
+    compile_classifier(aux, learning_rate=0.0)
+    pairs[0][0].gamma.assign(tf.ones([4]))  # as twin's
+    pairs[0][1].gamma.assign(tf.ones([4]))
+    loss = aux.fit(x, y, batch_size=6, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+    assert loss == pytest.approx(want_loss, rel=1e-5)
+
+    # which rows train which scales: synthetic rows alone move only the copies, real rows only clf's
+    for real_label_weight, moved, still in ((0.0, 1, 0), (1.0, 0, 1)):
+        clf = make(0.1)
+        aux = SeparateSyntheticStatistics(clf, real_rows=4, auxiliary=True)
+        compile_classifier(aux, learning_rate=0.1)
+        pairs = [(l, aux.synthetic_branch.get_layer(f"{l.name}_synthetic")) for l in clf.layers if isinstance(l, bn)]
+        before = [(a.gamma.numpy().copy(), b.gamma.numpy().copy()) for a, b in pairs]
+        conv = [l for l in clf.layers if isinstance(l, tf.keras.layers.Conv2D)][0]
+        kernel = conv.kernel.numpy().copy()
+        w = np.array([real_label_weight] * 4 + [1.0 - real_label_weight] * 2, np.float32)
+        aux.fit(x, y, sample_weight=w, batch_size=6, epochs=1, shuffle=False, verbose=0)
+        for (a, b), got in zip(pairs, before):
+            after = (a.gamma.numpy(), b.gamma.numpy())
+            assert not np.allclose(after[moved], got[moved])
+            np.testing.assert_array_equal(after[still], got[still])
+        assert not np.allclose(conv.kernel.numpy(), kernel)
+
+
 def test_separate_synthetic_bn_stacks_real_then_synthetic_rows(cls_data, tmp_path):
     """synthetic_bn='separate': every batch is the real rows then round(ratio x batch) synthetic ones;
     recorded in config.json; runs without mixed batches train as 'shared'; refused without batch norm."""
@@ -456,6 +517,15 @@ def test_separate_synthetic_bn_stacks_real_then_synthetic_rows(cls_data, tmp_pat
     assert res["config"]["synthetic_bn"] == "separate" and res["config"]["synthetic_rows_per_batch"] == 2
     assert res["config"]["synthetic_batches"] == "fixed"  # implied
     assert res["metrics"]["test"]["num_samples"] == 6
+    res = train_classifier(cls_data["spec"], str(tmp_path / "aux"), synthetic=syn, synthetic_ratio=0.25,
+                           synthetic_bn="auxiliary", save_weights=True, **kw)
+    assert res["config"]["synthetic_bn"] == "auxiliary" and res["config"]["synthetic_rows_per_batch"] == 2
+    import h5py
+
+    with h5py.File(tmp_path / "aux" / "weights.h5", "r") as saved:  # the classifier alone, no copies
+        names = []
+        saved.visit(names.append)
+    assert names and not any("_synthetic" in n for n in names)
     res = train_classifier(cls_data["spec"], str(tmp_path / "fixed"), synthetic=syn, synthetic_ratio=0.25,
                            synthetic_batches="fixed", **kw)  # the same batches, shared statistics
     assert res["config"]["synthetic_bn"] == "shared" and res["config"]["synthetic_rows_per_batch"] == 2
@@ -466,6 +536,9 @@ def test_separate_synthetic_bn_stacks_real_then_synthetic_rows(cls_data, tmp_pat
     with pytest.raises(ValueError, match="needs batch_norm"):
         train_classifier(cls_data["spec"], str(tmp_path / "nobn"), synthetic=syn, synthetic_ratio=0.25,
                          synthetic_bn="separate", **dict(kw, batch_norm=False))
+    with pytest.raises(ValueError, match="needs batch_norm"):
+        train_classifier(cls_data["spec"], str(tmp_path / "nobn"), synthetic=syn, synthetic_ratio=0.25,
+                         synthetic_bn="auxiliary", **dict(kw, batch_norm=False))
     with pytest.raises(ValueError, match="synthetic_bn must be one of"):
         train_classifier(cls_data["spec"], str(tmp_path / "bad"), synthetic_bn="split", **kw)
     with pytest.raises(ValueError, match="synthetic_batches must be one of"):

@@ -143,7 +143,7 @@ def to_classifier_inputs(batch: Mapping[str, tf.Tensor], num_classes: int) -> Tu
 
 
 # ============================================================================ separate statistics
-SYNTHETIC_BN = ("shared", "separate")
+SYNTHETIC_BN = ("shared", "separate", "auxiliary")
 SYNTHETIC_BATCHES = ("sampled", "fixed")
 
 
@@ -161,15 +161,21 @@ def synthetic_rows(batch_size: int, synthetic_ratio: float) -> int:
 class SeparateSyntheticStatistics(tf.keras.Model):
     """Trains ``classifier`` on batches whose first ``real_rows`` rows are real images and the rest
     synthetic, normalising each part by its own batch statistics (as AdvProp's auxiliary batch norm
-    does for adversarial examples, with shared scales and offsets). Only the real part updates the
-    moving statistics, so inference normalises as the real images alone would.
+    does for adversarial examples). Only the real part updates the moving statistics, so inference
+    normalises as the real images alone would.
+
+    ``auxiliary=False``: the two parts share the batch norms' scales and offsets. ``True`` (AdvProp
+    proper): the synthetic part goes through its own copy of every batch norm (scales, offsets and
+    statistics, started from the classifier's), sharing every other layer; the copies are trained
+    by the synthetic rows only and never used at inference.
 
     Everything else is the classifier's: the loss is the compiled loss over the whole batch (each row
-    weighted as in a shared-statistics step), ``weights`` are the classifier's, in its order, and
-    calling the model calls the classifier. Export and save ``classifier`` itself.
+    weighted as in a shared-statistics step), ``weights`` start with the classifier's, in its order
+    (followed by the copies' with ``auxiliary``), and calling the model calls the classifier. Export
+    and save ``classifier`` itself.
     """
 
-    def __init__(self, classifier: tf.keras.Model, real_rows: int, **kwargs):
+    def __init__(self, classifier: tf.keras.Model, real_rows: int, auxiliary: bool = False, **kwargs):
         super().__init__(name=kwargs.pop("name", "separate_synthetic_statistics"), **kwargs)
         if int(real_rows) < 1:
             raise ValueError(f"real_rows must be >= 1, got {real_rows}")
@@ -179,13 +185,16 @@ class SeparateSyntheticStatistics(tf.keras.Model):
         if not self._norms:
             raise ValueError("separate synthetic statistics need a classifier with batch normalisation "
                              "(batch_norm=True)")
+        self.synthetic_branch = _with_own_batch_norms(classifier) if auxiliary else None
 
     def call(self, inputs, training=None):
         return self.classifier(inputs, training=training)
 
     def _synthetic_forward(self, images):
         """The classifier on synthetic rows: batch statistics in training, moving statistics untouched
-        (momentum 1 while this call is traced)."""
+        (momentum 1 while this call is traced), or the copy with its own batch norms."""
+        if self.synthetic_branch is not None:
+            return self.synthetic_branch(images, training=True)
         saved = [layer.momentum for layer in self._norms]
         try:
             for layer in self._norms:
@@ -196,15 +205,33 @@ class SeparateSyntheticStatistics(tf.keras.Model):
                 layer.momentum = momentum
 
     def train_step(self, data):
-        x, y = data[0], data[1]
+        x, y, sample_weight = tf.keras.utils.unpack_x_y_sample_weight(data)
         n = self.real_rows
         with tf.GradientTape() as tape:
             real = self.classifier(x[:n], training=True)
             synthetic = self._synthetic_forward(x[n:])
             y_pred = tf.concat([real, synthetic], 0)
-            loss = self.compute_loss(x, y, y_pred)
+            loss = self.compute_loss(x, y, y_pred, sample_weight)
         self.optimizer.minimize(loss, self.trainable_variables, tape=tape)
-        return self.compute_metrics(x, y, y_pred, None)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+
+def _with_own_batch_norms(classifier: tf.keras.Model) -> tf.keras.Model:
+    """``classifier`` with a new copy of each batch norm (same configuration and current weights,
+    name suffixed ``_synthetic``) and every other layer shared, weights included."""
+    norm = tf.keras.layers.BatchNormalization
+
+    def copy_norms(layer):
+        if not isinstance(layer, norm):
+            return layer
+        config = dict(layer.get_config(), name=f"{layer.name}_synthetic")
+        return norm.from_config(config)
+
+    branch = tf.keras.models.clone_model(classifier, clone_function=copy_norms)
+    for layer in classifier.layers:
+        if isinstance(layer, norm):
+            branch.get_layer(f"{layer.name}_synthetic").set_weights(layer.get_weights())
+    return branch
 
 
 # ============================================================================ splits

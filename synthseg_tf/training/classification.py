@@ -407,6 +407,8 @@ def train_classifier(
     normalises their real and synthetic parts each by its own batch statistics; only the real part
     moves the batch-norm statistics used at inference
     (:class:`~synthseg_tf.models.classifier.SeparateSyntheticStatistics`; needs ``batch_norm``).
+    ``"auxiliary"`` (AdvProp) also gives the synthetic part its own batch-norm scales and offsets,
+    trained by the synthetic rows only and left out of the exported classifier.
     Runs without mixed batches (no synthetic set, appended, or synthetic only) are unaffected by
     either; ``config.json`` records ``synthetic_rows_per_batch`` (``None`` for sampled or unmixed
     batches).
@@ -451,9 +453,9 @@ def train_classifier(
         raise ValueError(f"synthetic_bn must be one of {', '.join(SYNTHETIC_BN)}, got {synthetic_bn!r}")
     if synthetic_batches not in SYNTHETIC_BATCHES:
         raise ValueError(f"synthetic_batches must be one of {', '.join(SYNTHETIC_BATCHES)}, got {synthetic_batches!r}")
-    if synthetic_bn == "separate" and not batch_norm:
-        raise ValueError("synthetic_bn='separate' needs batch_norm=True: without batch normalisation there are no "
-                         "statistics to separate")
+    if synthetic_bn != "shared" and not batch_norm:
+        raise ValueError(f"synthetic_bn={synthetic_bn!r} needs batch_norm=True: without batch normalisation there "
+                         "are no statistics to separate")
     if alpha > 0.0 and synthetic is not None and teacher is None:
         raise ValueError("synthetic_soft_labels needs a teacher: a classifier export trained on the real images")
     patience_epochs(patience, 1, min_patience_steps)  # checks both before the run folder is made
@@ -489,7 +491,7 @@ def train_classifier(
         agree = float(np.mean(np.argmax(soft[1], axis=1) == soft[0])) if soft[0].size else 1.0
         soft_desc = {"alpha": alpha, "teacher": os.fspath(teacher), "argmax_is_intended_class": round(agree, 4)}
     mixed = syn_path is not None and synthetic_ratio is not None and 0.0 < float(synthetic_ratio) < 1.0
-    fixed = synthetic_batches == "fixed" or synthetic_bn == "separate"
+    fixed = synthetic_batches == "fixed" or synthetic_bn != "shared"
     syn_rows = synthetic_rows(batch_size, synthetic_ratio) if fixed and mixed else 0
     tf.keras.utils.set_random_seed(int(seed))
     train_ds, n_pool = _train_pipeline(train, syn_path, n_syn, synthetic_ratio, size, batch_size, augment,
@@ -508,8 +510,8 @@ def train_classifier(
                                                  "pooling": pooling, "batch_norm": bool(batch_norm)},
                            what="classifier", needs="same class table, image size and architecture")
     # what fit() trains; the classifier itself is what is reported, exported and saved
-    trainer = SeparateSyntheticStatistics(model, batch_size - syn_rows) if synthetic_bn == "separate" and syn_rows \
-        else model
+    trainer = SeparateSyntheticStatistics(model, batch_size - syn_rows, auxiliary=synthetic_bn == "auxiliary") \
+        if synthetic_bn != "shared" and syn_rows else model
     lr = float(learning_rate)
     averager = weight_ema_callback(ema) if ema is not None else None
     # the average first: it is swapped in before any other callback reads a validation pass
