@@ -262,11 +262,28 @@ for seed in 0 1 2; do
   .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic,real+synthetic@0.1 \
     --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --synthetic-bn separate --out "$OUT/cls_sepbn_swap$seed"
 done
-# ... and the control for draws 0 and 1: the same fixed batches (29 real + 3 synthetic at 0.1), shared statistics.
-for seed in 0 1; do
+# ... and the control for draws 0, 1 and 2: the same fixed batches (29 real + 3 synthetic at 0.1), shared statistics.
+for seed in 0 1 2; do
   .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic@0.1 \
     --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --synthetic-batches fixed --out "$OUT/cls_fixed_swap$seed"
 done
+# 40. AdvProp's auxiliary batch norms (--synthetic-bn auxiliary: the synthetic rows through their own copy of
+#     every batch norm, scales and offsets included), mixed at 0.1 on step 37's three synthetic sets.
+for seed in 0 1 2; do
+  .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic@0.1 \
+    --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --synthetic-bn auxiliary --out "$OUT/cls_aux_swap$seed"
+done
+# 41. Seeds 3-5 on draw 0: real-only, separate statistics and fixed batches at 0.1 (seeds 0-2 are step 39's,
+#     reused from copies of its folders; the real-only seeds 3-5 are trained once).
+[ -e "$OUT/cls_sepbn6_swap0" ] || cp -r "$OUT/cls_sepbn_swap0" "$OUT/cls_sepbn6_swap0"
+.venv/bin/synthseg experiment classification $BN099 $R --seeds 6 --patience 200 --settings real,real+synthetic@0.1 \
+  --gan-style-dim 32 --gan-seed 0 --reference-swap 1 --synthetic-bn separate --out "$OUT/cls_sepbn6_swap0"
+if [ ! -e "$OUT/cls_fixed6_swap0" ]; then
+  cp -r "$OUT/cls_fixed_swap0" "$OUT/cls_fixed6_swap0"
+  for s in 3 4 5; do cp -r "$OUT/cls_sepbn6_swap0/runs/frac0.25-seed$s-real" "$OUT/cls_fixed6_swap0/runs/"; done
+fi
+.venv/bin/synthseg experiment classification $BN099 $R --seeds 6 --patience 200 --settings real,real+synthetic@0.1 \
+  --gan-style-dim 32 --gan-seed 0 --reference-swap 1 --synthetic-batches fixed --out "$OUT/cls_fixed6_swap0"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -298,4 +315,7 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_style_gan2/report/report.html $OUT/cls_fm_gan0/report/report.html" \
   "$OUT/cls_sepbn_swap0/report/report.html $OUT/cls_sepbn_swap1/report/report.html" \
   "$OUT/cls_sepbn_swap2/report/report.html $OUT/cls_fixed_swap0/report/report.html" \
-  "$OUT/cls_fixed_swap1/report/report.html"
+  "$OUT/cls_fixed_swap1/report/report.html $OUT/cls_fixed_swap2/report/report.html" \
+  "$OUT/cls_aux_swap0/report/report.html $OUT/cls_aux_swap1/report/report.html" \
+  "$OUT/cls_aux_swap2/report/report.html $OUT/cls_sepbn6_swap0/report/report.html" \
+  "$OUT/cls_fixed6_swap0/report/report.html"
