@@ -273,8 +273,8 @@ for seed in 0 1 2; do
   .venv/bin/synthseg experiment classification $BN099 $R --patience 200 --settings real,real+synthetic@0.1 \
     --gan-style-dim 32 --gan-seed $seed --reference-swap 1 --synthetic-bn auxiliary --out "$OUT/cls_aux_swap$seed"
 done
-# 41. Seeds 3-5 on draw 0: real-only, separate statistics and fixed batches at 0.1 (seeds 0-2 are step 39's,
-#     reused from copies of its folders; the real-only seeds 3-5 are trained once).
+# 41. Seeds 3-5 on draw 0: real-only, separate statistics, fixed and sampled batches at 0.1 (seeds 0-2
+#     are steps 37 and 39's, reused from copies of their folders; real-only seeds 3-5 are trained once).
 [ -e "$OUT/cls_sepbn6_swap0" ] || cp -r "$OUT/cls_sepbn_swap0" "$OUT/cls_sepbn6_swap0"
 .venv/bin/synthseg experiment classification $BN099 $R --seeds 6 --patience 200 --settings real,real+synthetic@0.1 \
   --gan-style-dim 32 --gan-seed 0 --reference-swap 1 --synthetic-bn separate --out "$OUT/cls_sepbn6_swap0"
@@ -284,6 +284,12 @@ if [ ! -e "$OUT/cls_fixed6_swap0" ]; then
 fi
 .venv/bin/synthseg experiment classification $BN099 $R --seeds 6 --patience 200 --settings real,real+synthetic@0.1 \
   --gan-style-dim 32 --gan-seed 0 --reference-swap 1 --synthetic-batches fixed --out "$OUT/cls_fixed6_swap0"
+if [ ! -e "$OUT/cls_swap6_gan0" ]; then  # ... and step 37's sampled batches with shared statistics
+  cp -r "$OUT/cls_swap_gan0" "$OUT/cls_swap6_gan0"
+  for s in 3 4 5; do cp -r "$OUT/cls_sepbn6_swap0/runs/frac0.25-seed$s-real" "$OUT/cls_swap6_gan0/runs/"; done
+fi
+.venv/bin/synthseg experiment classification $BN099 $R --seeds 6 --patience 200 --settings real,real+synthetic@0.1 \
+  --gan-style-dim 32 --gan-seed 0 --reference-swap 1 --out "$OUT/cls_swap6_gan0"
 echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_f0.25/report/report.html" \
   "$OUT/camvid_emafix1600_f0.25/report/report.html $OUT/cls_real160_data1/report/report.html" \
   "$OUT/camvid_emafix_f0.1/report/report.html $OUT/camvid_protocol_f0.1/report/report.html" \
@@ -318,4 +324,4 @@ echo "reports: $OUT/camvid_emafix_f0.25/report/report.html $OUT/camvid_protocol_
   "$OUT/cls_fixed_swap1/report/report.html $OUT/cls_fixed_swap2/report/report.html" \
   "$OUT/cls_aux_swap0/report/report.html $OUT/cls_aux_swap1/report/report.html" \
   "$OUT/cls_aux_swap2/report/report.html $OUT/cls_sepbn6_swap0/report/report.html" \
-  "$OUT/cls_fixed6_swap0/report/report.html"
+  "$OUT/cls_fixed6_swap0/report/report.html $OUT/cls_swap6_gan0/report/report.html"
