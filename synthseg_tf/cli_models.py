@@ -202,8 +202,8 @@ def cmd_classifier_train(args) -> int:
     if args.teacher and not args.synthetic_soft_labels:
         raise CliError("--teacher is only read with --synthetic-soft-labels ALPHA > 0")
     for flag, value in (("--synthetic-bn", args.synthetic_bn), ("--synthetic-batches", args.synthetic_batches)):
-        if value in ("separate", "auxiliary", "fixed") and not (args.synthetic and args.synthetic_ratio is not None
-                                                   and 0 < args.synthetic_ratio < 1):
+        if value not in (None, "shared", "sampled") and not (args.synthetic and args.synthetic_ratio is not None
+                                                             and 0 < args.synthetic_ratio < 1):
             raise CliError(f"{flag} {value} needs --synthetic and a --synthetic-ratio between 0 and 1: it "
                            "shapes batches that mix real and synthetic images")
     # options left unset use train_classifier's defaults (one source of truth)
@@ -400,7 +400,7 @@ def cmd_experiment_classification(args) -> int:
         extra["synthetic_soft_labels"] = args.synthetic_soft_labels
     if args.bn_momentum is not None:
         extra["bn_momentum"] = args.bn_momentum
-    if args.synthetic_bn in ("separate", "auxiliary"):  # (shared, the default: earlier folders' identity holds)
+    if args.synthetic_bn not in (None, "shared"):  # (shared, the default: the identity of earlier folders holds)
         extra["synthetic_bn"] = args.synthetic_bn
     if args.synthetic_batches == "fixed":  # likewise
         extra["synthetic_batches"] = "fixed"
